@@ -1,0 +1,1 @@
+"""Pushing bundles to boards and running them there."""

@@ -1,0 +1,95 @@
+"""`python -m device play|selftest|bench BUNDLE`: the board's commands (stdlib argparse only)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from device.atari import GameError
+from device.manifest import BundleError
+from device.policy import PolicyError
+
+EXIT_BAD_INPUT = 2
+EXIT_SELFTEST_FAILED = 3
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The board CLI's arguments."""
+    parser = argparse.ArgumentParser(prog="python -m device", description="Play an edgerl bundle on this board.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("play", help="play Pong with the bundle's policy and write a JSON report")
+    p.add_argument("bundle", type=Path, help="bundle folder (manifest.json, policy.onnx, golden.npz)")
+    p.add_argument("--episodes", type=_positive, default=1, help="episodes to play (default 1)")
+    p.add_argument("--seed", type=int, default=0, help="emulator seed for the whole run (default 0)")
+    p.add_argument("--max-steps", type=_positive, default=None, help="cut each episode after this many agent steps")
+    p.add_argument("--report", type=Path, default=None, help="write the JSON report here (atomically)")
+    p.add_argument("--threads", type=_positive, default=None, help="onnxruntime intra-op threads (default 1)")
+    p.add_argument("--int8", action="store_true", help="play the bundle's quantized model")
+    p.add_argument("--quiet", action="store_true", help="no per-episode progress lines")
+
+    s = sub.add_parser("selftest", help="check checksums and run the golden frames on this hardware")
+    s.add_argument("bundle", type=Path)
+    s.add_argument("--threads", type=_positive, default=None)
+
+    b = sub.add_parser("bench", help="time the control loop and its parts")
+    b.add_argument("bundle", type=Path)
+    b.add_argument("--steps", type=_positive, default=2000, help="agent steps per round (default 2000)")
+    b.add_argument("--threads", type=_positive, default=None)
+    b.add_argument("--int8", action="store_true")
+    return parser
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.command == "play":
+        from device.play import PlayConfig, play
+
+        cfg = PlayConfig(args.bundle, args.episodes, args.seed, args.max_steps, args.threads, args.int8, args.report)
+        say = None if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
+        report = play(cfg, progress=say)
+        lat = report["policy_latency"]
+        print(
+            f"mean score {report['mean_score']:+.1f} over {len(report['episodes'])} episode(s); "
+            f"{report['steps_per_s']:.0f} steps/s; policy p50 {lat['p50_ms']:.2f} ms p99 {lat['p99_ms']:.2f} ms"
+        )
+        return 0
+    if args.command == "selftest":
+        from device.selftest import selftest
+
+        result = selftest(args.bundle, args.threads)
+        verdict = "ok" if result.ok else "FAILED: " + "; ".join(result.problems)
+        print(
+            f"selftest {result.bundle_id}: {result.frames} golden frames, max |diff| {result.max_abs_diff:.3g} "
+            f"(tolerance {result.atol:g}), actions {result.action_agreement:.0%}: {verdict}"
+        )
+        return 0 if result.ok else EXIT_SELFTEST_FAILED
+    from device.bench import BenchConfig, bench
+
+    print(json.dumps(bench(BenchConfig(args.bundle, args.steps, 0, args.threads, args.int8)), indent=2))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: one line and a non-zero exit code for any bad input."""
+    args = build_parser().parse_args(argv)
+    try:
+        return _run(args)
+    except (BundleError, GameError, PolicyError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

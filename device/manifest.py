@@ -1,0 +1,249 @@
+"""The bundle contract: manifest schema, reading, writing and checking.
+
+This is the one place that knows what a bundle looks like. Host (export,
+verify), deploy and device all import it, so the format is written once.
+Plain JSON only: the device never unpickles anything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+SCREEN_SHAPE = (210, 160, 3)
+
+
+class BundleError(Exception):
+    """A bundle is missing, damaged or does not match what the code expects."""
+
+
+@dataclass(frozen=True)
+class EnvSpec:
+    """The Atari environment the policy was trained on; the device reproduces it."""
+
+    game: str = "pong"
+    frame_skip: int = 4
+    """Emulator frames per agent step; the action is repeated on each."""
+    max_pool: bool = False
+    """Observation is the pixel-wise max of the last two frames of a step."""
+    repeat_action_probability: float = 0.25
+    """ALE sticky actions (v5 default 0.25)."""
+    noop_max: int = 0
+    """Up to this many NOOP steps after reset, drawn from the episode seed."""
+    full_action_space: bool = False
+    terminal_on_life_loss: bool = False
+    max_num_frames_per_episode: int = 108_000
+    """ALE truncation, in emulator frames (v5 default)."""
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> EnvSpec:
+        """Build from JSON, refusing unknown keys (a newer format)."""
+        return cls(**_known(cls, data, "env"))
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One named model input or output."""
+
+    name: str
+    shape: list[int]
+    dtype: str
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TensorSpec:
+        """Build from JSON."""
+        return cls(**_known(cls, data, "tensor"))
+
+
+@dataclass(frozen=True)
+class StatePair:
+    """A recurrent state: fed as `input`, returned as `output`, reset at episode start."""
+
+    input: str
+    output: str
+    shape: list[int]
+    dtype: str = "float32"
+    reset: str = "zeros"
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> StatePair:
+        """Build from JSON."""
+        return cls(**_known(cls, data, "state"))
+
+
+@dataclass(frozen=True)
+class Exploration:
+    """How the graph picks its action: argmax, or an e-greedy draw inside the graph."""
+
+    mode: str = "deterministic"
+    epsilon: float = 0.0
+
+
+@dataclass
+class Manifest:
+    """Everything the device needs to know about a bundle, and nothing of how it was trained."""
+
+    policy_kind: str
+    env: EnvSpec
+    action_ids: list[int]
+    """ALE action id for each policy output index (the minimal action set)."""
+    action_meanings: list[str]
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    state: list[StatePair]
+    exploration: Exploration
+    model_file: str = "policy.onnx"
+    screen_input: str = "pixels"
+    action_output: str = "action"
+    values_output: str = "action_value"
+    golden_file: str = "golden.npz"
+    golden_atol: float = 1e-4
+    files: dict[str, str] = field(default_factory=dict)
+    backends: dict[str, Any] = field(default_factory=dict)
+    provenance: dict[str, Any] = field(default_factory=dict)
+    parity: dict[str, Any] = field(default_factory=dict)
+    format_version: int = FORMAT_VERSION
+
+    @property
+    def bundle_id(self) -> str:
+        """Content identity: changes when any shipped file changes, not when figures are added."""
+        digest = hashlib.sha256(json.dumps(self.files, sort_keys=True).encode()).hexdigest()
+        return f"{self.policy_kind}-{digest[:12]}"
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form, with the derived bundle id for humans and tools."""
+        data = asdict(self)
+        data["bundle_id"] = self.bundle_id
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Manifest:
+        """Parse and check a manifest's JSON; raise BundleError naming the problem."""
+        version = data.get("format_version")
+        if version != FORMAT_VERSION:
+            raise BundleError(
+                f"manifest format version {version!r} is not supported (this edgerl reads "
+                f"version {FORMAT_VERSION}); re-export the bundle with this edgerl or upgrade edgerl"
+            )
+        body = dict(data)
+        body.pop("bundle_id", None)
+        try:
+            body["env"] = EnvSpec.from_dict(body["env"])
+            body["inputs"] = [TensorSpec.from_dict(t) for t in body["inputs"]]
+            body["outputs"] = [TensorSpec.from_dict(t) for t in body["outputs"]]
+            body["state"] = [StatePair.from_dict(s) for s in body["state"]]
+            body["exploration"] = Exploration(**body["exploration"])
+            manifest = cls(**_known(cls, body, "manifest"))
+        except (KeyError, TypeError) as err:
+            raise BundleError(f"manifest is malformed ({err}); re-export the bundle") from err
+        manifest.check_consistent()
+        return manifest
+
+    def check_consistent(self) -> None:
+        """Cross-field checks: the I/O names the device relies on exist and agree."""
+        inputs = {t.name: t for t in self.inputs}
+        outputs = {t.name: t for t in self.outputs}
+        if self.screen_input not in inputs:
+            raise BundleError(f"manifest names screen input {self.screen_input!r} but the model has none")
+        if self.action_output not in outputs:
+            raise BundleError(f"manifest names action output {self.action_output!r} but the model has none")
+        for pair in self.state:
+            if pair.input not in inputs or pair.output not in outputs:
+                raise BundleError(f"state pair {pair.input}->{pair.output} is not among the model's I/O")
+        if len(self.action_ids) != len(self.action_meanings) or not self.action_ids:
+            raise BundleError("manifest action table is empty or its ids and meanings differ in length")
+
+
+def _known(cls: type, data: dict[str, Any], what: str) -> dict[str, Any]:
+    names = set(cls.__dataclass_fields__)
+    unknown = set(data) - names
+    if unknown:
+        raise BundleError(
+            f"{what} section has unknown fields {sorted(unknown)}: the bundle was made by a newer edgerl"
+        )
+    return dict(data)
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file, streamed."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    """Write JSON so that a reader sees either the old file or the whole new one."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(data, fh, indent=2, sort_keys=False)
+            fh.write("\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_manifest(bundle: Path, manifest: Manifest) -> None:
+    """Write manifest.json atomically."""
+    write_json_atomic(Path(bundle) / MANIFEST, manifest.to_dict())
+
+
+def read_manifest(bundle: Path) -> Manifest:
+    """Read and parse a bundle's manifest without checking file hashes."""
+    bundle = Path(bundle)
+    if not bundle.is_dir():
+        raise BundleError(f"bundle folder {bundle} does not exist; pass the folder `edgerl export` wrote")
+    path = bundle / MANIFEST
+    if not path.is_file():
+        raise BundleError(f"{bundle} has no {MANIFEST}: it is not an edgerl bundle")
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise BundleError(f"{path} is not readable JSON ({err}); re-export the bundle") from err
+    if not isinstance(data, dict):
+        raise BundleError(f"{path} is not a JSON object; re-export the bundle")
+    return Manifest.from_dict(data)
+
+
+def check_files(bundle: Path, manifest: Manifest) -> None:
+    """Raise BundleError unless every listed file exists with its recorded sha256."""
+    bundle = Path(bundle)
+    for name, expected in manifest.files.items():
+        path = bundle / name
+        if Path(name).is_absolute() or ".." in Path(name).parts:
+            raise BundleError(f"manifest lists an unsafe path {name!r}; refusing the bundle")
+        if not path.is_file():
+            raise BundleError(f"{name} is missing from {bundle}; copy the whole bundle folder again")
+        if sha256_file(path) != expected:
+            raise BundleError(
+                f"{name} in {bundle} does not match its sha256 in the manifest (tampered or "
+                "damaged in transfer); copy the bundle again or re-export it"
+            )
+    for required in (manifest.model_file, manifest.golden_file):
+        if required not in manifest.files:
+            raise BundleError(f"manifest does not list {required} with a checksum; re-export the bundle")
+
+
+def load_bundle(bundle: Path) -> Manifest:
+    """Read the manifest and check every file's sha256: the entry point for any user of a bundle."""
+    manifest = read_manifest(bundle)
+    check_files(bundle, manifest)
+    return manifest
+
+
+def record_files(bundle: Path, names: list[str]) -> dict[str, str]:
+    """sha256 of each named file in the bundle, for the manifest."""
+    return {name: sha256_file(Path(bundle) / name) for name in sorted(names)}

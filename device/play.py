@@ -1,0 +1,169 @@
+"""Play episodes on the board and measure how: the report the host gets back."""
+
+from __future__ import annotations
+
+import os
+import platform
+import resource
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from device.atari import AtariGame
+from device.manifest import load_bundle, write_json_atomic
+from device.policy import PolicySession
+
+REPORT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class PlayConfig:
+    """What `python -m device play` does."""
+
+    bundle: Path
+    episodes: int = 1
+    seed: int = 0
+    max_steps: int | None = None
+    """Stop an episode after this many agent steps (it is then marked truncated)."""
+    threads: int | None = None
+    int8: bool = False
+    report: Path | None = None
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process, in MiB."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1 << 20) if sys.platform == "darwin" else peak / 1024
+
+
+def current_rss_mb() -> float:
+    """Current resident set size, from /proc where there is one."""
+    try:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / (1 << 20)
+    except OSError:
+        return peak_rss_mb()
+
+
+def machine_info() -> dict[str, Any]:
+    """Where the report was made: architecture, CPUs, library versions."""
+    import ale_py
+    import onnxruntime
+
+    return {
+        "machine": platform.machine(),
+        "system": platform.system(),
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "ale_py": getattr(ale_py, "__version__", "unknown"),
+    }
+
+
+def _percentiles(samples: list[float]) -> dict[str, float]:
+    if not samples:
+        return {"p50_ms": 0.0, "p99_ms": 0.0, "max_ms": 0.0, "mean_ms": 0.0}
+    arr = np.asarray(samples) * 1000.0
+    return {
+        "p50_ms": float(np.percentile(arr, 50)),
+        "p99_ms": float(np.percentile(arr, 99)),
+        "max_ms": float(arr.max()),
+        "mean_ms": float(arr.mean()),
+    }
+
+
+def model_file(manifest: Any, int8: bool) -> str:
+    """The ONNX file to play: fp32, or the int8 one when asked and present."""
+    if not int8:
+        return manifest.model_file
+    name = "policy.int8.onnx"
+    if name not in manifest.files:
+        from device.manifest import BundleError
+
+        raise BundleError("this bundle has no int8 model; export it with `edgerl export --int8`")
+    return name
+
+
+def play(cfg: PlayConfig, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Play `cfg.episodes` episodes from one seed and return the report (also written if asked)."""
+    started = time.perf_counter()
+    manifest = load_bundle(cfg.bundle)
+    policy = PolicySession(cfg.bundle, manifest, cfg.threads, model_file(manifest, cfg.int8))
+    game = AtariGame(manifest.env, manifest.action_ids)
+    game.seed(cfg.seed)
+    latencies: list[float] = []
+    emulator: list[float] = []
+    episodes = []
+    first_action_s = None
+    clock = time.perf_counter
+    loop_started = clock()
+    for episode in range(cfg.episodes):
+        screen = game.reset()
+        policy.reset()
+        actions = bytearray()
+        score, steps, result = 0.0, 0, None
+        while True:
+            t0 = clock()
+            index = policy.act(screen)
+            t1 = clock()
+            result = game.step(index)
+            t2 = clock()
+            if first_action_s is None:
+                first_action_s = t1 - started
+            latencies.append(t1 - t0)
+            emulator.append(t2 - t1)
+            actions.append(index)
+            score += result.reward
+            steps += 1
+            if result.done or (cfg.max_steps and steps >= cfg.max_steps):
+                break
+        episodes.append(
+            {
+                "episode": episode,
+                "score": score,
+                "steps": steps,
+                "terminated": result.terminated,
+                "truncated": result.truncated or not result.done,
+                # One byte per action, hex: a whole Pong game is a few KB.
+                "actions_hex": bytes(actions).hex(),
+            }
+        )
+        if progress:
+            progress(f"episode {episode + 1}/{cfg.episodes}: score {score:+.0f} in {steps} steps")
+    total_steps = sum(e["steps"] for e in episodes)
+    loop_s = sum(latencies) + sum(emulator)
+    report = {
+        "report_version": REPORT_VERSION,
+        "bundle_id": manifest.bundle_id,
+        "files": manifest.files,
+        "model_file": model_file(manifest, cfg.int8),
+        "env": manifest.to_dict()["env"],
+        "action_ids": manifest.action_ids,
+        "seed": cfg.seed,
+        "max_steps": cfg.max_steps,
+        "threads": cfg.threads or 1,
+        "episodes": episodes,
+        "mean_score": float(np.mean([e["score"] for e in episodes])),
+        "steps": total_steps,
+        "steps_per_s": total_steps / max(clock() - loop_started, 1e-9),
+        "loop_steps_per_s": total_steps / loop_s if loop_s else 0.0,
+        "policy_latency": _percentiles(latencies),
+        "emulator_ms_per_step": float(np.mean(emulator) * 1000.0) if emulator else 0.0,
+        "cold_start_s": first_action_s,
+        "peak_rss_mb": peak_rss_mb(),
+        "machine": machine_info(),
+    }
+    if cfg.report:
+        write_json_atomic(cfg.report, report)
+    return report
+
+
+def replay_actions(episode: dict[str, Any]) -> list[int]:
+    """The action indices of one reported episode."""
+    return list(bytes.fromhex(episode["actions_hex"]))

@@ -1,0 +1,1 @@
+"""Host side of edgerl: training, export, verification (needs torch and torchrl)."""

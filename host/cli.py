@@ -1,0 +1,129 @@
+"""`edgerl`: the host command line. It only parses and dispatches; the work lives in the stages."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import warnings
+from pathlib import Path
+
+EXIT_FAILED_CHECK = 1
+EXIT_BAD_INPUT = 2
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Every host subcommand and its options."""
+    parser = argparse.ArgumentParser(
+        prog="edgerl", description="Train, export, verify and ship RL policies to small boards."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    e = sub.add_parser("export", help="checkpoint -> bundle (pt2, AOTInductor, ONNX, golden frames, manifest)",
+                       description="Export a policy to a bundle folder, then verify it.")
+    e.add_argument("source", nargs="?", type=Path, help="run folder or checkpoint.pt from `edgerl train`")
+    e.add_argument("--out", type=Path, required=True, help="bundle folder to write")
+    e.add_argument("--untrained", action="store_true", help="export a freshly initialised network")
+    e.add_argument("--policy", choices=["dqn", "stacked", "lstm"], default="dqn",
+                   help="policy of an --untrained export (default dqn)")
+    e.add_argument("--stochastic", action="store_true", help="keep the e-greedy draw in the graph (RANDOM mode)")
+    e.add_argument("--epsilon", type=float, default=None, help="e-greedy rate of a stochastic export")
+    e.add_argument("--no-aoti", action="store_true", help="skip the AOTInductor package (saves ~25 s)")
+    e.add_argument("--no-verify", action="store_true", help="do not run `edgerl verify` afterwards")
+    e.add_argument("--verify-frames", type=_positive, default=1000, help="frames for the verification (default 1000)")
+    e.add_argument("--seed", type=int, default=0, help="initialisation seed of an --untrained export")
+
+    v = sub.add_parser("verify", help="parity of eager/pt2/AOTInductor/ONNX on real Pong frames",
+                       description="Check every backend against the eager TorchRL policy; exit 1 on disagreement.")
+    v.add_argument("bundle", type=Path)
+    v.add_argument("--frames", type=_positive, default=1000, help="real frames from play (default 1000)")
+    v.add_argument("--seed", type=int, default=1, help="seed of the frames' game (default 1)")
+    return parser
+
+
+def _export(args: argparse.Namespace) -> int:
+    from host.export import ExportConfig, export_bundle
+
+    if not args.untrained and args.source is None:
+        raise _usage("give a run folder or checkpoint to export, or --untrained")
+    cfg = ExportConfig(out=args.out, source=args.source, untrained=args.untrained, kind=args.policy,
+                       stochastic=args.stochastic, epsilon=args.epsilon, aoti=not args.no_aoti, seed=args.seed)
+    print(f"exporting {'untrained ' + args.policy if args.untrained else args.source} to {args.out}")
+    out = export_bundle(cfg)
+    if args.no_verify:
+        return 0
+    return _verify_bundle(out, args.verify_frames, 1)
+
+
+def _verify_bundle(bundle: Path, frames: int, seed: int) -> int:
+    from host.verify import VerifyConfig, verify_bundle
+
+    print(f"verifying {bundle} on {frames} real Pong frames")
+    parity = verify_bundle(VerifyConfig(bundle, frames=frames, seed=seed, progress=sys.stderr.isatty()))
+    print(f"verify ok: {parity['frames']} frames, {parity['episode_starts']} episode starts, mode {parity['mode']}")
+    return 0
+
+
+class _UsageError(Exception):
+    pass
+
+
+def _usage(message: str) -> _UsageError:
+    return _UsageError(message)
+
+
+def _errors() -> tuple[type[BaseException], ...]:
+    from device.atari import GameError
+    from device.manifest import BundleError
+    from device.policy import PolicyError
+
+    errors: list[type[BaseException]] = [BundleError, GameError, PolicyError, _UsageError]
+    try:
+        from host.checkpoint import CheckpointError
+        from host.envs import UnsupportedEnvError
+        from host.export import ExportError
+
+        errors += [CheckpointError, ExportError, UnsupportedEnvError]
+    except ImportError:
+        pass
+    return tuple(errors)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: known failures become one line on stderr and a non-zero exit code."""
+    args = build_parser().parse_args(argv)
+    warnings.filterwarnings("ignore")
+    logging.getLogger("torch").setLevel(logging.ERROR)
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(Path.home() / ".cache" / "edgerl" / "inductor"))
+    handlers = {"export": _export, "verify": lambda a: _verify_bundle(a.bundle, a.frames, a.seed)}
+    try:
+        return handlers[args.command](args)
+    except ImportError as err:
+        print(f"error: {err.name or err} is not installed; pip install 'edgerl[host]' for host commands",
+              file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("interrupted; nothing half-written was kept", file=sys.stderr)
+        return 130
+    except Exception as err:
+        from host.verify import VerifyError
+
+        if isinstance(err, VerifyError):
+            print(f"error: {err}", file=sys.stderr)
+            return EXIT_FAILED_CHECK
+        if isinstance(err, _errors()):
+            print(f"error: {err}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,49 @@
+"""Real Pong frames from play, for verification, golden frames and calibration."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from device.manifest import EnvSpec
+from host.envs import make_base_env
+
+
+@dataclass
+class FrameSet:
+    """Raw screens in play order; `starts[i]` marks the first frame of an episode segment."""
+
+    pixels: np.ndarray
+    starts: np.ndarray
+
+    def __len__(self) -> int:
+        """Number of frames."""
+        return len(self.pixels)
+
+
+def collect_frames(spec: EnvSpec, count: int, seed: int = 0, segment: int = 250) -> FrameSet:
+    """Play seeded random actions and keep the screens, in segments that each start an episode.
+
+    Segments make stateful policies cross several episode starts in one
+    sequence, so state resets are exercised, not just one long episode.
+    """
+    env = make_base_env(spec)
+    env.set_seed(seed)
+    rng = np.random.default_rng(seed)
+    n_actions = env.action_spec.space.n
+    pixels = np.empty((count, 210, 160, 3), dtype=np.uint8)
+    starts = np.zeros(count, dtype=bool)
+    td = None
+    for i in range(count):
+        if i % segment == 0 or td is None:
+            td = env.reset()
+            starts[i] = True
+        pixels[i] = td["pixels"].numpy()
+        td["action"] = torch.tensor(int(rng.integers(n_actions)))
+        td = env.step(td)["next"]
+        if td["done"].item():
+            td = None
+    env.close()
+    return FrameSet(pixels, starts)
