@@ -46,6 +46,14 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("bundle", type=Path)
     v.add_argument("--frames", type=_positive, default=1000, help="real frames from play (default 1000)")
     v.add_argument("--seed", type=int, default=1, help="seed of the frames' game (default 1)")
+
+    r = sub.add_parser("replay", help="rebuild a board's game from its report and write a GIF",
+                       description="Replay a `python -m device play` report on the host env; exit 1 if the "
+                                   "replayed scores differ from the reported ones.")
+    r.add_argument("report", type=Path, help="report.json from the board")
+    r.add_argument("bundle", type=Path, help="the bundle the board played")
+    r.add_argument("--out", type=Path, default=None, help="animated GIF to write")
+    r.add_argument("--stride", type=_positive, default=2, help="draw every N-th agent step (default 2)")
     return parser
 
 
@@ -69,6 +77,14 @@ def _verify_bundle(bundle: Path, frames: int, seed: int) -> int:
     print(f"verifying {bundle} on {frames} real Pong frames")
     parity = verify_bundle(VerifyConfig(bundle, frames=frames, seed=seed, progress=sys.stderr.isatty()))
     print(f"verify ok: {parity['frames']} frames, {parity['episode_starts']} episode starts, mode {parity['mode']}")
+    return 0
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from host.replay import ReplayConfig, replay
+
+    replay(ReplayConfig(args.report, args.bundle, args.out, args.stride))
+    print("replay ok: scores match the report")
     return 0
 
 
@@ -103,7 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore")
     logging.getLogger("torch").setLevel(logging.ERROR)
     os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(Path.home() / ".cache" / "edgerl" / "inductor"))
-    handlers = {"export": _export, "verify": lambda a: _verify_bundle(a.bundle, a.frames, a.seed)}
+    handlers = {"export": _export, "verify": lambda a: _verify_bundle(a.bundle, a.frames, a.seed),
+                "replay": _replay}
     try:
         return handlers[args.command](args)
     except ImportError as err:
@@ -116,7 +133,9 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as err:
         from host.verify import VerifyError
 
-        if isinstance(err, VerifyError):
+        from host.replay import ReplayError
+
+        if isinstance(err, (VerifyError, ReplayError)):
             print(f"error: {err}", file=sys.stderr)
             return EXIT_FAILED_CHECK
         if isinstance(err, _errors()):

@@ -1,0 +1,89 @@
+"""`edgerl replay`: rebuild a board's game on the host from the report's seed and actions.
+
+The replay runs on the host's TorchRL env (the one training uses), so a
+replay whose scores equal the reported ones is also a check that board and
+host played the same game.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from device.manifest import BundleError, load_bundle
+from device.play import replay_actions
+from host.envs import make_base_env
+
+
+class ReplayError(Exception):
+    """The report cannot be replayed, or replays to other scores."""
+
+
+@dataclass(frozen=True)
+class ReplayConfig:
+    """What `edgerl replay` rebuilds."""
+
+    report: Path
+    bundle: Path
+    out: Path | None = None
+    """Animated GIF to write (every `stride`-th agent step of every episode)."""
+    stride: int = 2
+    fps: int = 30
+
+
+def _read_report(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError) as err:
+        raise ReplayError(f"cannot read report {path}: {err}") from err
+
+
+def replay(cfg: ReplayConfig, say: Callable[[str], None] = print) -> list[float]:
+    """Replay every episode; return the replayed scores; raise ReplayError if they differ."""
+    report = _read_report(cfg.report)
+    manifest = load_bundle(cfg.bundle)
+    if report.get("bundle_id") != manifest.bundle_id:
+        raise BundleError(f"report was played with bundle {report.get('bundle_id')}, not {manifest.bundle_id}; "
+                          "pass the bundle the board played")
+    env = make_base_env(manifest.env)
+    env.set_seed(int(report["seed"]))
+    frames: list[np.ndarray] = []
+    scores = []
+    for episode in report["episodes"]:
+        td = env.reset()
+        score = 0.0
+        for step, action in enumerate(replay_actions(episode)):
+            if cfg.out and step % cfg.stride == 0:
+                frames.append(td["pixels"].numpy().copy())
+            td["action"] = torch.tensor(action)
+            td = env.step(td)["next"]
+            score += td["reward"].item()
+        scores.append(score)
+        say(f"episode {episode['episode']}: replayed {score:+.0f}, reported {episode['score']:+.0f}")
+    env.close()
+    if cfg.out:
+        _write_gif(frames, Path(cfg.out), cfg.fps)
+        say(f"wrote {len(frames)} frames to {cfg.out}")
+    reported = [e["score"] for e in report["episodes"]]
+    if scores != reported:
+        raise ReplayError(f"replayed scores {scores} differ from reported {reported}: "
+                          "board and host did not play the same game")
+    return scores
+
+
+def _write_gif(frames: list[np.ndarray], out: Path, fps: int) -> None:
+    from PIL import Image
+
+    if not frames:
+        raise ReplayError("the report has no steps to draw")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    images = [Image.fromarray(f) for f in frames]
+    tmp = out.with_name(f".{out.name}.partial")
+    images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0)
+    tmp.replace(out)

@@ -1,0 +1,36 @@
+"""Shared fixtures: bundles exported once per session with the real exporter."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+
+def _export(out: Path, kind: str, stochastic: bool = False, aoti: bool = False) -> Path:
+    from host.export import ExportConfig, export_bundle
+
+    return export_bundle(ExportConfig(out=out, untrained=True, kind=kind, stochastic=stochastic, aoti=aoti),
+                         say=lambda _: None)
+
+
+@pytest.fixture(scope="session")
+def bundles(tmp_path_factory) -> dict[str, Path]:
+    """One deterministic bundle per policy kind, plus a stochastic dqn (exported once)."""
+    root = tmp_path_factory.mktemp("bundles")
+    made = {kind: _export(root / kind, kind) for kind in ("dqn", "stacked", "lstm")}
+    made["dqn-stochastic"] = _export(root / "dqn-stochastic", "dqn", stochastic=True)
+    return made
+
+
+@pytest.fixture
+def bundle_copy(bundles, tmp_path):
+    """A private copy of a bundle that a test may damage."""
+
+    def copy(kind: str = "dqn") -> Path:
+        dest = tmp_path / f"copy-{kind}"
+        shutil.copytree(bundles[kind], dest)
+        return dest
+
+    return copy

@@ -1,0 +1,82 @@
+"""A user plays a bundle on the board and gets a report the host can replay."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+
+from device.atari import AtariGame
+from device.manifest import load_bundle
+from device.play import PlayConfig, current_rss_mb, play, replay_actions
+
+
+def device(*args):
+    return subprocess.run([sys.executable, "-m", "device", *map(str, args)], capture_output=True, text=True,
+                          timeout=600)
+
+
+def test_play_writes_a_complete_report(bundles, tmp_path):
+    report_path = tmp_path / "report.json"
+    run = device("play", bundles["stacked"], "--episodes", 2, "--seed", 5, "--max-steps", 150, "--report", report_path)
+    assert run.returncode == 0, run.stderr
+    assert "mean score" in run.stdout and "steps/s" in run.stdout
+    report = json.loads(report_path.read_text())
+    assert report["bundle_id"] == load_bundle(bundles["stacked"]).bundle_id
+    assert [e["steps"] for e in report["episodes"]] == [150, 150]
+    assert report["steps"] == 300 and report["steps_per_s"] > 0
+    lat = report["policy_latency"]
+    assert 0 < lat["p50_ms"] <= lat["p99_ms"] <= lat["max_ms"]
+    assert report["peak_rss_mb"] > 10 and report["machine"]["cpu_count"] >= 1
+    assert report["emulator_ms_per_step"] > 0 and report["cold_start_s"] > 0
+    assert len(replay_actions(report["episodes"][0])) == 150
+
+
+def test_reported_actions_replay_to_the_reported_score(bundles):
+    report = play(PlayConfig(bundles["dqn"], episodes=1, seed=11))
+    manifest = load_bundle(bundles["dqn"])
+    game = AtariGame(manifest.env, manifest.action_ids)
+    game.seed(11)
+    game.reset()
+    score = sum(game.step(a).reward for a in replay_actions(report["episodes"][0]))
+    assert score == report["episodes"][0]["score"] == -21.0  # an untrained net loses every point
+
+
+def test_recurrent_policy_plays_with_states_reset_per_episode(bundles):
+    report = play(PlayConfig(bundles["lstm"], episodes=2, seed=2, max_steps=100))
+    assert [e["steps"] for e in report["episodes"]] == [100, 100]
+    # Same seed and same state reset: the first episode's actions are reproducible.
+    again = play(PlayConfig(bundles["lstm"], episodes=1, seed=2, max_steps=100))
+    assert again["episodes"][0]["actions_hex"] == report["episodes"][0]["actions_hex"]
+
+
+def test_selftest_passes_on_this_hardware(bundles):
+    for kind in ("dqn", "stacked", "lstm", "dqn-stochastic"):
+        run = device("selftest", bundles[kind])
+        assert run.returncode == 0, run.stdout + run.stderr
+        assert ": ok" in run.stdout
+
+
+def test_selftest_fails_when_the_model_no_longer_gives_the_golden_outputs(bundle_copy):
+    bundle = bundle_copy("dqn")
+    golden = dict(np.load(bundle / "golden.npz"))
+    golden["action_value"] = golden["action_value"] + 0.01
+    np.savez_compressed(bundle / "golden.npz", **golden)
+    # Re-record the hash so only the golden comparison can fail.
+    data = json.loads((bundle / "manifest.json").read_text())
+    from device.manifest import sha256_file
+
+    data["files"]["golden.npz"] = sha256_file(bundle / "golden.npz")
+    (bundle / "manifest.json").write_text(json.dumps(data))
+    run = device("selftest", bundle)
+    assert run.returncode == 3
+    assert "FAILED" in run.stdout and "tolerance" in run.stdout
+
+
+def test_short_soak_does_not_grow_memory(bundles):
+    cfg = PlayConfig(bundles["stacked"], episodes=1, seed=0, max_steps=500)
+    play(cfg)  # warm-up: arenas and caches reach their size
+    before = current_rss_mb()
+    for seed in range(6):
+        play(PlayConfig(bundles["stacked"], episodes=1, seed=seed, max_steps=500))
+    assert current_rss_mb() - before < 5.0

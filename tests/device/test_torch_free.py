@@ -1,0 +1,56 @@
+"""The device package runs in a venv holding only numpy, onnxruntime and ale-py."""
+
+import json
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+CHECK = """
+import sys, runpy
+sys.argv = ["device", *sys.argv[1:]]
+try:
+    runpy.run_module("device", run_name="__main__")
+except SystemExit as done:
+    code = done.code
+assert "torch" not in sys.modules, "torch was imported"
+assert not any(m.split(".")[0] in {"torchrl", "tensordict", "onnx", "host"} for m in sys.modules), "host modules imported"
+sys.exit(code)
+"""
+
+
+@pytest.fixture(scope="module")
+def board_python(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("board-venv")
+    venv.create(root, with_pip=True)
+    py = root / "bin" / "python"
+    pip = [str(py), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
+    subprocess.run([*pip, "numpy", "onnxruntime", "ale-py"], check=True, timeout=600)
+    subprocess.run([*pip, "--no-deps", str(REPO)], check=True, timeout=600, cwd=root)
+    return py
+
+
+def test_device_never_imports_torch(board_python, bundles, tmp_path):
+    freeze = subprocess.run([str(board_python), "-m", "pip", "freeze"], capture_output=True, text=True).stdout
+    names = {line.split("==")[0].lower() for line in freeze.splitlines()}
+    assert not names & {"torch", "torchrl", "tensordict", "onnx", "gymnasium"}, names
+    script = tmp_path / "check.py"
+    script.write_text(CHECK)
+    for kind in ("stacked", "lstm"):
+        st = subprocess.run([str(board_python), str(script), "selftest", str(bundles[kind])],
+                            capture_output=True, text=True, cwd=tmp_path, timeout=300)
+        assert st.returncode == 0, st.stdout + st.stderr
+        report = tmp_path / f"{kind}.json"
+        pl = subprocess.run([str(board_python), str(script), "play", str(bundles[kind]), "--max-steps", "200",
+                             "--report", str(report)], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+        assert pl.returncode == 0, pl.stdout + pl.stderr
+        assert json.loads(report.read_text())["steps"] == 200
+
+
+def test_board_install_has_no_torch_to_import(board_python, tmp_path):
+    run = subprocess.run([str(board_python), "-c", "import torch"], capture_output=True, text=True, cwd=tmp_path)
+    assert run.returncode != 0 and "No module named 'torch'" in run.stderr
+    assert sys.executable != str(board_python)

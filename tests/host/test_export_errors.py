@@ -1,0 +1,100 @@
+"""Bad input to export and verify: one clear line, a non-zero exit, nothing half-written."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from host.export import ExportConfig, export_bundle
+
+
+def edgerl(*args):
+    return subprocess.run([sys.executable, "-m", "host.cli", *map(str, args)], capture_output=True, text=True,
+                          timeout=600)
+
+
+def one_line_error(run, *words):
+    assert run.returncode != 0
+    lines = run.stderr.strip().splitlines()
+    assert lines and lines[-1].startswith("error: "), run.stderr
+    assert "Traceback" not in run.stderr, run.stderr
+    for word in words:
+        assert word in lines[-1], lines[-1]
+
+
+def test_missing_checkpoint(tmp_path):
+    run = edgerl("export", tmp_path / "no-such-run", "--out", tmp_path / "b", "--no-verify")
+    one_line_error(run, "no checkpoint")
+    assert not (tmp_path / "b").exists()
+
+
+def test_corrupt_checkpoint(tmp_path):
+    (tmp_path / "checkpoint.pt").write_bytes(b"\x80\x02garbage" * 100)
+    run = edgerl("export", tmp_path / "checkpoint.pt", "--out", tmp_path / "b", "--no-verify")
+    one_line_error(run, "corrupt")
+
+
+def test_output_folder_that_is_not_a_bundle_is_left_alone(tmp_path):
+    out = tmp_path / "precious"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep me")
+    run = edgerl("export", "--untrained", "--out", out, "--no-aoti", "--no-verify")
+    one_line_error(run, "not a bundle")
+    assert (out / "notes.txt").read_text() == "keep me"
+
+
+def test_tampered_bundle_is_refused_by_verify(bundle_copy):
+    bundle = bundle_copy("dqn")
+    with open(bundle / "policy.onnx", "r+b") as fh:
+        fh.seek(5000)
+        fh.write(b"\x00\x01\x02\x03")
+    run = edgerl("verify", bundle)
+    one_line_error(run, "policy.onnx", "sha256")
+
+
+def test_unknown_manifest_version_is_refused(bundle_copy):
+    bundle = bundle_copy("dqn")
+    data = json.loads((bundle / "manifest.json").read_text())
+    data["format_version"] = 99
+    (bundle / "manifest.json").write_text(json.dumps(data))
+    run = edgerl("verify", bundle)
+    one_line_error(run, "format version 99")
+
+
+def test_failed_export_leaves_nothing_behind(tmp_path, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("simulated crash in the ONNX exporter")
+
+    monkeypatch.setattr(torch.onnx, "export", broken)
+    with pytest.raises(RuntimeError):
+        export_bundle(ExportConfig(out=tmp_path / "b", untrained=True, aoti=False), say=lambda _: None)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_failed_reexport_keeps_the_previous_bundle(bundles, tmp_path, monkeypatch):
+    out = tmp_path / "b"
+    shutil.copytree(bundles["dqn"], out)
+    before = (out / "manifest.json").read_text()
+    monkeypatch.setattr(torch.onnx, "export", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("boom")))
+    with pytest.raises(RuntimeError):
+        export_bundle(ExportConfig(out=out, untrained=True, aoti=False), say=lambda _: None)
+    assert (out / "manifest.json").read_text() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b"]
+
+
+def test_aoti_failure_is_recorded_and_other_formats_go_on(tmp_path, monkeypatch):
+    def no_compiler(*args, **kwargs):
+        raise OSError("version `GLIBCXX_3.4.32' not found (required by the compiled package)")
+
+    monkeypatch.setattr(torch._inductor, "aoti_compile_and_package", no_compiler)
+    lines = []
+    out = export_bundle(ExportConfig(out=tmp_path / "b", untrained=True, aoti=True), say=lines.append)
+    from device.manifest import load_bundle
+
+    aoti = load_bundle(out).backends["aoti"]
+    assert aoti["status"] == "failed" and "GLIBCXX" in aoti["reason"] and "\n" not in aoti["reason"]
+    assert any(line.strip().startswith("aoti  failed: OSError") for line in lines)
+    assert (out / "policy.onnx").is_file() and not (out / "policy.aoti.pt2").exists()
