@@ -54,7 +54,43 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("bundle", type=Path, help="the bundle the board played")
     r.add_argument("--out", type=Path, default=None, help="animated GIF to write")
     r.add_argument("--stride", type=_positive, default=2, help="draw every N-th agent step (default 2)")
+
+    d = sub.add_parser("deploy", help="push a bundle to boards as a verified release and switch to it",
+                       description="Upload, verify sha256 on the board, install/reuse the venv, self-test, switch "
+                                   "`current` atomically. Any failure leaves the old release current.")
+    d.add_argument("bundle", type=Path)
+    d.add_argument("--to", action="append", default=[], metavar="TARGET",
+                   help="[user@]host[:port], an ~/.ssh/config alias, or local:DIR (repeat for a fleet)")
+    d.add_argument("--inventory", type=Path, help="file with one TARGET per line")
+    d.add_argument("--keep", type=_positive, default=3, help="releases kept on the board (default 3)")
+    d.add_argument("--wheelhouse", action="store_true", help="download wheels here, install offline on the board")
+    _ssh_args(d)
+
+    u = sub.add_parser("run", help="play on a board's current release and fetch the report")
+    u.add_argument("--on", required=True, metavar="TARGET")
+    u.add_argument("--episodes", type=_positive, default=1)
+    u.add_argument("--seed", type=int, default=0)
+    u.add_argument("--max-steps", type=_positive, default=None)
+    u.add_argument("--reports", type=Path, default=Path("reports"), help="host folder for reports (default reports/)")
+    _ssh_args(u)
+
+    t = sub.add_parser("status", help="current and previous releases, venvs, the board's arch and Python")
+    t.add_argument("--on", required=True, metavar="TARGET")
+    _ssh_args(t)
+
+    b = sub.add_parser("rollback", help="make the previous release current again")
+    b.add_argument("--on", required=True, metavar="TARGET")
+    _ssh_args(b)
     return parser
+
+
+def _ssh_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--known-hosts", type=Path, default=Path("~/.ssh/known_hosts"), help="known_hosts file to check")
+    p.add_argument("--ssh-config", type=Path, default=Path("~/.ssh/config"), help="ssh config for aliases")
+    p.add_argument("--accept-new", action="store_true",
+                   help="trust an unknown host key and record it (a changed key is always refused)")
+    p.add_argument("-i", "--identity", type=Path, default=None, help="private key file (the agent is used too)")
+    p.add_argument("--board-dir", default="edgerl", help="folder on the board, relative to home (default edgerl)")
 
 
 def _export(args: argparse.Namespace) -> int:
@@ -101,7 +137,9 @@ def _errors() -> tuple[type[BaseException], ...]:
     from device.manifest import BundleError
     from device.policy import PolicyError
 
-    errors: list[type[BaseException]] = [BundleError, GameError, PolicyError, _UsageError]
+    from deploy.targets import DeployError
+
+    errors: list[type[BaseException]] = [BundleError, GameError, PolicyError, _UsageError, DeployError]
     try:
         from host.checkpoint import CheckpointError
         from host.envs import UnsupportedEnvError
@@ -119,8 +157,11 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore")
     logging.getLogger("torch").setLevel(logging.ERROR)
     os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(Path.home() / ".cache" / "edgerl" / "inductor"))
+    from host import board_cli
+
     handlers = {"export": _export, "verify": lambda a: _verify_bundle(a.bundle, a.frames, a.seed),
-                "replay": _replay}
+                "replay": _replay, "deploy": board_cli.deploy_cmd, "run": board_cli.run_cmd,
+                "status": board_cli.status_cmd, "rollback": board_cli.rollback_cmd}
     try:
         return handlers[args.command](args)
     except ImportError as err:

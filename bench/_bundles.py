@@ -1,0 +1,14 @@
+"""Bundles for the benchmarks: exported once into build/bench/ and reused."""
+
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1] / "build" / "bench"
+
+
+def bundle(kind: str = "dqn") -> Path:
+    out = ROOT / kind
+    if not (out / "manifest.json").is_file():
+        from host.export import ExportConfig, export_bundle
+
+        export_bundle(ExportConfig(out=out, untrained=True, kind=kind, aoti=False), say=lambda _: None)
+    return out

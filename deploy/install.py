@@ -1,0 +1,108 @@
+"""The board's Python environment: one venv per dependency set, reused across releases.
+
+The device's dependencies are pinned to the versions installed on the host,
+which are the versions `edgerl verify` ran. Online boards pip-install them;
+offline boards (`--wheelhouse`) get wheels downloaded on the host for the
+board's architecture and Python, pushed over the same resumable upload.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from deploy.targets import DeployError, Target
+
+DEVICE_DEPS = ("numpy", "onnxruntime", "ale-py")
+NO_WHEELS = {"armv7l", "armv6l", "i686"}
+
+
+@dataclass(frozen=True)
+class InstallConfig:
+    """How the board gets its dependencies."""
+
+    wheelhouse: bool = False
+    """Download wheels on the host and install offline on the board."""
+    cache: Path = Path("~/.cache/edgerl/wheelhouse")
+    requirements: tuple[str, ...] | None = None
+    """Override the pinned requirements (default: the host's versions of numpy, onnxruntime, ale-py)."""
+
+
+def pinned_requirements(cfg: InstallConfig) -> list[str]:
+    """numpy, onnxruntime and ale-py at the versions this host has."""
+    if cfg.requirements:
+        return list(cfg.requirements)
+    return [f"{name}=={metadata.version(name)}" for name in DEVICE_DEPS]
+
+
+def venv_key(requirements: list[str], board: dict[str, Any]) -> str:
+    """Name of the venv for these requirements on this kind of board."""
+    text = json.dumps([sorted(requirements), board["machine"], board["python"]])
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def _platforms(machine: str) -> list[str]:
+    return [f"manylinux_2_{minor}_{machine}" for minor in range(17, 40)] + [f"manylinux2014_{machine}"]
+
+
+def download_wheels(requirements: list[str], board: dict[str, Any], cfg: InstallConfig, key: str) -> Path:
+    """Wheels for the board's platform, fetched on the host (cached)."""
+    machine = board["machine"]
+    if machine in NO_WHEELS:
+        raise DeployError(f"the board is {machine} (a 32-bit OS): onnxruntime and ale-py publish no wheels for it; "
+                          "install a 64-bit OS (e.g. 64-bit Raspberry Pi OS, aarch64)")
+    dest = cfg.cache.expanduser() / key
+    if (dest / ".complete").is_file():
+        return dest
+    dest.mkdir(parents=True, exist_ok=True)
+    pyver = board["python"].replace(".", "")
+    cmd = [sys.executable, "-m", "pip", "download", "-q", "--disable-pip-version-check", "--only-binary=:all:",
+           "--implementation", "cp", "--python-version", pyver, "-d", str(dest)]
+    for plat in _platforms(machine):
+        cmd += ["--platform", plat]
+    done = subprocess.run(cmd + requirements, capture_output=True, text=True)
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["pip download failed"])[-1]
+        raise DeployError(f"no wheels for {machine} / Python {board['python']} for {' '.join(requirements)}: {last}")
+    (dest / ".complete").write_text("\n".join(requirements))
+    return dest
+
+
+def ensure_venv(target: Target, board: dict[str, Any], cfg: InstallConfig,
+                say: Callable[[str], None] = print) -> tuple[str, str, bool]:
+    """(venv python path, venv name, reused?) for the device's requirements on this board."""
+    requirements = pinned_requirements(cfg)
+    key = venv_key(requirements, board)
+    venv = target.path("venvs", key)
+    python = f"{venv}/bin/python"
+    if target.run(["test", "-f", f"{venv}/.complete"]).returncode == 0:
+        say(f"{target.name}: reusing venv {key}")
+        return python, key, True
+    wheels = download_wheels(requirements, board, cfg, key) if cfg.wheelhouse else None
+    target.run(["rm", "-rf", venv])
+    target.check(["mkdir", "-p", target.path("venvs")], "creating venvs/")
+    target.check(["python3", "-m", "venv", venv], "creating the venv (install python3-venv on the board)",
+                 timeout=600)
+    pip = [python, "-m", "pip", "install", "-q", "--disable-pip-version-check"]
+    if wheels is not None:
+        remote = target.path("wheelhouse", key)
+        target.check(["mkdir", "-p", remote], "creating the wheelhouse")
+        for wheel in sorted(wheels.glob("*.whl")):
+            if target.run(["test", "-f", f"{remote}/{wheel.name}"]).returncode != 0:
+                target.put(wheel, f"{remote}/{wheel.name}.part")
+                target.check(["mv", "-f", f"{remote}/{wheel.name}.part", f"{remote}/{wheel.name}"], "wheel upload")
+        say(f"{target.name}: installing {' '.join(requirements)} from the pushed wheelhouse (offline)")
+        target.check([*pip, "--no-index", "--find-links", remote, *requirements], "offline pip install", timeout=900)
+    else:
+        say(f"{target.name}: installing {' '.join(requirements)} with pip (online)")
+        target.check([*pip, *requirements], "pip install on the board (no internet there? use --wheelhouse)",
+                     timeout=900)
+    target.check(["touch", f"{venv}/.complete"], "marking the venv complete")
+    return python, key, False

@@ -1,0 +1,56 @@
+"""`edgerl run`: play on the board's current release, stream progress, bring the report back."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from deploy.targets import DeployError, LocalTarget, Target
+from deploy.ssh import SshOptions, SshTarget
+from deploy.targets import parse_target
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """What `edgerl run` plays."""
+
+    episodes: int = 1
+    seed: int = 0
+    max_steps: int | None = None
+    threads: int | None = None
+    reports: Path = Path("reports")
+    """Host folder the report is fetched into."""
+
+
+def open_target(text: str, opts: SshOptions) -> Target:
+    """`local:DIR` or `[user@]host[:port]` / ssh config alias -> a connected Target."""
+    kind, user, host, port = parse_target(text)
+    if kind == "local":
+        return LocalTarget(Path(host))
+    return SshTarget(user, host, port, opts)
+
+
+def run_on(target: Target, cfg: RunConfig, on_line: Callable[[str], None] | None = None) -> tuple[dict[str, Any], Path]:
+    """Play on the current release; returns the report and where it was saved on the host."""
+    current = target.path("current")
+    if target.run(["test", "-f", f"{current}/.verified"]).returncode != 0:
+        raise DeployError(f"{target.name} has no current release; deploy one first with `edgerl deploy`")
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    remote = target.path("reports", f"{stamp}.json")
+    target.check(["mkdir", "-p", target.path("reports")], "creating reports/")
+    argv = [f"{current}/venv/bin/python", "-m", "device", "play", f"{current}/bundle", "--episodes", str(cfg.episodes),
+            "--seed", str(cfg.seed), "--report", remote]
+    if cfg.max_steps:
+        argv += ["--max-steps", str(cfg.max_steps)]
+    if cfg.threads:
+        argv += ["--threads", str(cfg.threads)]
+    target.check(argv, "play", env={"PYTHONPATH": current}, on_line=on_line)
+    cfg.reports.mkdir(parents=True, exist_ok=True)
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in target.name)
+    local = cfg.reports / f"{safe}-{stamp}.json"
+    target.get(remote, local)
+    return json.loads(local.read_text()), local

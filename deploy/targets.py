@@ -1,0 +1,148 @@
+"""Where a release goes: a folder of this machine (`local:DIR`) or a board over SSH.
+
+Both implement the same few verbs, so the release logic is written once.
+Commands are argv lists; over SSH they are joined with shlex.join, so a
+path with spaces, quotes or `;` is one quoted word and injects nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+DEFAULT_BOARD_DIR = "edgerl"
+"""Board folder, relative to the login user's home (an absolute path is kept as is)."""
+
+
+class DeployError(Exception):
+    """A deploy step failed; the message says what to do, the old release is still current."""
+
+
+@dataclass
+class Completed:
+    """A finished remote command."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+Progress = Callable[[int], None]
+
+
+class Target:
+    """The verbs release logic needs from a board."""
+
+    name: str
+    root: str
+    """Absolute path of the board folder."""
+
+    def run(self, argv: list[str], timeout: float | None = None, on_line: Callable[[str], None] | None = None,
+            env: dict[str, str] | None = None) -> Completed:
+        """Run argv on the board; stderr lines are streamed to on_line when given."""
+        raise NotImplementedError
+
+    def put(self, local: Path, remote: str, progress: Progress | None = None) -> int:
+        """Upload, resuming a partial `remote` file; returns the bytes sent."""
+        raise NotImplementedError
+
+    def get(self, remote: str, local: Path) -> None:
+        """Download one file."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release the connection."""
+
+    def check(self, argv: list[str], what: str, timeout: float | None = None, env: dict[str, str] | None = None,
+              on_line: Callable[[str], None] | None = None) -> Completed:
+        """Run argv and raise DeployError naming `what` if it fails."""
+        done = self.run(argv, timeout=timeout, env=env, on_line=on_line)
+        if done.returncode != 0:
+            detail = (done.stderr.strip() or done.stdout.strip()).splitlines()
+            raise DeployError(f"{what} failed on {self.name}: {detail[-1] if detail else f'exit {done.returncode}'}")
+        return done
+
+    def path(self, *parts: str) -> str:
+        """A path under the board folder."""
+        return str(PurePosixPath(self.root, *parts))
+
+    def __enter__(self) -> Target:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class LocalTarget(Target):
+    """A board folder on this machine: the embedded default, same logic as a real board."""
+
+    def __init__(self, directory: Path) -> None:
+        self.root = str(Path(directory).expanduser().resolve())
+        self.name = f"local:{directory}"
+        Path(self.root).mkdir(parents=True, exist_ok=True)
+
+    def run(self, argv: list[str], timeout: float | None = None, on_line: Callable[[str], None] | None = None,
+            env: dict[str, str] | None = None) -> Completed:
+        """Run argv locally (never through a shell)."""
+        full_env = {**os.environ, **(env or {})}
+        if on_line is None:
+            done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=full_env)
+            return Completed(done.returncode, done.stdout, done.stderr)
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=full_env)
+        err_lines = []
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            err_lines.append(line)
+            on_line(line.rstrip("\n"))
+        out = proc.stdout.read() if proc.stdout else ""
+        return Completed(proc.wait(timeout=timeout), out, "".join(err_lines))
+
+    def put(self, local: Path, remote: str, progress: Progress | None = None) -> int:
+        """Copy, appending to a partial file if one is there."""
+        dest = Path(remote)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        offset = dest.stat().st_size if dest.exists() else 0
+        sent = 0
+        with open(local, "rb") as src, open(dest, "ab") as out:
+            src.seek(offset)
+            if progress and offset:
+                progress(offset)
+            for chunk in iter(lambda: src.read(1 << 20), b""):
+                out.write(chunk)
+                sent += len(chunk)
+                if progress:
+                    progress(len(chunk))
+        return sent
+
+    def get(self, remote: str, local: Path) -> None:
+        """Copy one file back."""
+        shutil.copyfile(remote, local)
+
+
+def parse_target(text: str) -> tuple[str, str | None, str, int | None]:
+    """`local:DIR` -> ("local", None, DIR, None); `[user@]host[:port]` -> ("ssh", user, host, port)."""
+    if text.startswith("local:"):
+        directory = text[len("local:"):]
+        if not directory:
+            raise DeployError("local target needs a folder: local:DIR")
+        return "local", None, directory, None
+    user, _, hostport = text.rpartition("@")
+    host, port = hostport, None
+    if hostport.count(":") == 1:
+        host, _, port_text = hostport.partition(":")
+        if not port_text.isdigit():
+            raise DeployError(f"bad port in target {text!r}; use [user@]host[:port]")
+        port = int(port_text)
+    if not host or any(c in host for c in " /\\'\"`;$"):
+        raise DeployError(f"bad host in target {text!r}; use [user@]host[:port], an ssh config alias, or local:DIR")
+    return "ssh", user or None, host, port
+
+
+def quote(argv: list[str]) -> str:
+    """One shell command line, every word quoted."""
+    return shlex.join(argv)

@@ -1,0 +1,119 @@
+"""The board commands of `edgerl` (deploy, run, status, rollback): parse results, print tables."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from deploy.install import InstallConfig
+from deploy.release import DeployConfig, deploy, rollback, status
+from deploy.remote_run import RunConfig, open_target, run_on
+from deploy.ssh import SshOptions
+from deploy.targets import DeployError
+
+_print_lock = threading.Lock()
+
+
+def _say(line: str) -> None:
+    with _print_lock:
+        print(line, flush=True)
+
+
+def ssh_options(args: argparse.Namespace) -> SshOptions:
+    """SSH options from the shared flags."""
+    return SshOptions(known_hosts=args.known_hosts, ssh_config=args.ssh_config, accept_new=args.accept_new,
+                      identity=args.identity, board_dir=args.board_dir)
+
+
+def _targets(args: argparse.Namespace) -> list[str]:
+    targets = list(args.to)
+    if args.inventory:
+        try:
+            lines = Path(args.inventory).read_text().splitlines()
+        except OSError as err:
+            raise DeployError(f"cannot read inventory {args.inventory}: {err.strerror}") from err
+        targets += [t.strip() for t in lines if t.strip() and not t.lstrip().startswith("#")]
+    if not targets:
+        raise DeployError("say where to deploy: --to TARGET (repeatable) or --inventory FILE")
+    return targets
+
+
+def _progress_bar(name: str):  # noqa: ANN202
+    if not sys.stderr.isatty():
+        return None
+    from tqdm import tqdm
+
+    bars: dict[str, tqdm] = {}
+
+    def update(file: str, n: int, total: int) -> None:
+        bar = bars.get("all") or bars.setdefault("all", tqdm(total=total, unit="B", unit_scale=True, desc=name,
+                                                             leave=False))
+        bar.update(n)
+
+    return update
+
+
+def deploy_cmd(args: argparse.Namespace) -> int:
+    """Deploy to every target in parallel; one board failing does not stop the others."""
+    from device.manifest import load_bundle
+
+    load_bundle(args.bundle)  # a bad bundle is refused once, before any board is touched
+    targets = _targets(args)
+    cfg = DeployConfig(args.bundle, keep=args.keep, install=InstallConfig(wheelhouse=args.wheelhouse))
+    opts = ssh_options(args)
+
+    def one(text: str) -> tuple[str, object]:
+        try:
+            with open_target(text, opts) as target:
+                return text, deploy(target, cfg, say=_say, progress=_progress_bar(text))
+        except DeployError as err:
+            return text, err
+        except Exception as err:  # one board's surprise must not hide the others' results
+            return text, DeployError(f"{type(err).__name__}: {err}")
+
+    with ThreadPoolExecutor(max_workers=min(8, len(targets))) as pool:
+        results = list(pool.map(one, targets))
+    failed = 0
+    print(f"\n{'board':<32} {'result':<8} {'release / reason'}")
+    for text, result in results:
+        if isinstance(result, DeployError):
+            failed += 1
+            print(f"{text:<32} {'FAILED':<8} {result}")
+        else:
+            venv = "venv reused" if result.venv_reused else "venv installed"
+            print(f"{text:<32} {'ok':<8} {result.release} ({result.uploaded_bytes} B sent, "
+                  f"{result.reused_files} files reused, {venv}, {result.seconds:.1f} s)")
+    if failed and len(targets) == 1:
+        print(f"error: {results[0][1]}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def run_cmd(args: argparse.Namespace) -> int:
+    """Play on the board and print the summary."""
+    cfg = RunConfig(args.episodes, args.seed, args.max_steps, reports=args.reports)
+    with open_target(args.on, ssh_options(args)) as target:
+        report, local = run_on(target, cfg, on_line=lambda line: _say(f"[{target.name}] {line}"))
+    lat = report["policy_latency"]
+    scores = " ".join(f"{e['score']:+.0f}" for e in report["episodes"])
+    print(f"{args.on}: scores {scores} (mean {report['mean_score']:+.1f}); {report['steps_per_s']:.0f} steps/s; "
+          f"policy p50 {lat['p50_ms']:.2f} ms p99 {lat['p99_ms']:.2f} ms; {report['machine']['machine']}")
+    print(f"report: {local}")
+    return 0
+
+
+def status_cmd(args: argparse.Namespace) -> int:
+    """Print the board's state as JSON."""
+    with open_target(args.on, ssh_options(args)) as target:
+        print(json.dumps(status(target), indent=2))
+    return 0
+
+
+def rollback_cmd(args: argparse.Namespace) -> int:
+    """Switch current back to the previous release."""
+    with open_target(args.on, ssh_options(args)) as target:
+        print(f"{args.on}: current is now {rollback(target)}")
+    return 0
