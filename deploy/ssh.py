@@ -151,7 +151,10 @@ class SshTarget(Target):
 
     def run(self, argv: list[str], timeout: float | None = None, on_line: Callable[[str], None] | None = None,
             env: dict[str, str] | None = None) -> Completed:
-        """Run argv on the board, quoted word by word."""
+        """Run argv on the board, quoted word by word; reconnects once if the link was lost."""
+        transport = self.client.get_transport() if self.client is not None else None
+        if transport is None or not transport.is_active():
+            self.reconnect()
         assert self.client is not None
         words = (["env", *[f"{k}={v}" for k, v in env.items()]] if env else []) + argv
         stdin, stdout, stderr = self.client.exec_command(quote(words), timeout=timeout)
@@ -172,8 +175,9 @@ class SshTarget(Target):
             try:
                 return sent + self._put_once(local, remote, size, progress)
             except CONNECTION_ERRORS as err:
-                if isinstance(err, OSError) and getattr(err, "errno", None) is None and "No space" in str(err):
-                    raise
+                transport = self.client.get_transport() if self.client is not None else None
+                if isinstance(err, OSError) and transport is not None and transport.is_active():
+                    raise  # the board refused the write (disk full, permissions): retrying cannot help
                 attempt += 1
                 if attempt > self.opts.retries:
                     raise DeployError(f"upload of {Path(local).name} to {self.name} failed after {attempt} attempts "
@@ -185,6 +189,9 @@ class SshTarget(Target):
                     continue
 
     def _put_once(self, local: Path, remote: str, size: int, progress: Progress | None) -> int:
+        transport = self.client.get_transport() if self.client is not None else None
+        if transport is None or not transport.is_active():
+            raise EOFError("connection lost")
         try:
             offset = self.sftp.stat(remote).st_size or 0
         except FileNotFoundError:

@@ -55,6 +55,24 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", type=Path, default=None, help="animated GIF to write")
     r.add_argument("--stride", type=_positive, default=2, help="draw every N-th agent step (default 2)")
 
+    tr = sub.add_parser("train", help="train a Pong policy (resumable, progress bar, CSV logs)",
+                        description="Train with PPO (fast on a CPU) or the tutorial's DQN. Checkpoints atomically "
+                                    "every few minutes; --resume continues exactly where the last one stopped.")
+    tr.add_argument("--algo", choices=["ppo", "dqn"], default="ppo")
+    tr.add_argument("--frames", type=_positive, default=10_000_000, help="emulator frames in total (default 10M)")
+    tr.add_argument("--out", type=Path, default=Path("runs/pong"), help="run folder (default runs/pong)")
+    tr.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoint")
+    tr.add_argument("--envs", type=_positive, default=8, help="parallel games (default 8)")
+    tr.add_argument("--seed", type=int, default=1)
+    tr.add_argument("--threads", type=_positive, default=2, help="torch threads (default 2: both cores)")
+    tr.add_argument("--checkpoint-minutes", type=float, default=5.0)
+    tr.add_argument("--eval-episodes", type=int, default=0,
+                    help="afterwards, play N episodes with the deterministic policy on the device's loop")
+
+    pl = sub.add_parser("plot", help="learning curve of a run as PNG (return vs frames and vs wall time)")
+    pl.add_argument("run", type=Path)
+    pl.add_argument("--out", type=Path, default=None, help="PNG path (default RUN/learning_curve.png)")
+
     d = sub.add_parser("deploy", help="push a bundle to boards as a verified release and switch to it",
                        description="Upload, verify sha256 on the board, install/reuse the venv, self-test, switch "
                                    "`current` atomically. Any failure leaves the old release current.")
@@ -116,6 +134,44 @@ def _verify_bundle(bundle: Path, frames: int, seed: int) -> int:
     return 0
 
 
+def _train(args: argparse.Namespace) -> int:
+    from host.checkpoint import CHECKPOINT
+
+    if args.resume and not (args.out / CHECKPOINT).is_file():
+        raise _usage(f"nothing to resume: {args.out / CHECKPOINT} does not exist")
+    if not args.resume and (args.out / CHECKPOINT).is_file():
+        raise _usage(f"{args.out} already holds a run; pass --resume to continue it or choose another --out")
+    if args.algo == "ppo":
+        from host.ppo import PPOConfig, train_ppo
+
+        cfg = PPOConfig(out=args.out, frames=args.frames, envs=args.envs, seed=args.seed, threads=args.threads,
+                        checkpoint_minutes=args.checkpoint_minutes)
+        run = train_ppo(cfg, resume=args.resume, progress=sys.stderr.isatty())
+    else:
+        from host.dqn import DQNConfig, train_dqn
+
+        cfg = DQNConfig(out=args.out, frames=args.frames, seed=args.seed, threads=args.threads,
+                        checkpoint_minutes=args.checkpoint_minutes)
+        run = train_dqn(cfg, resume=args.resume, progress=sys.stderr.isatty())
+    print(f"run saved in {run}")
+    if args.eval_episodes:
+        from host.evaluate import evaluate_run
+
+        scores = evaluate_run(run, args.eval_episodes)
+        print(f"evaluation on the device loop: mean {sum(scores) / len(scores):+.1f} over {len(scores)} episodes")
+    return 0
+
+
+def _plot(args: argparse.Namespace) -> int:
+    from host.training_log import plot_run
+
+    try:
+        print(f"wrote {plot_run(args.run, args.out)}")
+    except ValueError as err:
+        raise _usage(str(err)) from err
+    return 0
+
+
 def _replay(args: argparse.Namespace) -> int:
     from host.replay import ReplayConfig, replay
 
@@ -161,7 +217,8 @@ def main(argv: list[str] | None = None) -> int:
 
     handlers = {"export": _export, "verify": lambda a: _verify_bundle(a.bundle, a.frames, a.seed),
                 "replay": _replay, "deploy": board_cli.deploy_cmd, "run": board_cli.run_cmd,
-                "status": board_cli.status_cmd, "rollback": board_cli.rollback_cmd}
+                "status": board_cli.status_cmd, "rollback": board_cli.rollback_cmd,
+                "train": _train, "plot": _plot}
     try:
         return handlers[args.command](args)
     except ImportError as err:

@@ -1,0 +1,104 @@
+"""Training progress: a progress bar, TorchRL's logger, an episodes CSV, and the learning-curve PNG."""
+
+from __future__ import annotations
+
+import csv
+import time
+from collections import deque
+from pathlib import Path
+
+import numpy as np
+
+EPISODES = "episodes.csv"
+
+
+class TrainingLog:
+    """One per run; appends, so a resumed run continues the same files."""
+
+    def __init__(self, run: Path, total_frames: int, start_frames: int = 0, progress: bool = True) -> None:
+        from torchrl.record.loggers import get_logger
+
+        self.run = Path(run)
+        self.started = time.monotonic()
+        self.wall_offset = self._last_wall()
+        self.recent: deque[float] = deque(maxlen=20)
+        self.logger = get_logger("csv", logger_name=str(self.run / "logs"), experiment_name="train")
+        self.bar = None
+        if progress:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total_frames, initial=start_frames, unit="frame", unit_scale=True,
+                            dynamic_ncols=True, desc="train")
+        self._episodes = open(self.run / EPISODES, "a", newline="")
+        self._writer = csv.writer(self._episodes)
+        if self._episodes.tell() == 0:
+            self._writer.writerow(["frames", "wall_s", "return", "length"])
+        self._last_frames = start_frames
+
+    def _last_wall(self) -> float:
+        rows = read_episodes(self.run)
+        return float(rows[-1, 1]) if len(rows) else 0.0
+
+    def step(self, frames: int, finished: list[tuple[float, int]], **scalars: float) -> None:
+        """Record one iteration."""
+        wall = self.wall_offset + time.monotonic() - self.started
+        for ret, length in finished:
+            self.recent.append(ret)
+            self._writer.writerow([frames, f"{wall:.1f}", ret, length])
+        self._episodes.flush()
+        for name, value in scalars.items():
+            self.logger.log_scalar(name, value, step=frames)
+        if self.recent:
+            self.logger.log_scalar("return_recent", float(np.mean(self.recent)), step=frames)
+        if self.bar is not None:
+            self.bar.update(frames - self._last_frames)
+            recent = f"{np.mean(self.recent):+.1f}" if self.recent else "n/a"
+            split = scalars.get("collect_s", 0.0), scalars.get("learn_s", 0.0)
+            self.bar.set_postfix_str(f"return {recent} | collect {split[0]:.1f}s learn {split[1]:.1f}s")
+        self._last_frames = frames
+
+    def close(self) -> None:
+        """Flush and close."""
+        if self.bar is not None:
+            self.bar.close()
+        self._episodes.close()
+
+
+def read_episodes(run: Path) -> np.ndarray:
+    """Rows (frames, wall_s, return, length) of the run's finished episodes."""
+    path = Path(run) / EPISODES
+    if not path.is_file():
+        return np.zeros((0, 4))
+    with open(path) as fh:
+        rows = [[float(x) for x in r] for r in list(csv.reader(fh))[1:] if r]
+    return np.asarray(rows).reshape(-1, 4)
+
+
+def plot_run(run: Path, out: Path | None = None) -> Path:
+    """Learning curve: return vs frames and vs wall time, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = read_episodes(run)
+    if not len(rows):
+        raise ValueError(f"{run} has no finished episodes yet; train longer before plotting")
+    out = Path(out or Path(run) / "learning_curve.png")
+    window = max(1, min(20, len(rows) // 5))
+    smooth = np.convolve(rows[:, 2], np.ones(window) / window, mode="valid")
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for ax, col, label in ((axes[0], 0, "emulator frames"), (axes[1], 1, "wall time (h)")):
+        x = rows[:, col] / (3600.0 if col == 1 else 1.0)
+        ax.plot(x, rows[:, 2], ".", alpha=0.3, label="episode return")
+        ax.plot(x[window - 1:], smooth, "-", label=f"mean of {window}")
+        ax.set_xlabel(label)
+        ax.set_ylabel("return")
+        ax.axhline(18, color="gray", ls="--", lw=0.8)
+        ax.grid(alpha=0.3)
+    axes[0].legend(loc="lower right")
+    fig.suptitle(f"{Path(run).name}: {len(rows)} episodes")
+    fig.tight_layout()
+    fig.savefig(out, dpi=90)
+    plt.close(fig)
+    return out

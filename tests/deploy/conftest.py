@@ -1,0 +1,160 @@
+"""A real OpenSSH server on 127.0.0.1 for the deploy tests, and boards behind it.
+
+Hermetic: keys, known_hosts and ssh config are written by the fixture under
+a temporary folder; the user's ~/.ssh is never read (HOME is redirected for
+CLI runs, and every option is passed explicitly in-process).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+SSHD = "/usr/sbin/sshd"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _keygen(path: Path) -> None:
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)], check=True)
+
+
+@dataclass
+class Sshd:
+    """One running sshd and what a client needs to reach it."""
+
+    port: int
+    host_pub: str
+    home: Path
+    """Where this server's SFTP starts: the board's home, distinct per server."""
+    proc: subprocess.Popen = None
+    log: Path = None
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+
+
+def start_sshd(root: Path, client_pub: Path) -> Sshd:
+    if not Path(SSHD).is_file():
+        pytest.fail("deploy tests need a real OpenSSH server: apt-get install openssh-server (make test does it)")
+    root.mkdir(parents=True, exist_ok=True)
+    Path("/run/sshd").mkdir(parents=True, exist_ok=True)  # sshd's privilege-separation folder
+    _keygen(root / "host_key")
+    (root / "home").mkdir()
+    port = _free_port()
+    config = root / "sshd_config"
+    config.write_text(
+        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {root / 'host_key'}\n"
+        f"AuthorizedKeysFile {client_pub}\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n"
+        "PubkeyAuthentication yes\nPermitRootLogin yes\nStrictModes no\nUsePAM no\n"
+        f"PidFile {root / 'sshd.pid'}\nSubsystem sftp internal-sftp -d {root / 'home'}\nLogLevel ERROR\nMaxStartups 50\n"
+    )
+    log = root / "sshd.log"
+    proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(config)], stderr=open(log, "w"))
+    for _ in range(100):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            if proc.poll() is not None:
+                pytest.fail(f"sshd did not start: {log.read_text()}")
+            time.sleep(0.05)
+    host_pub = (root / "host_key.pub").read_text().split()[:2]
+    return Sshd(port, " ".join(host_pub), root / "home", proc, log)
+
+
+@dataclass
+class SshWorld:
+    """Client-side files and the servers they reach."""
+
+    home: Path
+    key: Path
+    known_hosts: Path
+    ssh_config: Path
+    servers: list[Sshd]
+    venvs: Path
+    wheel_cache: Path
+    user: str
+
+    def known_line(self, server: Sshd) -> str:
+        return f"[127.0.0.1]:{server.port} {server.host_pub}\n"
+
+    def target(self, server: Sshd) -> str:
+        return f"{self.user}@127.0.0.1:{server.port}"
+
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if k not in ("SSH_AUTH_SOCK", "SSH_AGENT_PID")}
+        env["HOME"] = str(self.home)
+        env["PIP_CACHE_DIR"] = str(self.home / "pip-cache")
+        return env
+
+    def cli(self, *args: object, timeout: float = 600) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "host.cli", *map(str, args)], capture_output=True, text=True,
+                              env=self.env(), timeout=timeout)
+
+    def ssh_flags(self) -> list[str]:
+        return ["--known-hosts", str(self.known_hosts), "--ssh-config", str(self.ssh_config), "-i", str(self.key)]
+
+
+@pytest.fixture(scope="session")
+def ssh_world(tmp_path_factory) -> SshWorld:
+    root = tmp_path_factory.mktemp("ssh")
+    home = root / "home"
+    (home / ".ssh").mkdir(parents=True)
+    key = root / "client_key"
+    _keygen(key)
+    servers = [start_sshd(root / f"sshd{i}", Path(f"{key}.pub")) for i in range(2)]
+    user = subprocess.run(["id", "-un"], capture_output=True, text=True, check=True).stdout.strip()
+    world = SshWorld(home, key, root / "known_hosts", root / "ssh_config", servers, root / "venvs",
+                     root / "wheels", user)
+    world.known_hosts.write_text("".join(world.known_line(s) for s in servers))
+    world.ssh_config.write_text(
+        "".join(f"Host board{i}\n  HostName 127.0.0.1\n  Port {s.port}\n  User {user}\n  IdentityFile {key}\n"
+                for i, s in enumerate(servers))
+    )
+    world.venvs.mkdir()
+    yield world
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
+def board_dir(ssh_world, tmp_path):
+    """A fresh board folder whose venvs/ is shared across tests (venv reuse is a feature; this saves minutes)."""
+
+    def make(name: str = "board") -> Path:
+        path = tmp_path / name
+        path.mkdir(parents=True)
+        (path / "venvs").symlink_to(ssh_world.venvs)
+        return path
+
+    return make
+
+
+@pytest.fixture
+def ssh_opts(ssh_world):
+    from deploy.ssh import SshOptions
+
+    def make(board: Path, **kw) -> SshOptions:
+        return SshOptions(known_hosts=ssh_world.known_hosts, ssh_config=ssh_world.ssh_config, identity=ssh_world.key,
+                          board_dir=str(board), **kw)
+
+    return make
+
+
+def copy_bundle(src: Path, dest: Path) -> Path:
+    shutil.copytree(src, dest)
+    return dest
