@@ -82,7 +82,7 @@ def ensure_venv(target: Target, board: dict[str, Any], cfg: InstallConfig,
     key = venv_key(requirements, board)
     venv = target.path("venvs", key)
     python = f"{venv}/bin/python"
-    if target.run(["test", "-f", f"{venv}/.complete"]).returncode == 0:
+    if target.exists(f"{venv}/.complete"):
         say(f"{target.name}: reusing venv {key}")
         return python, key, True
     wheels = download_wheels(requirements, board, cfg, key) if cfg.wheelhouse else None
@@ -95,9 +95,9 @@ def ensure_venv(target: Target, board: dict[str, Any], cfg: InstallConfig,
         remote = target.path("wheelhouse", key)
         target.check(["mkdir", "-p", remote], "creating the wheelhouse")
         for wheel in sorted(wheels.glob("*.whl")):
-            if target.run(["test", "-f", f"{remote}/{wheel.name}"]).returncode != 0:
+            if not target.exists(f"{remote}/{wheel.name}"):
                 target.put(wheel, f"{remote}/{wheel.name}.part")
-                target.check(["mv", "-f", f"{remote}/{wheel.name}.part", f"{remote}/{wheel.name}"], "wheel upload")
+                target.rename(f"{remote}/{wheel.name}.part", f"{remote}/{wheel.name}")
         say(f"{target.name}: installing {' '.join(requirements)} from the pushed wheelhouse (offline)")
         target.check([*pip, "--no-index", "--find-links", remote, *requirements], "offline pip install", timeout=900)
     else:

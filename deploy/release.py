@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -105,14 +106,6 @@ class BoardLock:
         self.target.run(["python3", "-c", board_ops.UNLOCK, self.path])
 
 
-def _current_sums(target: Target) -> dict[str, str]:
-    done = target.run(["cat", target.path("current", "SHA256SUMS")])
-    if done.returncode != 0:
-        return {}
-    pairs = (line.split("  ", 1) for line in done.stdout.splitlines() if "  " in line)
-    return {name: digest for digest, name in pairs}
-
-
 def _space_error(target: Target, err: Exception, need: int) -> DeployError:
     free = json.loads(py(target, board_ops.PROBE, target.root, what="disk check"))["free_bytes"]
     if free < need:
@@ -121,42 +114,38 @@ def _space_error(target: Target, err: Exception, need: int) -> DeployError:
     return DeployError(f"upload to {target.name} failed: {err}; rerun to resume, the old release is still current")
 
 
-def upload(target: Target, files: dict[str, Path], sums: str, staging: str,
+def upload(target: Target, files: dict[str, Path], sums: str, staging: str, current_sums: dict[str, str],
            progress: Callable[[str, int, int], None] | None = None) -> tuple[int, int]:
-    """Put every file into staging (linking unchanged ones from current); returns (bytes sent, files reused)."""
-    current = _current_sums(target)
+    """Put every file into staging, hard-linking those current already has; returns (bytes sent, files reused).
+
+    One remote command plans the upload; the bytes, renames and the SHA256SUMS
+    file then go over SFTP, which costs no new session per file.
+    """
     mine = {name: digest for digest, name in (line.split("  ", 1) for line in sums.splitlines())}
-    same = [name for name, digest in mine.items() if current.get(name) == digest]
-    target.check(["mkdir", "-p", staging], "creating the upload folder")
-    missing = set()
-    if same:
-        out = py(target, board_ops.LINK_OR_MISSING, target.path("current"), staging, *same, what="reusing files")
-        missing = {line for line in out.splitlines() if line}
-    reused = len(same) - len(missing)
+    linkable = sorted(name for name, digest in mine.items() if current_sums.get(name) == digest)
+    needed = sorted(set(files) - set(linkable))
+    todo = json.loads(py(target, board_ops.PREPARE, target.path("current"), staging, json.dumps(linkable),
+                         json.dumps(needed), what="preparing the upload"))
+    reused = len(linkable) - len(set(todo) & set(linkable))
+    total = sum(files[name].stat().st_size - offset for name, offset in todo.items())
     sent = 0
-    total = sum(p.stat().st_size for name, p in files.items() if name not in same or name in missing)
-    for name, local in sorted(files.items()):
-        if name in same and name not in missing:
-            continue
-        final = f"{staging}/{name}"
-        if target.run(["test", "-f", final]).returncode == 0:
-            continue  # finished by an earlier, interrupted deploy; verified below with the rest
-        target.check(["mkdir", "-p", str(Path(final).parent)], "creating folders")
-        try:
-            sent += target.put(local, final + ".part", (lambda n, name=name: progress(name, n, total))
-                               if progress else None)
-        except OSError as err:
-            raise _space_error(target, err, total) from err
-        target.check(["mv", "-f", final + ".part", final], "finishing an upload")
-    sums_tmp = Path(os.environ.get("TMPDIR", "/tmp")) / f"edgerl-sums-{os.getpid()}-{time.time_ns()}"
-    sums_tmp.write_text(sums)
     try:
-        target.run(["rm", "-f", f"{staging}/SHA256SUMS", f"{staging}/SHA256SUMS.part"])
-        target.put(sums_tmp, f"{staging}/SHA256SUMS")
+        for name in sorted(todo):
+            final = f"{staging}/{name}"
+            sent += target.put(files[name], final + ".part",
+                               (lambda n, name=name: progress(name, n, total)) if progress else None)
+            target.rename(final + ".part", final)
+        sums_tmp = Path(tempfile.mkstemp(prefix="edgerl-sums-")[1])
+        try:
+            sums_tmp.write_text(sums)
+            if target.exists(f"{staging}/SHA256SUMS.part"):
+                target.rename(f"{staging}/SHA256SUMS.part", f"{staging}/SHA256SUMS.old")
+            target.put(sums_tmp, f"{staging}/SHA256SUMS.part")
+            target.rename(f"{staging}/SHA256SUMS.part", f"{staging}/SHA256SUMS")
+        finally:
+            sums_tmp.unlink(missing_ok=True)
     except OSError as err:
         raise _space_error(target, err, total) from err
-    finally:
-        sums_tmp.unlink(missing_ok=True)
     return sent, reused
 
 
@@ -187,31 +176,33 @@ def deploy(target: Target, cfg: DeployConfig, say: Callable[[str], None] = print
     files = release_files(cfg.bundle)
     sums = sums_text(files)
     rid = release_id(cfg.bundle, sums)
-    release_dir = target.path("releases", rid)
-    with BoardLock(target):
-        board = json.loads(py(target, board_ops.PROBE, target.root, what="probing the board"))
+    board = json.loads(py(target, board_ops.BEGIN, target.root, rid, "-", f"pid {os.getpid()} {time.ctime()}",
+                          what="starting the deploy"))
+    if "locked_since" in board:
+        raise DeployError(f"another deploy is running on {target.name} (lock {target.path('.lock')} since "
+                          f"{board['locked_since']}); wait for it, or remove the lock if no deploy is running")
+    finished = False
+    try:
         say(f"{target.name}: {board['machine']}, Python {board['python']}, release {rid}")
         venv_python, venv_name, venv_reused = ensure_venv(target, board, cfg.install, say)
-        sent, reused = 0, 0
-        if target.run(["test", "-f", f"{release_dir}/.verified"]).returncode != 0:
+        sent, reused, staging = 0, 0, "-"
+        if not board["release_verified"]:
             staging = target.path("incoming", rid)
-            sent, reused = upload(target, files, sums, staging, progress)
+            sent, reused = upload(target, files, sums, staging, board["current_sums"], progress)
             verify_upload(target, staging)
             say(f"{target.name}: {len(files)} files verified by sha256 ({sent} bytes sent, {reused} reused)")
-            say(f"{target.name}: {selftest(target, venv_python, staging, cfg.selftest_timeout)}")
-            target.check(["mkdir", "-p", target.path("releases")], "creating releases/")
-            target.run(["rm", "-rf", release_dir])
-            target.check(["mv", staging, release_dir], "moving the release into place")
-            target.check(["touch", f"{release_dir}/.verified"], "marking the release verified")
-        else:
-            say(f"{target.name}: {selftest(target, venv_python, release_dir, cfg.selftest_timeout)}")
-        target.check(["ln", "-sfn", f"../../venvs/{venv_name}", f"{release_dir}/venv"], "linking the venv")
-        previous = py(target, board_ops.SWITCH, target.root, rid, what="switching current").strip() or None
-        pruned = py(target, board_ops.PRUNE, target.root, str(cfg.keep), what="pruning").split()
-        if pruned:
-            say(f"{target.name}: pruned {', '.join(pruned)}")
+        tested = staging if staging != "-" else target.path("releases", rid)
+        say(f"{target.name}: {selftest(target, venv_python, tested, cfg.selftest_timeout)}")
+        done = json.loads(py(target, board_ops.FINISH, target.root, rid, staging, venv_name, str(cfg.keep),
+                             what="switching current"))
+        finished = True
+    finally:
+        if not finished:
+            target.run(["python3", "-c", board_ops.UNLOCK, target.path(".lock")])
+    if done["pruned"]:
+        say(f"{target.name}: pruned {', '.join(done['pruned'])}")
     return DeployResult(target.name, rid, sent, reused, venv_name, venv_reused,
-                        time.perf_counter() - started, previous)
+                        time.perf_counter() - started, done["previous"])
 
 
 def rollback(target: Target) -> str:

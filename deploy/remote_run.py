@@ -9,9 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from deploy.targets import DeployError, LocalTarget, Target
 from deploy.ssh import SshOptions, SshTarget
-from deploy.targets import parse_target
+from deploy.targets import DeployError, LocalTarget, Target, parse_target
 
 
 @dataclass(frozen=True)

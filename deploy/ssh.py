@@ -216,6 +216,18 @@ class SshTarget(Target):
         """Download one file over SFTP."""
         self.sftp.get(remote, str(local))
 
+    def exists(self, remote: str) -> bool:
+        """SFTP stat."""
+        try:
+            self.sftp.stat(remote)
+            return True
+        except FileNotFoundError:
+            return False
+
+    def rename(self, src: str, dst: str) -> None:
+        """SFTP posix-rename (atomic replace, OpenSSH extension)."""
+        self.sftp.posix_rename(src, dst)
+
     def close(self) -> None:
         """Close SFTP and the connection."""
         for thing in (self._sftp, self.client):

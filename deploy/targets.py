@@ -55,6 +55,14 @@ class Target:
         """Download one file."""
         raise NotImplementedError
 
+    def exists(self, remote: str) -> bool:
+        """Whether a path exists on the board (no remote command: cheap)."""
+        raise NotImplementedError
+
+    def rename(self, src: str, dst: str) -> None:
+        """Atomically move src over dst on the board."""
+        raise NotImplementedError
+
     def close(self) -> None:
         """Release the connection."""
 
@@ -122,6 +130,14 @@ class LocalTarget(Target):
     def get(self, remote: str, local: Path) -> None:
         """Copy one file back."""
         shutil.copyfile(remote, local)
+
+    def exists(self, remote: str) -> bool:
+        """os.path.exists."""
+        return os.path.exists(remote)
+
+    def rename(self, src: str, dst: str) -> None:
+        """os.replace."""
+        os.replace(src, dst)
 
 
 def parse_target(text: str) -> tuple[str, str | None, str, int | None]:

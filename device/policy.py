@@ -62,7 +62,9 @@ def _check_io(kind: str, declared: list[TensorSpec], actual: list) -> None:
 class PolicySession:
     """Screen in, action index out, with the state pairs carried between calls."""
 
-    def __init__(self, bundle: Path, manifest: Manifest, threads: int | None = None, model_file: str | None = None):
+    def __init__(
+        self, bundle: Path, manifest: Manifest, threads: int | None = None, model_file: str | None = None
+    ) -> None:
         import onnxruntime as ort
 
         self.manifest = manifest

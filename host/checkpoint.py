@@ -50,7 +50,9 @@ def load_checkpoint(source: Path) -> dict[str, Any]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for a truncated or foreign file
-        raise CheckpointError(f"cannot read checkpoint {path} ({type(err).__name__}); it is corrupt or not an edgerl checkpoint") from err
+        raise CheckpointError(
+            f"cannot read checkpoint {path} ({type(err).__name__}); it is corrupt or not an edgerl checkpoint"
+        ) from err
     if not isinstance(payload, dict) or payload.get("version") != CHECKPOINT_VERSION:
         raise CheckpointError(f"{path} is not an edgerl checkpoint of version {CHECKPOINT_VERSION}")
     try:

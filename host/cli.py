@@ -189,11 +189,10 @@ def _usage(message: str) -> _UsageError:
 
 
 def _errors() -> tuple[type[BaseException], ...]:
+    from deploy.targets import DeployError
     from device.atari import GameError
     from device.manifest import BundleError
     from device.policy import PolicyError
-
-    from deploy.targets import DeployError
 
     errors: list[type[BaseException]] = [BundleError, GameError, PolicyError, _UsageError, DeployError]
     try:
@@ -229,9 +228,8 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted; nothing half-written was kept", file=sys.stderr)
         return 130
     except Exception as err:
-        from host.verify import VerifyError
-
         from host.replay import ReplayError
+        from host.verify import VerifyError
 
         if isinstance(err, (VerifyError, ReplayError)):
             print(f"error: {err}", file=sys.stderr)

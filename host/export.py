@@ -168,7 +168,8 @@ def export_bundle(cfg: ExportConfig, say: Callable[[str], None] = print) -> Path
             say(f"  onnx  ok ({backends['onnx']['seconds']} s, onnx.checker passed)")
 
             backends["aoti"] = _compile_aoti(program, tmp / AOTI_FILE, example) if cfg.aoti else {"status": "skipped"}
-            say(f"  aoti  {backends['aoti']['status']}" + (f": {backends['aoti']['reason']}" if "reason" in backends["aoti"] else ""))
+            reason = backends["aoti"].get("reason")
+            say(f"  aoti  {backends['aoti']['status']}" + (f": {reason}" if reason else ""))
 
         golden = _golden(policy, mode, env_spec, cfg)
         np.savez_compressed(tmp / GOLDEN_FILE, **golden)

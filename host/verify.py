@@ -128,7 +128,8 @@ def verify_bundle(cfg: VerifyConfig, say: Callable[[str], None] = print) -> dict
     for name in ("pt2", "aoti"):
         status = manifest.backends.get(name, {}).get("status")
         if status != "ok":
-            say(f"  {name:<5}  not checked ({status}{': ' + manifest.backends[name].get('reason', '') if status == 'failed' else ''})")
+            reason = manifest.backends.get(name, {}).get("reason", "")
+            say(f"  {name:<5}  not checked ({status}{': ' + reason if reason else ''})")
 
     manifest.parity = {
         "frames": len(frames),

@@ -60,7 +60,8 @@ def start_sshd(root: Path, client_pub: Path) -> Sshd:
         f"Port {port}\nListenAddress 127.0.0.1\nHostKey {root / 'host_key'}\n"
         f"AuthorizedKeysFile {client_pub}\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n"
         "PubkeyAuthentication yes\nPermitRootLogin yes\nStrictModes no\nUsePAM no\n"
-        f"PidFile {root / 'sshd.pid'}\nSubsystem sftp internal-sftp -d {root / 'home'}\nLogLevel ERROR\nMaxStartups 50\n"
+        f"PidFile {root / 'sshd.pid'}\nSubsystem sftp internal-sftp -d {root / 'home'}\n"
+        "LogLevel ERROR\nMaxStartups 50\n"
     )
     log = root / "sshd.log"
     proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(config)], stderr=open(log, "w"))

@@ -34,6 +34,15 @@ def test_deploy_run_and_fetch_the_report_over_ssh(ssh_world, board_dir, bundles,
     assert report["steps"] == 120 and report["bundle_id"].startswith("stacked-")
 
 
+def test_first_deploy_creates_the_board_folder(ssh_world, ssh_opts, bundles, tmp_path):
+    board = tmp_path / "fresh" / "edgerl"  # nothing there yet, as on a new board
+    server = ssh_world.servers[0]
+    with SshTarget(ssh_world.user, "127.0.0.1", server.port, ssh_opts(board)) as target:
+        result = deploy(target, DeployConfig(bundles["dqn"]), say=lambda _: None)
+    assert current_of(board) == result.release and not result.venv_reused
+    assert not (board / ".lock").exists()
+
+
 def test_ssh_config_alias_user_port_and_identity_are_honoured(ssh_world, board_dir, bundles):
     board = board_dir()
     flags = ["--known-hosts", ssh_world.known_hosts, "--ssh-config", ssh_world.ssh_config]  # no -i: from config

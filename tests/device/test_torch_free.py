@@ -17,7 +17,8 @@ try:
 except SystemExit as done:
     code = done.code
 assert "torch" not in sys.modules, "torch was imported"
-assert not any(m.split(".")[0] in {"torchrl", "tensordict", "onnx", "host"} for m in sys.modules), "host modules imported"
+host_side = {"torchrl", "tensordict", "onnx", "host"}
+assert not any(m.split(".")[0] in host_side for m in sys.modules), "host modules imported"
 sys.exit(code)
 """
 

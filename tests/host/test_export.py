@@ -105,7 +105,8 @@ def test_export_from_checkpoint_keeps_the_trained_weights(tmp_path):
             p.mul_(1.7)
     run = tmp_path / "run"
     run.mkdir()
-    save_checkpoint(run / "checkpoint.pt", PolicyConfig("dqn"), load_bundle_env(), policy.qnet.state_dict(), frames=1234)
+    save_checkpoint(run / "checkpoint.pt", PolicyConfig("dqn"), load_bundle_env(), policy.qnet.state_dict(),
+                    frames=1234)
     out = export_bundle(ExportConfig(out=tmp_path / "b", source=run, aoti=False), say=lambda _: None)
     manifest = load_bundle(out)
     assert manifest.provenance["training"]["frames_trained"] == 1234
