@@ -92,6 +92,18 @@ def make_loss(model: ActorCritic, cfg: PPOConfig) -> ClipPPOLoss:
                        loss_critic_type="l2", normalize_advantage=True)
 
 
+def advantages(values: torch.Tensor, next_value: torch.Tensor, rewards: torch.Tensor, dones: torch.Tensor,
+               terms: torch.Tensor, gamma: float, lmbda: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """GAE and value targets with TorchRL's estimator, for [steps, envs] rollouts; returns [envs, steps, 1]."""
+
+    def tn(x: torch.Tensor) -> torch.Tensor:  # TorchRL wants time along dim -2: [envs, steps, 1]
+        return x.transpose(0, 1).unsqueeze(-1)
+
+    next_values = torch.cat([values[1:], next_value[None]], 0)
+    return generalized_advantage_estimate(gamma, lmbda, tn(values), tn(next_values), tn(rewards), tn(dones),
+                                          tn(terms))
+
+
 def _config_json(cfg: PPOConfig) -> dict:
     return {k: (str(v) if isinstance(v, Path) else asdict(v) if isinstance(v, EnvSpec) else v)
             for k, v in asdict(cfg).items() if k != "env"} | {"env": asdict(cfg.env)}
@@ -139,6 +151,7 @@ def train_ppo(cfg: PPOConfig, resume: bool = False, progress: bool = True, stop_
         lr = cfg.lr * (1.0 - iteration / iterations)
         for group in optim.param_groups:
             group["lr"] = lr
+        batch.pin_sticky_action()  # a rollout boundary: checkpoints happen only here
         obs = torch.empty(cfg.steps, cfg.envs, 4, 84, 84)
         actions = torch.empty(cfg.steps, cfg.envs, dtype=torch.int64)
         logps = torch.empty(cfg.steps, cfg.envs)
@@ -160,13 +173,7 @@ def train_ppo(cfg: PPOConfig, resume: bool = False, progress: bool = True, stop_
             next_value = model(batch.frames)[1].squeeze(-1)
         collect_s = time.perf_counter() - t0
 
-        # TorchRL's GAE, time along dim -2: tensors [envs, steps, 1].
-        def tn(x: torch.Tensor) -> torch.Tensor:
-            return x.transpose(0, 1).unsqueeze(-1)
-
-        next_values = torch.cat([values[1:], next_value[None]], 0)
-        adv, target = generalized_advantage_estimate(cfg.gamma, cfg.lmbda, tn(values), tn(next_values), tn(rewards),
-                                                     tn(dones), tn(terms))
+        adv, target = advantages(values, next_value, rewards, dones, terms, cfg.gamma, cfg.lmbda)
         data = TensorDict({
             "observation": obs.transpose(0, 1).reshape(-1, 4, 84, 84),
             "action": actions.transpose(0, 1).reshape(-1),

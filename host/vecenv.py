@@ -68,6 +68,24 @@ class GameBatch:
         self.frames = self._observe(torch.from_numpy(dones))
         return self.frames, rewards, dones, terms, finished
 
+    def pin_sticky_action(self) -> None:
+        """Make every game's hidden 'previous action' NOOP without changing its state or RNG.
+
+        With sticky actions the ALE repeats the previously applied action, and
+        that action is not part of cloneState: a restored game would repeat
+        whatever its new process last played. Training calls this at fixed
+        boundaries (uninterrupted or resumed alike) and checkpoints only
+        there, so a resumed run continues bit for bit. Acting NOOP 40 times
+        leaves another previous action with probability 0.25**40.
+        """
+        if not self.spec.repeat_action_probability:
+            return
+        for game in self.games:
+            state = game.ale.cloneState(include_rng=True)
+            for _ in range(40):
+                game.ale.act(ale_py.Action.NOOP)
+            game.ale.restoreState(state)
+
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue exactly: emulator states (with RNG), stacks, running returns."""
         states = [g.ale.cloneState(include_rng=True).__getstate__() for g in self.games]
