@@ -7,6 +7,7 @@ STAMP  := $(VENV)/.edgerl-installed
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEMO   ?= build/demo
 POLICY ?= stacked
+EPISODES ?= 1
 
 .PHONY: venv sshd demo test lint bench clean
 
@@ -22,15 +23,19 @@ venv: $(STAMP)
 sshd:
 	@test -x /usr/sbin/sshd || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq openssh-server openssh-client; }
 
+# Main job: verify the shipped policy (or export an untrained one if none is
+# shipped), deploy it to a local board folder, play there, replay on the host.
 demo: venv
 	@mkdir -p $(DEMO)
-	@if [ -f models/pong/manifest.json ]; then \
-	    $(VENV)/bin/edgerl verify models/pong && bundle=models/pong; \
+	@set -e; \
+	if [ -f models/pong/manifest.json ]; then \
+	    bundle=models/pong; $(VENV)/bin/edgerl verify $$bundle; \
 	else \
-	    $(VENV)/bin/edgerl export --untrained --policy $(POLICY) --out $(DEMO)/bundle && bundle=$(DEMO)/bundle; \
+	    bundle=$(DEMO)/bundle; $(VENV)/bin/edgerl export --untrained --policy $(POLICY) --out $$bundle; \
 	fi; \
-	$(PY) -m device selftest $$bundle && \
-	$(PY) -m device play $$bundle --episodes 1 --seed 0 --report $(DEMO)/report.json
+	$(VENV)/bin/edgerl deploy $$bundle --to local:$(DEMO)/board; \
+	$(VENV)/bin/edgerl run --on local:$(DEMO)/board --episodes $(EPISODES) --reports $(DEMO)/reports; \
+	$(VENV)/bin/edgerl replay $$(ls -t $(DEMO)/reports/*.json | head -1) $$bundle --out $(DEMO)/game.gif
 
 test: venv sshd
 	$(PY) -m pytest

@@ -113,7 +113,8 @@ def train_dqn(cfg: DQNConfig, resume: bool = False, progress: bool = True,
         replay_tmp.replace(out / REPLAY)
         target = loss.target_value_network_params.flatten_keys(".").to_dict()
         save_checkpoint(out / CHECKPOINT, PolicyConfig(kind="stacked"), cfg.env, qnet.state_dict(), algo="dqn",
-                        frames=frames, steps=steps, updates=updates, target=target, target_counter=updater.counter, optimizer=optim.state_dict(),
+                        frames=frames, steps=steps, updates=updates, target=target, target_counter=updater.counter,
+                        optimizer=optim.state_dict(),
                         eps=explore.eps.clone(), games=games.state_dict(), torch_rng=torch.get_rng_state(),
                         wall_time_s=time.monotonic() - started, hyperparameters={k: str(v) for k, v in
                                                                                   asdict(cfg).items()})
