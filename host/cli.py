@@ -37,6 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--stochastic", action="store_true", help="keep the e-greedy draw in the graph (RANDOM mode)")
     e.add_argument("--epsilon", type=float, default=None, help="e-greedy rate of a stochastic export")
     e.add_argument("--no-aoti", action="store_true", help="skip the AOTInductor package (saves ~25 s)")
+    e.add_argument("--int8", action="store_true",
+                   help="also make policy.int8.onnx (static QDQ), kept only if it plays as well as fp32")
     e.add_argument("--no-verify", action="store_true", help="do not run `edgerl verify` afterwards")
     e.add_argument("--verify-frames", type=_positive, default=1000, help="frames for the verification (default 1000)")
     e.add_argument("--seed", type=int, default=0, help="initialisation seed of an --untrained export")
@@ -120,9 +122,14 @@ def _export(args: argparse.Namespace) -> int:
                        stochastic=args.stochastic, epsilon=args.epsilon, aoti=not args.no_aoti, seed=args.seed)
     print(f"exporting {'untrained ' + args.policy if args.untrained else args.source} to {args.out}")
     out = export_bundle(cfg)
-    if args.no_verify:
-        return 0
-    return _verify_bundle(out, args.verify_frames, 1)
+    if not args.no_verify:
+        _verify_bundle(out, args.verify_frames, 1)
+    if args.int8:
+        from host.quantize import QuantizeConfig, quantize_bundle
+
+        print(f"quantizing {out} to int8 and checking how it plays")
+        quantize_bundle(QuantizeConfig(out))
+    return 0
 
 
 def _verify_bundle(bundle: Path, frames: int, seed: int) -> int:

@@ -1,0 +1,148 @@
+"""`edgerl export --int8`: static int8 quantization, validated on how the policy plays.
+
+onnxruntime's static quantization (QDQ, per-channel int8 weights, uint8
+activations) calibrated on real Pong frames, with the states the fp32
+policy carries along the same sequence. Dynamic quantization is not used:
+it only touches MatMul/Gemm, so the convolutions (most of the cost) stay fp32.
+
+The int8 model joins the bundle only if it agrees with fp32 on at least
+`min_agreement` of 10,000 real frames and loses at most `max_score_loss`
+points of mean score over the same evaluation games on the device loop.
+Otherwise it is refused with the figures, and fp32 stays the default.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from device.manifest import load_bundle, record_files, write_manifest
+from device.play import PlayConfig, play
+from host.frames import collect_frames
+
+INT8_FILE = "policy.int8.onnx"
+
+
+class QuantizeError(Exception):
+    """The int8 model was refused; the fp32 bundle is unchanged."""
+
+
+@dataclass(frozen=True)
+class QuantizeConfig:
+    """How the int8 model is made and judged."""
+
+    bundle: Path
+    calibration_frames: int = 512
+    check_frames: int = 10_000
+    eval_episodes: int = 3
+    eval_seed: int = 100
+    eval_max_steps: int | None = None
+    min_agreement: float = 0.99
+    max_score_loss: float = 1.0
+
+
+def _feeds(session_inputs: list[str], pixels: np.ndarray, starts: np.ndarray, fp32: Any, manifest: Any) -> list[dict]:
+    """Inputs along a played sequence, states carried by the fp32 model and zeroed at episode starts."""
+    feeds, states = [], {p.input: np.zeros(p.shape, dtype=p.dtype) for p in manifest.state}
+    outputs = [p.output for p in manifest.state]
+    for i in range(len(pixels)):
+        if starts[i]:
+            states = {k: np.zeros_like(v) for k, v in states.items()}
+        feed = {manifest.screen_input: pixels[i], **states}
+        feeds.append(feed)
+        if outputs:
+            nxt = fp32.run(outputs, feed)
+            states = {p.input: v for p, v in zip(manifest.state, nxt, strict=True)}
+    return feeds
+
+
+def _session(path: Path) -> Any:
+    import onnxruntime as ort
+
+    from device.policy import session_options
+
+    return ort.InferenceSession(str(path), session_options(1), providers=["CPUExecutionProvider"])
+
+
+def quantize(model: Path, out: Path, feeds: list[dict]) -> None:
+    """Static QDQ quantization of `model` calibrated on `feeds`."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.it = iter(feeds)
+
+        def get_next(self) -> dict | None:
+            return next(self.it, None)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        pre = Path(tmp) / "pre.onnx"
+        quant_pre_process(str(model), str(pre), skip_symbolic_shape=True)
+        quantize_static(str(pre), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        op_types_to_quantize=["Conv", "MatMul", "Gemm"])
+
+
+def agreement(fp32: Any, int8: Any, feeds: list[dict], action: str) -> float:
+    """Share of frames where both models choose the same action (same inputs, fp32 states)."""
+    same = sum(int(fp32.run([action], f)[0]) == int(int8.run([action], f)[0]) for f in feeds)
+    return same / len(feeds)
+
+
+def quantize_bundle(cfg: QuantizeConfig, say: Callable[[str], None] = print) -> dict[str, Any]:
+    """Make, judge and (if it passes) add policy.int8.onnx to the bundle; figures go in the manifest."""
+    bundle = Path(cfg.bundle)
+    manifest = load_bundle(bundle)
+    fp32 = _session(bundle / manifest.model_file)
+    calib = collect_frames(manifest.env, cfg.calibration_frames, seed=7, segment=128)
+    check = collect_frames(manifest.env, cfg.check_frames, seed=11, segment=500)
+    with tempfile.TemporaryDirectory() as tmp:
+        candidate = Path(tmp) / INT8_FILE
+        quantize(bundle / manifest.model_file, candidate,
+                 _feeds([], calib.pixels, calib.starts, fp32, manifest))
+        int8 = _session(candidate)
+        agree = agreement(fp32, int8, _feeds([], check.pixels, check.starts, fp32, manifest), manifest.action_output)
+        say(f"  int8 agrees with fp32 on {agree:.2%} of {len(check)} real frames")
+        trial = Path(tmp) / "trial"
+        shutil.copytree(bundle, trial)
+        shutil.copy(candidate, trial / INT8_FILE)
+        trial_manifest = load_bundle(trial)
+        trial_manifest.files = record_files(trial, [*trial_manifest.files, INT8_FILE])
+        write_manifest(trial, trial_manifest)
+        scores = {}
+        for name, int8_flag in (("fp32", False), ("int8", True)):
+            report = play(PlayConfig(trial, episodes=cfg.eval_episodes, seed=cfg.eval_seed,
+                                     max_steps=cfg.eval_max_steps, int8=int8_flag))
+            scores[name] = report["mean_score"]
+        say(f"  mean score over {cfg.eval_episodes} games (seed {cfg.eval_seed}): fp32 {scores['fp32']:+.2f}, "
+            f"int8 {scores['int8']:+.2f}")
+        figures = {"agreement": agree, "check_frames": len(check), "calibration_frames": len(calib),
+                   "eval_episodes": cfg.eval_episodes, "eval_seed": cfg.eval_seed, "mean_score": scores,
+                   "min_agreement": cfg.min_agreement, "max_score_loss": cfg.max_score_loss}
+        problems = []
+        if agree < cfg.min_agreement:
+            problems.append(f"agrees with fp32 on only {agree:.2%} of frames (< {cfg.min_agreement:.0%})")
+        if scores["fp32"] - scores["int8"] > cfg.max_score_loss:
+            problems.append(f"loses {scores['fp32'] - scores['int8']:.2f} points of mean score "
+                            f"(> {cfg.max_score_loss:g})")
+        manifest = load_bundle(bundle)
+        if problems:
+            figures["status"] = "refused"
+            figures["reason"] = "; ".join(problems)
+            manifest.backends["int8"] = figures
+            write_manifest(bundle, manifest)
+            raise QuantizeError(f"int8 model refused: {figures['reason']}; the bundle keeps fp32 only")
+        shutil.copy(candidate, bundle / INT8_FILE)
+    manifest.files = record_files(bundle, [*manifest.files, INT8_FILE])
+    figures["status"] = "ok"
+    manifest.backends["int8"] = figures
+    write_manifest(bundle, manifest)
+    say(f"  int8 model added: {INT8_FILE}")
+    return figures

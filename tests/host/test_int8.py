@@ -1,0 +1,49 @@
+"""A user asks for an int8 model: it ships only if it plays like fp32."""
+
+import subprocess
+import sys
+
+import pytest
+
+from device.manifest import load_bundle
+from device.play import PlayConfig, play
+from host.quantize import INT8_FILE, QuantizeConfig, QuantizeError, quantize_bundle
+
+
+def quick(bundle, **kw):
+    return QuantizeConfig(bundle, check_frames=2000, eval_episodes=1, eval_max_steps=300, **kw)
+
+
+def test_int8_that_agrees_is_added_and_plays(bundle_copy):
+    bundle = bundle_copy("stacked")
+    figures = quantize_bundle(quick(bundle), say=lambda _: None)
+    assert figures["status"] == "ok" and figures["agreement"] >= 0.99
+    assert figures["mean_score"]["fp32"] - figures["mean_score"]["int8"] <= 1.0
+    manifest = load_bundle(bundle)  # checksums include the new file
+    assert INT8_FILE in manifest.files and manifest.backends["int8"]["check_frames"] == 2000
+    import onnx
+
+    model = onnx.load(str(bundle / INT8_FILE))
+    ops = {n.op_type for n in model.graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops  # static QDQ, not dynamic
+    report = play(PlayConfig(bundle, episodes=1, seed=1, max_steps=100, int8=True))
+    assert report["model_file"] == INT8_FILE and report["steps"] == 100
+    run = subprocess.run([sys.executable, "-m", "device", "play", str(bundle), "--int8", "--max-steps", "20"],
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+
+
+def test_int8_below_the_bar_is_refused_and_fp32_stays(bundle_copy):
+    bundle = bundle_copy("stacked")
+    before = load_bundle(bundle).files
+    with pytest.raises(QuantizeError, match="refused: agrees with fp32 on only"):
+        quantize_bundle(quick(bundle, min_agreement=1.01), say=lambda _: None)
+    manifest = load_bundle(bundle)
+    assert manifest.files == before and not (bundle / INT8_FILE).exists()
+    assert manifest.backends["int8"]["status"] == "refused" and "agreement" in manifest.backends["int8"]
+
+
+def test_play_int8_without_an_int8_model_is_a_clear_error(bundles):
+    run = subprocess.run([sys.executable, "-m", "device", "play", str(bundles["dqn"]), "--int8"],
+                         capture_output=True, text=True)
+    assert run.returncode == 2 and "export it with `edgerl export --int8`" in run.stderr

@@ -1,0 +1,132 @@
+"""An emulated aarch64 board: a Debian arm64 userland under qemu user-mode emulation.
+
+    python tools/arm_board.py build      # ~10-15 min the first time; cached in ~/.cache/edgerl/arm64-rootfs
+    python tools/arm_board.py run -- python3 -c "import platform; print(platform.machine())"
+
+Needs root, Debian's debootstrap and qemu-user-static, and binfmt_misc (mounted
+and registered here if missing). The device's dependencies are the real
+aarch64 wheels from PyPI, installed in a venv inside the userland.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+CACHE = Path(os.environ.get("EDGERL_ARM_ROOTFS", "~/.cache/edgerl/arm64-rootfs")).expanduser()
+VENV = "/opt/edgerl-venv"
+CODE = "/opt/edgerl"
+MIRROR = "http://deb.debian.org/debian"
+BINFMT = "/proc/sys/fs/binfmt_misc"
+QEMU = "/usr/bin/qemu-aarch64-static"
+# The kernel recognises aarch64 ELF files by this header and hands them to qemu
+# ('F': the interpreter is opened now, so it also works inside the chroot).
+REGISTER = (r":qemu-aarch64:M::\x7fELF\x02\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02\x00\xb7\x00:"
+            r"\xff\xff\xff\xff\xff\xff\xff\x00\xff\xff\xff\xff\xff\xff\xff\xff\xfe\xff\xff\xff:" + QEMU + ":F")
+
+
+class BoardError(Exception):
+    """The emulated board cannot be built or used here."""
+
+
+def _sh(argv: list[str], **kw: object) -> subprocess.CompletedProcess:
+    return subprocess.run(argv, check=True, **kw)
+
+
+def ensure_tools() -> None:
+    """debootstrap and qemu-user-static from Debian."""
+    if shutil.which("debootstrap") and Path(QEMU).is_file():
+        return
+    if os.geteuid() != 0:
+        raise BoardError("the ARM board needs root to install debootstrap and qemu-user-static")
+    _sh(["apt-get", "update", "-qq"])
+    _sh(["apt-get", "install", "-y", "-qq", "debootstrap", "qemu-user-static"], stdout=subprocess.DEVNULL)
+
+
+def ensure_binfmt() -> None:
+    """Mount binfmt_misc and register qemu-aarch64 if the kernel does not know it yet."""
+    if not Path(BINFMT, "register").exists():
+        done = subprocess.run(["mount", "-t", "binfmt_misc", "binfmt_misc", BINFMT], capture_output=True, text=True)
+        if done.returncode != 0:
+            raise BoardError(f"cannot mount binfmt_misc ({done.stderr.strip()}): aarch64 programs cannot run here")
+    if not Path(BINFMT, "qemu-aarch64").exists():
+        Path(BINFMT, "register").write_text(REGISTER.encode().decode("unicode_escape"))
+
+
+def ready(rootfs: Path = CACHE) -> bool:
+    """The userland and its venv are complete."""
+    return (rootfs / "opt" / ".edgerl-ready").is_file()
+
+
+def build(rootfs: Path = CACHE, say=print) -> Path:  # noqa: ANN001
+    """Build (or finish building) the cached userland with the device's wheels installed."""
+    ensure_tools()
+    ensure_binfmt()
+    if ready(rootfs):
+        return rootfs
+    if not (rootfs / "debootstrap").exists() and not (rootfs / "usr" / "bin" / "python3").exists():
+        say(f"debootstrap stage 1 into {rootfs}")
+        shutil.rmtree(rootfs, ignore_errors=True)
+        rootfs.parent.mkdir(parents=True, exist_ok=True)
+        _sh(["debootstrap", "--arch=arm64", "--foreign", "--variant=minbase",
+             "--include=python3,python3-venv,python3-pip,ca-certificates", "bookworm", str(rootfs), MIRROR])
+    if (rootfs / "debootstrap").exists():
+        say("debootstrap stage 2 under qemu (slow)")
+        _sh(["chroot", str(rootfs), "/debootstrap/debootstrap", "--second-stage"])
+    shutil.copy("/etc/resolv.conf", rootfs / "etc" / "resolv.conf")
+    say("installing numpy, onnxruntime, ale-py (aarch64 wheels) in a venv on the board")
+    _sh(["chroot", str(rootfs), "python3", "-m", "venv", VENV])
+    _sh(["chroot", str(rootfs), f"{VENV}/bin/pip", "install", "-q", "--disable-pip-version-check",
+         *requirements()])
+    (rootfs / "opt" / ".edgerl-ready").write_text("ok\n")
+    return rootfs
+
+
+def requirements() -> list[str]:
+    """The host's versions of the device's dependencies, as deploy pins them."""
+    from importlib import metadata
+
+    return [f"{n}=={metadata.version(n)}" for n in ("numpy", "onnxruntime", "ale-py")]
+
+
+def install_code(rootfs: Path = CACHE) -> None:
+    """Copy this checkout's device package onto the board."""
+    dest = rootfs / CODE.lstrip("/") / "device"
+    shutil.rmtree(dest, ignore_errors=True)
+    shutil.copytree(Path(__file__).resolve().parents[1] / "device", dest,
+                    ignore=shutil.ignore_patterns("__pycache__"))
+
+
+def run(argv: list[str], rootfs: Path = CACHE, timeout: float = 1800) -> subprocess.CompletedProcess:
+    """Run a command on the emulated board (device package on PYTHONPATH)."""
+    ensure_binfmt()
+    env = {"PATH": f"{VENV}/bin:/usr/bin:/bin", "PYTHONPATH": CODE, "HOME": "/root", "LANG": "C.UTF-8"}
+    return subprocess.run(["chroot", str(rootfs), *argv], capture_output=True, text=True, env=env, timeout=timeout)
+
+
+def main() -> int:
+    """CLI: build, or run a command on the board."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("action", choices=["build", "run"])
+    parser.add_argument("argv", nargs="*")
+    args = parser.parse_args()
+    try:
+        if args.action == "build":
+            print(f"board ready: {build()}")
+            return 0
+        install_code()
+        done = run(args.argv)
+        sys.stdout.write(done.stdout)
+        sys.stderr.write(done.stderr)
+        return done.returncode
+    except (BoardError, subprocess.CalledProcessError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
