@@ -9,7 +9,7 @@ DEMO   ?= build/demo
 POLICY ?= stacked
 EPISODES ?= 1
 
-.PHONY: venv sshd demo test lint bench clean
+.PHONY: venv sshd demo test test-arm lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,10 @@ demo: venv
 
 test: venv sshd
 	$(PY) -m pytest
+
+# The emulated aarch64 board (Debian arm64 under qemu): slow to build the first time, cached after.
+test-arm: venv sshd
+	$(PY) -m pytest -m arm tests/arm
 
 lint: venv
 	$(VENV)/bin/ruff check host device deploy

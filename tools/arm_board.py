@@ -23,6 +23,7 @@ CODE = "/opt/edgerl"
 MIRROR = "http://deb.debian.org/debian"
 BINFMT = "/proc/sys/fs/binfmt_misc"
 QEMU = "/usr/bin/qemu-aarch64-static"
+CHROOT = shutil.which("chroot") or "/usr/sbin/chroot"
 # The kernel recognises aarch64 ELF files by this header and hands them to qemu
 # ('F': the interpreter is opened now, so it also works inside the chroot).
 REGISTER = (r":qemu-aarch64:M::\x7fELF\x02\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02\x00\xb7\x00:"
@@ -76,12 +77,25 @@ def build(rootfs: Path = CACHE, say=print) -> Path:  # noqa: ANN001
              "--include=python3,python3-venv,python3-pip,ca-certificates", "bookworm", str(rootfs), MIRROR])
     if (rootfs / "debootstrap").exists():
         say("debootstrap stage 2 under qemu (slow)")
-        _sh(["chroot", str(rootfs), "/debootstrap/debootstrap", "--second-stage"])
-    shutil.copy("/etc/resolv.conf", rootfs / "etc" / "resolv.conf")
-    say("installing numpy, onnxruntime, ale-py (aarch64 wheels) in a venv on the board")
-    _sh(["chroot", str(rootfs), "python3", "-m", "venv", VENV])
-    _sh(["chroot", str(rootfs), f"{VENV}/bin/pip", "install", "-q", "--disable-pip-version-check",
-         *requirements()])
+        _sh([CHROOT, str(rootfs), "/debootstrap/debootstrap", "--second-stage"])
+    # The board gets its wheels the way an offline board does with `edgerl deploy --wheelhouse`:
+    # downloaded on the host for aarch64 and its Python, installed with --no-index.
+    from deploy.install import InstallConfig, download_wheels, venv_key
+
+    pyver = subprocess.run([CHROOT, str(rootfs), "python3", "-c",
+                            "import sys; print('%d.%d' % sys.version_info[:2])"],
+                           check=True, capture_output=True, text=True).stdout.strip()
+    board = {"machine": "aarch64", "python": pyver}
+    say(f"downloading aarch64 / Python {pyver} wheels for {' '.join(requirements())} on the host")
+    wheels = download_wheels(requirements(), board, InstallConfig(wheelhouse=True), venv_key(requirements(), board))
+    target = rootfs / "opt" / "wheels"
+    shutil.rmtree(target, ignore_errors=True)
+    shutil.copytree(wheels, target)
+    say("installing them in a venv on the board (offline)")
+    clean = {"PATH": "/usr/bin:/bin", "HOME": "/root", "LANG": "C.UTF-8"}
+    _sh([CHROOT, str(rootfs), "python3", "-m", "venv", VENV], env=clean)
+    _sh([CHROOT, str(rootfs), f"{VENV}/bin/pip", "install", "-q", "--disable-pip-version-check", "--no-index",
+         "--find-links", "/opt/wheels", *requirements()], env=clean)
     (rootfs / "opt" / ".edgerl-ready").write_text("ok\n")
     return rootfs
 
@@ -90,7 +104,9 @@ def requirements() -> list[str]:
     """The host's versions of the device's dependencies, as deploy pins them."""
     from importlib import metadata
 
-    return [f"{n}=={metadata.version(n)}" for n in ("numpy", "onnxruntime", "ale-py")]
+    from deploy.install import DEVICE_DEPS
+
+    return [f"{n}=={metadata.version(n)}" for n in DEVICE_DEPS]
 
 
 def install_code(rootfs: Path = CACHE) -> None:
@@ -101,11 +117,45 @@ def install_code(rootfs: Path = CACHE) -> None:
                     ignore=shutil.ignore_patterns("__pycache__"))
 
 
+def ensure_sshd_installed(rootfs: Path = CACHE) -> None:
+    """openssh-server inside the userland (Debian's arm64 package, services not started)."""
+    if (rootfs / "usr" / "sbin" / "sshd").is_file():
+        return
+    policy = rootfs / "usr" / "sbin" / "policy-rc.d"
+    policy.write_text("#!/bin/sh\nexit 101\n")
+    policy.chmod(0o755)
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root", "LANG": "C.UTF-8",
+           "DEBIAN_FRONTEND": "noninteractive"}
+    _sh([CHROOT, str(rootfs), "sh", "-c", "apt-get update -qq && apt-get install -y -qq --no-install-recommends "
+         "openssh-server"], env=env, stdout=subprocess.DEVNULL)
+
+
+def start_sshd(port: int, authorized_key: Path, host_key: Path, rootfs: Path = CACHE) -> subprocess.Popen:
+    """The board's own (aarch64) sshd on 127.0.0.1:port, logging in as root with one authorised key."""
+    ensure_binfmt()
+    ensure_sshd_installed(rootfs)
+    etc = rootfs / "etc" / "ssh"
+    shutil.copy(host_key, etc / "edgerl_host_key")
+    (etc / "edgerl_host_key").chmod(0o600)
+    shutil.copy(authorized_key, etc / "edgerl_authorized_keys")
+    (etc / "edgerl_sshd_config").write_text(
+        f"Port {port}\nListenAddress 127.0.0.1\nHostKey /etc/ssh/edgerl_host_key\n"
+        "AuthorizedKeysFile /etc/ssh/edgerl_authorized_keys\nPasswordAuthentication no\n"
+        "KbdInteractiveAuthentication no\nPermitRootLogin yes\nStrictModes no\nUsePAM no\n"
+        "Subsystem sftp internal-sftp\nPidFile /run/edgerl-sshd.pid\nLogLevel ERROR\n"
+        "SetEnv PATH=/usr/local/bin:/usr/bin:/bin\n"
+    )
+    (rootfs / "run" / "sshd").mkdir(parents=True, exist_ok=True)
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
+    return subprocess.Popen([CHROOT, str(rootfs), "/usr/sbin/sshd", "-D", "-e", "-f", "/etc/ssh/edgerl_sshd_config"],
+                            env=env, stderr=subprocess.PIPE, text=True)
+
+
 def run(argv: list[str], rootfs: Path = CACHE, timeout: float = 1800) -> subprocess.CompletedProcess:
     """Run a command on the emulated board (device package on PYTHONPATH)."""
     ensure_binfmt()
     env = {"PATH": f"{VENV}/bin:/usr/bin:/bin", "PYTHONPATH": CODE, "HOME": "/root", "LANG": "C.UTF-8"}
-    return subprocess.run(["chroot", str(rootfs), *argv], capture_output=True, text=True, env=env, timeout=timeout)
+    return subprocess.run([CHROOT, str(rootfs), *argv], capture_output=True, text=True, env=env, timeout=timeout)
 
 
 def main() -> int:

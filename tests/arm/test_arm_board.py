@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import arm_board  # noqa: E402
 
 from device.play import PlayConfig, play  # noqa: E402
@@ -58,3 +59,46 @@ def test_aarch64_plays_the_same_game_as_x86(board, bundles):
     assert arm["episodes"][0]["score"] == x86["episodes"][0]["score"]
     print(f"emulated aarch64: {arm['steps_per_s']:.0f} steps/s, policy p50 {arm['policy_latency']['p50_ms']:.2f} ms "
           f"p99 {arm['policy_latency']['p99_ms']:.2f} ms (x86: {x86['steps_per_s']:.0f} steps/s)")
+
+
+def test_wheelhouse_deploy_and_run_on_a_genuinely_aarch64_board(board, bundles, tmp_path):
+    import socket
+    import subprocess
+    import time
+
+    from tests_ssh import free_port, keygen
+
+    keygen(tmp_path / "key")
+    keygen(tmp_path / "host_key")
+    port = free_port()
+    sshd = arm_board.start_sshd(port, tmp_path / "key.pub", tmp_path / "host_key", board)
+    try:
+        for _ in range(300):  # an emulated sshd takes a few seconds to listen
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                break
+            except OSError:
+                assert sshd.poll() is None, sshd.stderr.read()
+                time.sleep(0.2)
+        host_pub = " ".join((tmp_path / "host_key.pub").read_text().split()[:2])
+        (tmp_path / "known_hosts").write_text(f"[127.0.0.1]:{port} {host_pub}\n")
+        shutil.rmtree(board / "root" / "edgerl", ignore_errors=True)
+        flags = ["--known-hosts", tmp_path / "known_hosts", "--ssh-config", tmp_path / "none", "-i", tmp_path / "key"]
+        env = {"HOME": str(tmp_path), "PATH": "/usr/bin:/bin:/usr/sbin"}
+
+        def edgerl(*args):
+            return subprocess.run([sys.executable, "-m", "host.cli", *map(str, args)], capture_output=True,
+                                  text=True, timeout=1800, env=env)
+
+        deployed = edgerl("deploy", bundles["stacked"], "--to", f"root@127.0.0.1:{port}", "--wheelhouse", *flags)
+        assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+        assert "aarch64" in deployed.stdout and "(offline)" in deployed.stdout
+        wheels = sorted(p.name for p in (board / "root" / "edgerl" / "wheelhouse").rglob("*.whl"))
+        binary = [w for w in wheels if not w.endswith("-none-any.whl")]  # pure-Python deps have no arch
+        assert any(w.startswith("onnxruntime-") for w in binary) and all("aarch64" in w for w in binary), wheels
+        ran = edgerl("run", "--on", f"root@127.0.0.1:{port}", "--max-steps", 50, "--reports", tmp_path / "r", *flags)
+        assert ran.returncode == 0, ran.stdout + ran.stderr
+        assert "aarch64" in ran.stdout
+    finally:
+        sshd.terminate()
+        sshd.wait(timeout=30)
