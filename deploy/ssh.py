@@ -19,7 +19,7 @@ from pathlib import Path, PurePosixPath
 
 import paramiko
 
-from deploy.targets import DEFAULT_BOARD_DIR, Completed, DeployError, Progress, Target, quote
+from deploy.targets import DEFAULT_BOARD_DIR, Completed, DeployError, Progress, Target, append_from, quote
 
 CONNECTION_ERRORS = (paramiko.SSHException, EOFError, OSError, socket.error)
 
@@ -199,18 +199,9 @@ class SshTarget(Target):
         if offset > size:
             self.sftp.remove(remote)
             offset = 0
-        if progress and offset:
-            progress(offset)
-        sent = 0
         with open(local, "rb") as src, self.sftp.open(remote, "ab") as out:
             out.set_pipelined(True)
-            src.seek(offset)
-            for chunk in iter(lambda: src.read(1 << 16), b""):
-                out.write(chunk)
-                sent += len(chunk)
-                if progress:
-                    progress(len(chunk))
-        return sent
+            return append_from(src, out, offset, progress)
 
     def get(self, remote: str, local: Path) -> None:
         """Download one file over SFTP."""

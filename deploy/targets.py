@@ -14,6 +14,7 @@ import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import Any, BinaryIO
 
 DEFAULT_BOARD_DIR = "edgerl"
 """Board folder, relative to the login user's home (an absolute path is kept as is)."""
@@ -115,17 +116,8 @@ class LocalTarget(Target):
         dest = Path(remote)
         dest.parent.mkdir(parents=True, exist_ok=True)
         offset = dest.stat().st_size if dest.exists() else 0
-        sent = 0
         with open(local, "rb") as src, open(dest, "ab") as out:
-            src.seek(offset)
-            if progress and offset:
-                progress(offset)
-            for chunk in iter(lambda: src.read(1 << 20), b""):
-                out.write(chunk)
-                sent += len(chunk)
-                if progress:
-                    progress(len(chunk))
-        return sent
+            return append_from(src, out, offset, progress)
 
     def get(self, remote: str, local: Path) -> None:
         """Copy one file back."""
@@ -138,6 +130,20 @@ class LocalTarget(Target):
     def rename(self, src: str, dst: str) -> None:
         """os.replace."""
         os.replace(src, dst)
+
+
+def append_from(src: BinaryIO, out: Any, offset: int, progress: Progress | None, chunk: int = 1 << 16) -> int:
+    """Copy src from `offset` to the end onto `out` (opened for append); returns the bytes written."""
+    src.seek(offset)
+    if progress and offset:
+        progress(offset)
+    sent = 0
+    for block in iter(lambda: src.read(chunk), b""):
+        out.write(block)
+        sent += len(block)
+        if progress:
+            progress(len(block))
+    return sent
 
 
 def parse_target(text: str) -> tuple[str, str | None, str, int | None]:
