@@ -138,6 +138,18 @@ def _verify_bundle(bundle: Path, frames: int, seed: int) -> int:
     print(f"verifying {bundle} on {frames} real Pong frames")
     parity = verify_bundle(VerifyConfig(bundle, frames=frames, seed=seed, progress=sys.stderr.isatty()))
     print(f"verify ok: {parity['frames']} frames, {parity['episode_starts']} episode starts, mode {parity['mode']}")
+    from device.manifest import load_bundle, write_manifest
+    from host.quantize import INT8_FILE, QuantizeConfig, QuantizeError, judge_int8
+
+    if INT8_FILE in load_bundle(bundle).files:
+        print(f"checking {INT8_FILE} against fp32")
+        figures, problems = judge_int8(bundle, QuantizeConfig(bundle))
+        manifest = load_bundle(bundle)
+        figures["status"] = "refused" if problems else "ok"
+        manifest.backends["int8"] = {**manifest.backends.get("int8", {}), **figures}
+        write_manifest(bundle, manifest)
+        if problems:
+            raise QuantizeError(f"the bundle's int8 model {'; '.join(problems)}: play fp32, or re-export")
     return 0
 
 

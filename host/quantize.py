@@ -96,50 +96,56 @@ def agreement(fp32: Any, int8: Any, feeds: list[dict], action: str) -> float:
     return same / len(feeds)
 
 
+def judge_int8(bundle: Path, cfg: QuantizeConfig, say: Callable[[str], None] = print) -> tuple[dict, list[str]]:
+    """Agreement on real frames and mean score on the same games, fp32 vs the bundle's int8 model."""
+    manifest = load_bundle(bundle)
+    fp32 = _session(bundle / manifest.model_file)
+    int8 = _session(bundle / INT8_FILE)
+    check = collect_frames(manifest.env, cfg.check_frames, seed=11, segment=500)
+    agree = agreement(fp32, int8, _feeds([], check.pixels, check.starts, fp32, manifest), manifest.action_output)
+    say(f"  int8 agrees with fp32 on {agree:.2%} of {len(check)} real frames")
+    scores = {}
+    for name, int8_flag in (("fp32", False), ("int8", True)):
+        report = play(PlayConfig(bundle, episodes=cfg.eval_episodes, seed=cfg.eval_seed,
+                                 max_steps=cfg.eval_max_steps, int8=int8_flag))
+        scores[name] = report["mean_score"]
+    say(f"  mean score over {cfg.eval_episodes} games (seed {cfg.eval_seed}): fp32 {scores['fp32']:+.2f}, "
+        f"int8 {scores['int8']:+.2f}")
+    figures = {"agreement": agree, "check_frames": len(check), "eval_episodes": cfg.eval_episodes,
+               "eval_seed": cfg.eval_seed, "mean_score": scores, "min_agreement": cfg.min_agreement,
+               "max_score_loss": cfg.max_score_loss}
+    problems = []
+    if agree < cfg.min_agreement:
+        problems.append(f"agrees with fp32 on only {agree:.2%} of frames (< {cfg.min_agreement:.0%})")
+    if scores["fp32"] - scores["int8"] > cfg.max_score_loss:
+        problems.append(f"loses {scores['fp32'] - scores['int8']:.2f} points of mean score (> {cfg.max_score_loss:g})")
+    return figures, problems
+
+
 def quantize_bundle(cfg: QuantizeConfig, say: Callable[[str], None] = print) -> dict[str, Any]:
     """Make, judge and (if it passes) add policy.int8.onnx to the bundle; figures go in the manifest."""
     bundle = Path(cfg.bundle)
     manifest = load_bundle(bundle)
     fp32 = _session(bundle / manifest.model_file)
     calib = collect_frames(manifest.env, cfg.calibration_frames, seed=7, segment=128)
-    check = collect_frames(manifest.env, cfg.check_frames, seed=11, segment=500)
     with tempfile.TemporaryDirectory() as tmp:
-        candidate = Path(tmp) / INT8_FILE
-        quantize(bundle / manifest.model_file, candidate,
-                 _feeds([], calib.pixels, calib.starts, fp32, manifest))
-        int8 = _session(candidate)
-        agree = agreement(fp32, int8, _feeds([], check.pixels, check.starts, fp32, manifest), manifest.action_output)
-        say(f"  int8 agrees with fp32 on {agree:.2%} of {len(check)} real frames")
+        # Judge a trial copy of the bundle, so the real one changes only if int8 is accepted.
         trial = Path(tmp) / "trial"
         shutil.copytree(bundle, trial)
-        shutil.copy(candidate, trial / INT8_FILE)
+        calibration = _feeds([], calib.pixels, calib.starts, fp32, manifest)
+        quantize(bundle / manifest.model_file, trial / INT8_FILE, calibration)
         trial_manifest = load_bundle(trial)
         trial_manifest.files = record_files(trial, [*trial_manifest.files, INT8_FILE])
         write_manifest(trial, trial_manifest)
-        scores = {}
-        for name, int8_flag in (("fp32", False), ("int8", True)):
-            report = play(PlayConfig(trial, episodes=cfg.eval_episodes, seed=cfg.eval_seed,
-                                     max_steps=cfg.eval_max_steps, int8=int8_flag))
-            scores[name] = report["mean_score"]
-        say(f"  mean score over {cfg.eval_episodes} games (seed {cfg.eval_seed}): fp32 {scores['fp32']:+.2f}, "
-            f"int8 {scores['int8']:+.2f}")
-        figures = {"agreement": agree, "check_frames": len(check), "calibration_frames": len(calib),
-                   "eval_episodes": cfg.eval_episodes, "eval_seed": cfg.eval_seed, "mean_score": scores,
-                   "min_agreement": cfg.min_agreement, "max_score_loss": cfg.max_score_loss}
-        problems = []
-        if agree < cfg.min_agreement:
-            problems.append(f"agrees with fp32 on only {agree:.2%} of frames (< {cfg.min_agreement:.0%})")
-        if scores["fp32"] - scores["int8"] > cfg.max_score_loss:
-            problems.append(f"loses {scores['fp32'] - scores['int8']:.2f} points of mean score "
-                            f"(> {cfg.max_score_loss:g})")
+        figures, problems = judge_int8(trial, cfg, say)
+        figures["calibration_frames"] = len(calib)
         manifest = load_bundle(bundle)
         if problems:
-            figures["status"] = "refused"
-            figures["reason"] = "; ".join(problems)
+            figures.update(status="refused", reason="; ".join(problems))
             manifest.backends["int8"] = figures
             write_manifest(bundle, manifest)
             raise QuantizeError(f"int8 model refused: {figures['reason']}; the bundle keeps fp32 only")
-        shutil.copy(candidate, bundle / INT8_FILE)
+        shutil.copy(trial / INT8_FILE, bundle / INT8_FILE)
     manifest.files = record_files(bundle, [*manifest.files, INT8_FILE])
     figures["status"] = "ok"
     manifest.backends["int8"] = figures

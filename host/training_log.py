@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import importlib.util
 import time
 from collections import deque
 from pathlib import Path
@@ -22,7 +23,9 @@ class TrainingLog:
         self.started = time.monotonic()
         self.wall_offset = self._last_wall()
         self.recent: deque[float] = deque(maxlen=20)
-        self.logger = get_logger("csv", logger_name=str(self.run / "logs"), experiment_name="train")
+        # TorchRL's TensorBoard logger when tensorboard is installed, its CSV logger otherwise.
+        backend = "tensorboard" if importlib.util.find_spec("tensorboard") else "csv"
+        self.logger = get_logger(backend, logger_name=str(self.run / "logs"), experiment_name="train")
         self.bar = None
         if progress:
             from tqdm import tqdm

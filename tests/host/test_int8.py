@@ -43,6 +43,16 @@ def test_int8_below_the_bar_is_refused_and_fp32_stays(bundle_copy):
     assert manifest.backends["int8"]["status"] == "refused" and "agreement" in manifest.backends["int8"]
 
 
+def test_verify_rechecks_the_int8_model_on_10000_frames(bundle_copy):
+    bundle = bundle_copy("stacked")
+    quantize_bundle(quick(bundle), say=lambda _: None)
+    run = subprocess.run([sys.executable, "-m", "host.cli", "verify", str(bundle)], capture_output=True, text=True,
+                         timeout=900)
+    assert run.returncode == 0, run.stderr
+    assert "of 10000 real frames" in run.stdout
+    assert load_bundle(bundle).backends["int8"]["check_frames"] == 10_000
+
+
 def test_play_int8_without_an_int8_model_is_a_clear_error(bundles):
     run = subprocess.run([sys.executable, "-m", "device", "play", str(bundles["dqn"]), "--int8"],
                          capture_output=True, text=True)
