@@ -23,13 +23,14 @@ venv: $(STAMP)
 sshd:
 	@test -x /usr/sbin/sshd || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq openssh-server openssh-client; }
 
-# Main job: verify the shipped policy (or export an untrained one if none is
-# shipped), deploy it to a local board folder, play there, replay on the host.
+# Main job: self-test the shipped policy on its golden frames (or export and
+# verify an untrained one if none is shipped), deploy it to a local board
+# folder, play there, replay on the host.
 demo: venv
 	@mkdir -p $(DEMO)
 	@set -e; \
 	if [ -f models/pong/manifest.json ]; then \
-	    bundle=models/pong; $(VENV)/bin/edgerl verify $$bundle; \
+	    bundle=models/pong; $(PY) -m device selftest $$bundle; \
 	else \
 	    bundle=$(DEMO)/bundle; $(VENV)/bin/edgerl export --untrained --policy $(POLICY) --out $$bundle; \
 	fi; \
