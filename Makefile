@@ -9,7 +9,7 @@ DEMO   ?= build/demo
 POLICY ?= stacked
 EPISODES ?= 1
 
-.PHONY: venv sshd demo test test-arm lint bench clean
+.PHONY: venv sshd demo model test test-arm lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,16 @@ demo: venv
 	$(VENV)/bin/edgerl deploy $$bundle --to local:$(DEMO)/board; \
 	$(VENV)/bin/edgerl run --on local:$(DEMO)/board --episodes $(EPISODES) --reports $(DEMO)/reports; \
 	$(VENV)/bin/edgerl replay $$(ls -t $(DEMO)/reports/*.json | head -1) $$bundle --out $(DEMO)/game.gif
+
+# The shipped policy, reproduced: train (resuming the run if one is there), export with
+# int8, score 10 games on the device loop into the manifest, draw the learning curve.
+RUN    ?= runs/pong
+FRAMES ?= 10000000
+model: venv
+	$(VENV)/bin/edgerl train --algo ppo --frames $(FRAMES) --out $(RUN) $$([ -f $(RUN)/checkpoint.pt ] && echo --resume)
+	$(VENV)/bin/edgerl export $(RUN) --out models/pong --int8
+	$(VENV)/bin/edgerl evaluate models/pong --episodes 10
+	$(VENV)/bin/edgerl plot $(RUN) --out models/pong/learning_curve.png
 
 test: venv sshd
 	$(PY) -m pytest

@@ -71,6 +71,14 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--eval-episodes", type=int, default=0,
                     help="afterwards, play N episodes with the deterministic policy on the device's loop")
 
+    ev = sub.add_parser("evaluate", help="play N games on the device loop and record the scores in the manifest",
+                        description="Play one deterministic game per seed with the device's own loop (what the "
+                                    "board runs) and write the scores into the bundle's manifest.")
+    ev.add_argument("bundle", type=Path)
+    ev.add_argument("--episodes", type=_positive, default=10, help="games, one per seed (default 10)")
+    ev.add_argument("--seed", type=int, default=100, help="first seed (default 100)")
+    ev.add_argument("--max-steps", type=_positive, default=None, help="cut each game after N agent steps")
+
     pl = sub.add_parser("plot", help="learning curve of a run as PNG (return vs frames and vs wall time)")
     pl.add_argument("run", type=Path)
     pl.add_argument("--out", type=Path, default=None, help="PNG path (default RUN/learning_curve.png)")
@@ -181,6 +189,16 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _evaluate(args: argparse.Namespace) -> int:
+    from host.evaluate import EvaluateConfig, record_evaluation
+
+    print(f"playing {args.episodes} games of {args.bundle} on the device loop")
+    figures = record_evaluation(EvaluateConfig(args.bundle, args.episodes, args.seed, args.max_steps))
+    print(f"mean score {figures['mean']:+.2f} over {figures['episodes']} games (worst {figures['min']:+.0f}); "
+          f"recorded in {args.bundle / 'manifest.json'}")
+    return 0
+
+
 def _plot(args: argparse.Namespace) -> int:
     from host.training_log import plot_run
 
@@ -236,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     handlers = {"export": _export, "verify": lambda a: _verify_bundle(a.bundle, a.frames, a.seed),
                 "replay": _replay, "deploy": board_cli.deploy_cmd, "run": board_cli.run_cmd,
                 "status": board_cli.status_cmd, "rollback": board_cli.rollback_cmd,
-                "train": _train, "plot": _plot}
+                "train": _train, "plot": _plot, "evaluate": _evaluate}
     try:
         return handlers[args.command](args)
     except ImportError as err:

@@ -166,3 +166,21 @@ def test_train_cli_refuses_to_overwrite_a_run_and_to_resume_nothing(tmp_path):
     (tmp_path / "run" / "checkpoint.pt").write_bytes(b"x")
     run = edgerl("train", "--frames", 100, "--out", tmp_path / "run")
     assert run.returncode == 2 and "--resume" in run.stderr
+
+
+def test_bf16_trunk_trains_in_bf16_but_keeps_fp32_weights_for_export():
+    torch.manual_seed(0)
+    fp32, bf16 = ActorCritic(6, bf16=False), ActorCritic(6, bf16=True)
+    bf16.load_state_dict(fp32.state_dict())
+    obs = torch.rand(32, 4, 84, 84)
+    (logits32, value32), (logits16, value16) = fp32(obs), bf16(obs)
+    # Heads see fp32 features, so the PPO ratios are computed in fp32...
+    assert logits16.dtype == value16.dtype == torch.float32
+    assert all(p.dtype == torch.float32 for p in bf16.parameters())
+    # ...from features rounded through bf16: close to fp32, not equal.
+    assert not torch.equal(logits16, logits32)
+    torch.testing.assert_close(logits16, logits32, rtol=0.05, atol=0.02)
+    torch.testing.assert_close(value16, value32, rtol=0.05, atol=0.02)
+    loss = logits16.square().mean() + value16.square().mean()
+    loss.backward()
+    assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in bf16.parameters())
