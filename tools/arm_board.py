@@ -55,7 +55,9 @@ def ensure_binfmt() -> None:
         if done.returncode != 0:
             raise BoardError(f"cannot mount binfmt_misc ({done.stderr.strip()}): aarch64 programs cannot run here")
     if not Path(BINFMT, "qemu-aarch64").exists():
-        Path(BINFMT, "register").write_text(REGISTER.encode().decode("unicode_escape"))
+        # The kernel decodes the \xHH escapes itself; decoding them here would write bytes
+        # above 0x7f as two-byte UTF-8 and the kernel would refuse the rule (EINVAL).
+        Path(BINFMT, "register").write_bytes(REGISTER.encode("ascii"))
 
 
 def ready(rootfs: Path = CACHE) -> bool:
