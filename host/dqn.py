@@ -89,7 +89,7 @@ def train_dqn(cfg: DQNConfig, resume: bool = False, progress: bool = True,
     qnet, actor, explore, loss, updater = build(cfg, games.n_actions)
     optim = torch.optim.Adam(loss.parameters(), lr=cfg.lr)
     buffer = ReplayBuffer(storage=LazyTensorStorage(cfg.buffer), batch_size=cfg.batch)
-    frames, steps, updates = 0, 0, 0
+    frames, steps, updates, wall = 0, 0, 0, 0.0
     if resume:
         state = torch.load(out / CHECKPOINT, map_location="cpu", weights_only=True)
         qnet.load_state_dict(state["weights"])
@@ -98,12 +98,13 @@ def train_dqn(cfg: DQNConfig, resume: bool = False, progress: bool = True,
         explore.eps.copy_(state["eps"])
         games.load_state_dict(state["games"])
         frames, steps, updates = state["frames"], state["steps"], state["updates"]
+        wall = float(state.get("wall_time_s", 0.0))
         updater.counter = int(state["target_counter"])  # when the next target copy is due
         buffer.load_state_dict(torch.load(out / REPLAY, map_location="cpu", weights_only=False))
         torch.set_rng_state(state["torch_rng"])  # last: restoring the buffer draws from the global RNG
     (out / "config.json").write_text(json.dumps({"algo": "dqn", **{k: str(v) for k, v in asdict(cfg).items()}},
                                                 indent=2))
-    log = TrainingLog(out, total_frames=cfg.frames, start_frames=frames, progress=progress)
+    log = TrainingLog(out, total_frames=cfg.frames, start_frames=frames, progress=progress, start_wall=wall)
     last_ckpt = time.monotonic()
     started = time.monotonic()
 
@@ -116,7 +117,7 @@ def train_dqn(cfg: DQNConfig, resume: bool = False, progress: bool = True,
                         frames=frames, steps=steps, updates=updates, target=target, target_counter=updater.counter,
                         optimizer=optim.state_dict(),
                         eps=explore.eps.clone(), games=games.state_dict(), torch_rng=torch.get_rng_state(),
-                        wall_time_s=time.monotonic() - started, hyperparameters={k: str(v) for k, v in
+                        wall_time_s=wall + time.monotonic() - started, hyperparameters={k: str(v) for k, v in
                                                                                   asdict(cfg).items()})
 
     done_steps = 0

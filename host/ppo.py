@@ -159,7 +159,7 @@ def train_ppo(cfg: PPOConfig, resume: bool = False, progress: bool = True, stop_
         torch.set_rng_state(state["torch_rng"])
         frames, iteration, wall = state["frames"], state["iteration"], state["wall_time_s"]
     (out / "config.json").write_text(json.dumps({"algo": "ppo", **_config_json(cfg)}, indent=2))
-    log = TrainingLog(out, total_frames=cfg.frames, start_frames=frames, progress=progress)
+    log = TrainingLog(out, total_frames=cfg.frames, start_frames=frames, progress=progress, start_wall=wall)
     per_iter = cfg.envs * cfg.steps * cfg.env.frame_skip
     iterations = cfg.frames // per_iter
     last_ckpt = time.monotonic()

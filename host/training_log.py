@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import importlib.util
+import os
 import time
 from collections import deque
 from pathlib import Path
@@ -16,12 +17,16 @@ EPISODES = "episodes.csv"
 class TrainingLog:
     """One per run; appends, so a resumed run continues the same files."""
 
-    def __init__(self, run: Path, total_frames: int, start_frames: int = 0, progress: bool = True) -> None:
+    def __init__(self, run: Path, total_frames: int, start_frames: int = 0, progress: bool = True,
+                 start_wall: float = 0.0) -> None:
         from torchrl.record.loggers import get_logger
 
         self.run = Path(run)
         self.started = time.monotonic()
-        self.wall_offset = self._last_wall()
+        # A resumed run replays, bit for bit, the iterations its last process logged after
+        # the checkpoint; keeping those rows would count their episodes twice.
+        forget_after(self.run, start_frames)
+        self.wall_offset = start_wall
         self.recent: deque[float] = deque(maxlen=20)
         # TorchRL's TensorBoard logger when tensorboard is installed, its CSV logger otherwise.
         backend = "tensorboard" if importlib.util.find_spec("tensorboard") else "csv"
@@ -37,10 +42,6 @@ class TrainingLog:
         if self._episodes.tell() == 0:
             self._writer.writerow(["frames", "wall_s", "return", "length"])
         self._last_frames = start_frames
-
-    def _last_wall(self) -> float:
-        rows = read_episodes(self.run)
-        return float(rows[-1, 1]) if len(rows) else 0.0
 
     def step(self, frames: int, finished: list[tuple[float, int]], **scalars: float) -> None:
         """Record one iteration."""
@@ -65,6 +66,23 @@ class TrainingLog:
         if self.bar is not None:
             self.bar.close()
         self._episodes.close()
+
+
+def forget_after(run: Path, frames: int) -> None:
+    """Drop the episode and scalar rows logged after `frames` (rewritten atomically)."""
+    files = [Path(run) / EPISODES, *sorted((Path(run) / "logs").glob("**/scalars/*.csv"))]
+    for path in files:
+        if not path.is_file():
+            continue
+        with open(path, newline="") as fh:
+            rows = list(csv.reader(fh))
+        kept = [r for r in rows if r and (not r[0].isdigit() or int(r[0]) <= frames)]
+        if len(kept) == len([r for r in rows if r]):
+            continue
+        tmp = path.with_name(f".{path.name}.tmp")
+        with open(tmp, "w", newline="") as fh:
+            csv.writer(fh).writerows(kept)
+        os.replace(tmp, path)
 
 
 def read_episodes(run: Path) -> np.ndarray:

@@ -184,3 +184,22 @@ def test_bf16_trunk_trains_in_bf16_but_keeps_fp32_weights_for_export():
     loss = logits16.square().mean() + value16.square().mean()
     loss.backward()
     assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in bf16.parameters())
+
+
+def _logged(run, name):
+    import csv
+
+    with open(run / "logs" / "train" / "scalars" / f"{name}.csv") as fh:
+        return [(int(r[0]), float(r[1])) for r in csv.reader(fh) if r]
+
+
+def test_a_run_killed_after_its_checkpoint_logs_each_iteration_once_when_resumed(tmp_path):
+    straight = train_ppo(tiny_ppo(tmp_path / "a", 3), progress=False)
+    run = tmp_path / "b"
+    train_ppo(tiny_ppo(run, 3), progress=False, stop_after_iterations=1)
+    last_checkpoint = (run / "checkpoint.pt").read_bytes()
+    train_ppo(tiny_ppo(run, 3), resume=True, progress=False)  # logs iterations 2 and 3, then is "killed"
+    (run / "checkpoint.pt").write_bytes(last_checkpoint)  # before it could checkpoint them
+    train_ppo(tiny_ppo(run, 3), resume=True, progress=False)
+    assert [f for f, _ in _logged(run, "loss")] == [256, 512, 768]
+    assert _logged(run, "loss") == _logged(straight, "loss")
