@@ -41,7 +41,7 @@ demo: venv
 # The shipped policy, reproduced: train (resuming the run if one is there), export with
 # int8, score 10 games on the device loop into the manifest, draw the learning curve.
 RUN    ?= runs/pong
-FRAMES ?= 10000000
+FRAMES ?= 12000000
 model: venv
 	$(VENV)/bin/edgerl train --algo ppo --frames $(FRAMES) --out $(RUN) $$([ -f $(RUN)/checkpoint.pt ] && echo --resume)
 	$(VENV)/bin/edgerl export $(RUN) --out models/pong --int8

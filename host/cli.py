@@ -265,10 +265,11 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted; nothing half-written was kept", file=sys.stderr)
         return 130
     except Exception as err:
+        from host.quantize import QuantizeError
         from host.replay import ReplayError
         from host.verify import VerifyError
 
-        if isinstance(err, (VerifyError, ReplayError)):
+        if isinstance(err, (VerifyError, ReplayError, QuantizeError)):
             print(f"error: {err}", file=sys.stderr)
             return EXIT_FAILED_CHECK
         if isinstance(err, _errors()):
