@@ -69,7 +69,6 @@ def record_evaluation(cfg: EvaluateConfig, say: Callable[[str], None] = print) -
         "seconds": round(time.perf_counter() - started, 1),
         "evaluated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    manifest = load_bundle(cfg.bundle)
-    manifest.provenance["evaluation"] = figures
+    manifest.provenance["evaluation"] = figures  # playing reads the bundle, never writes it
     write_manifest(cfg.bundle, manifest)
     return figures

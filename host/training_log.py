@@ -75,9 +75,9 @@ def forget_after(run: Path, frames: int) -> None:
         if not path.is_file():
             continue
         with open(path, newline="") as fh:
-            rows = list(csv.reader(fh))
-        kept = [r for r in rows if r and (not r[0].isdigit() or int(r[0]) <= frames)]
-        if len(kept) == len([r for r in rows if r]):
+            rows = [r for r in csv.reader(fh) if r]
+        kept = [r for r in rows if not r[0].isdigit() or int(r[0]) <= frames]
+        if len(kept) == len(rows):
             continue
         tmp = path.with_name(f".{path.name}.tmp")
         with open(tmp, "w", newline="") as fh:
