@@ -12,25 +12,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
 from _bundles import bundle  # noqa: E402
-from tensordict.nn import TensorDictSequential  # noqa: E402
 from torchrl.envs.utils import ExplorationType, set_exploration_type  # noqa: E402
 
 from device.atari import AtariGame  # noqa: E402
 from device.manifest import load_bundle  # noqa: E402
-from device.policy import PolicySession  # noqa: E402
-from host.checkpoint import load_checkpoint  # noqa: E402
-from host.envs import make_env  # noqa: E402
-from host.policies import build_policy  # noqa: E402
+from device.policy import Policy  # noqa: E402
+from host.sources import builtin_source  # noqa: E402
 
 
 def rollout_steps_per_s(path: Path, steps: int) -> float:
     manifest = load_bundle(path)
-    ckpt = load_checkpoint(path / "checkpoint.pt")
-    policy = build_policy(ckpt["policy"], len(manifest.action_ids))
-    policy.qnet.load_state_dict(ckpt["weights"])
-    # The env already applies the preprocessing transforms: drop the actor's copy of them.
-    actor = TensorDictSequential(*list(policy.actor)[1:])
-    env = make_env(manifest.env)
+    # The bundle was exported from this very source (same kind, seed 0): same weights, same env.
+    src = builtin_source(manifest.policy_kind, manifest.env, seed=0)
+    actor, env = src.policy, src.env
     env.set_seed(0)
     with set_exploration_type(ExplorationType.DETERMINISTIC), torch.no_grad():
         env.rollout(50, actor, break_when_any_done=False)
@@ -41,7 +35,7 @@ def rollout_steps_per_s(path: Path, steps: int) -> float:
 
 def device_steps_per_s(path: Path, steps: int) -> float:
     manifest = load_bundle(path)
-    policy = PolicySession(path, manifest)
+    policy = Policy(path, manifest)
     game = AtariGame(manifest.env, manifest.action_ids)
     game.seed(0)
     screen = game.reset()

@@ -17,7 +17,7 @@ from _bundles import bundle  # noqa: E402
 from device.atari import AtariGame  # noqa: E402
 from device.manifest import load_bundle  # noqa: E402
 from device.play import current_rss_mb, peak_rss_mb  # noqa: E402
-from device.policy import PolicySession  # noqa: E402
+from device.policy import Policy  # noqa: E402
 
 
 def main() -> None:
@@ -27,7 +27,7 @@ def main() -> None:
     args = parser.parse_args()
     path = bundle(args.policy)
     manifest = load_bundle(path)
-    policy = PolicySession(path, manifest)
+    policy = Policy(path, manifest)
     game = AtariGame(manifest.env, manifest.action_ids)
     game.seed(0)
     screen = game.reset()

@@ -16,11 +16,13 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO
 
+from device.manifest import EdgerlError
+
 DEFAULT_BOARD_DIR = "edgerl"
 """Board folder, relative to the login user's home (an absolute path is kept as is)."""
 
 
-class DeployError(Exception):
+class DeployError(EdgerlError):
     """A deploy step failed; the message says what to do, the old release is still current."""
 
 

@@ -21,10 +21,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from device.manifest import SCREEN_SHAPE, EnvSpec
+from device.manifest import SCREEN_SHAPE, EdgerlError, EnvSpec
 
 
-class GameError(Exception):
+class GameError(EdgerlError):
     """The emulator or its ROM cannot be set up as the bundle asks."""
 
 
@@ -63,6 +63,8 @@ class AtariGame:
     def __init__(self, spec: EnvSpec, action_ids: list[int], rom: str | None = None) -> None:
         import ale_py
 
+        if not isinstance(spec.frame_skip, int) or spec.frame_skip < 1:
+            raise GameError(f"frame_skip must be a positive integer, not {spec.frame_skip!r}; re-export the bundle")
         self.spec = spec
         self._rom = rom or rom_path(spec.game)
         self.ale = ale_py.ALEInterface()

@@ -11,8 +11,8 @@ import numpy as np
 
 from device.atari import AtariGame
 from device.manifest import load_bundle
-from device.play import model_file
-from device.policy import PolicySession
+from device.play import require_game
+from device.policy import Policy, model_file
 
 
 @dataclass(frozen=True)
@@ -26,7 +26,7 @@ class BenchConfig:
     int8: bool = False
 
 
-def _loop(game: AtariGame, policy: PolicySession, steps: int) -> float:
+def _loop(game: AtariGame, policy: Policy, steps: int) -> float:
     screen = game.reset()
     policy.reset()
     t0 = time.perf_counter()
@@ -40,7 +40,8 @@ def _loop(game: AtariGame, policy: PolicySession, steps: int) -> float:
 def bench(cfg: BenchConfig) -> dict[str, Any]:
     """Time the full loop, then the emulator alone and the policy alone on the same frames."""
     manifest = load_bundle(cfg.bundle)
-    policy = PolicySession(cfg.bundle, manifest, cfg.threads, model_file(manifest, cfg.int8))
+    require_game(manifest)
+    policy = Policy(cfg.bundle, manifest, cfg.threads, model_file(manifest, cfg.int8))
     game = AtariGame(manifest.env, manifest.action_ids)
     game.seed(cfg.seed)
     _loop(game, policy, 50)  # warm-up: first calls allocate arenas

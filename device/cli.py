@@ -7,9 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from device.atari import GameError
-from device.manifest import BundleError
-from device.policy import PolicyError
+from device.manifest import EdgerlError
 
 EXIT_BAD_INPUT = 2
 EXIT_SELFTEST_FAILED = 3
@@ -24,10 +22,14 @@ def _positive(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The board CLI's arguments."""
-    parser = argparse.ArgumentParser(prog="python -m device", description="Play an edgerl bundle on this board.")
+    parser = argparse.ArgumentParser(prog="python -m device",
+                                     description="Run an edgerl bundle on this board: play its game, self-test it, "
+                                                 "or time its loop. Needs only numpy, onnxruntime and ale-py.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("play", help="play Pong with the bundle's policy and write a JSON report")
+    p = sub.add_parser("play", help="play the bundle's game with its policy and write a JSON report",
+                       description="Play the bundle's Atari game with its policy (the training env's semantics) "
+                                   "and report scores, speed and latency.")
     p.add_argument("bundle", type=Path, help="bundle folder (manifest.json, policy.onnx, golden.npz)")
     p.add_argument("--episodes", type=_positive, default=1, help="episodes to play (default 1)")
     p.add_argument("--seed", type=int, default=0, help="emulator seed for the whole run (default 0)")
@@ -37,15 +39,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--int8", action="store_true", help="play the bundle's quantized model")
     p.add_argument("--quiet", action="store_true", help="no per-episode progress lines")
 
-    s = sub.add_parser("selftest", help="check checksums and run the golden frames on this hardware")
-    s.add_argument("bundle", type=Path)
-    s.add_argument("--threads", type=_positive, default=None)
+    s = sub.add_parser("selftest", help="check checksums and run the golden frames on this hardware",
+                       description="Check every file's sha256, the model's I/O, the game it will play, and that "
+                                   "the golden inputs give the recorded outputs here; exit 3 if they do not.")
+    s.add_argument("bundle", type=Path, help="bundle folder")
+    s.add_argument("--threads", type=_positive, default=None, help="onnxruntime intra-op threads (default 1)")
 
-    b = sub.add_parser("bench", help="time the control loop and its parts")
-    b.add_argument("bundle", type=Path)
+    b = sub.add_parser("bench", help="time the control loop and its parts",
+                       description="Time the full loop, then the emulator alone and the policy alone; print JSON.")
+    b.add_argument("bundle", type=Path, help="bundle folder")
     b.add_argument("--steps", type=_positive, default=2000, help="agent steps per round (default 2000)")
-    b.add_argument("--threads", type=_positive, default=None)
-    b.add_argument("--int8", action="store_true")
+    b.add_argument("--threads", type=_positive, default=None, help="onnxruntime intra-op threads (default 1)")
+    b.add_argument("--int8", action="store_true", help="time the bundle's int8 model")
     return parser
 
 
@@ -83,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return _run(args)
-    except (BundleError, GameError, PolicyError) as err:
+    except EdgerlError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:

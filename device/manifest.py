@@ -15,12 +15,36 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
+"""Version 1 bundles (one screen input, no episode-start flag) are read as version 2."""
+
+# Every name the bundle's parts share lives here, so host, deploy and device cannot drift.
 MANIFEST = "manifest.json"
+MODEL_FILE = "policy.onnx"
+INT8_FILE = "policy.int8.onnx"
+GOLDEN_FILE = "golden.npz"
+PT2_FILE = "policy.pt2"
+AOTI_FILE = "policy.aoti.pt2"
+CHECKPOINT_FILE = "checkpoint.pt"
+HOST_ONLY_FILES = (CHECKPOINT_FILE, PT2_FILE, AOTI_FILE)
+SCREEN_INPUT = "pixels"
 SCREEN_SHAPE = (210, 160, 3)
+"""The raw ALE screen, uint8 RGB: what a pixel policy's graph takes."""
+FRAME_SHAPE = (84, 84)
+"""The tutorial's preprocessed frame (grayscale, nearest-neighbour resize)."""
+ACTION_OUTPUT = "action"
+EPISODE_START_INPUT = "is_init"
+"""Optional bool input, True on the first step of an episode (TorchRL's InitTracker key)."""
 
 
-class BundleError(Exception):
+class EdgerlError(Exception):
+    """Base of every error edgerl reports as one line; `exit_code` is what the CLI exits with."""
+
+    exit_code = 2
+
+
+class BundleError(EdgerlError):
     """A bundle is missing, damaged or does not match what the code expects."""
 
 
@@ -84,6 +108,7 @@ class Exploration:
 
     mode: str = "deterministic"
     epsilon: float = 0.0
+    """E-greedy rate of a `random` bundle whose policy ends in an EGreedyModule (0 otherwise)."""
 
 
 @dataclass
@@ -91,19 +116,25 @@ class Manifest:
     """Everything the device needs to know about a bundle, and nothing of how it was trained."""
 
     policy_kind: str
-    env: EnvSpec
+    """A label for people: a built-in's name or the user's factory."""
+    env: EnvSpec | None
+    """The Atari game the device plays; None for a policy fed by the user's own sensors."""
     action_ids: list[int]
-    """ALE action id for each policy output index (the minimal action set)."""
+    """ALE action id for each policy output index (the env's action set); empty without a game."""
     action_meanings: list[str]
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]
     state: list[StatePair]
     exploration: Exploration
-    model_file: str = "policy.onnx"
-    screen_input: str = "pixels"
-    action_output: str = "action"
-    values_output: str = "action_value"
-    golden_file: str = "golden.npz"
+    observations: list[str] = field(default_factory=lambda: [SCREEN_INPUT])
+    """Inputs fed from observations, in graph order (a game bundle has exactly the raw screen)."""
+    episode_start_input: str | None = None
+    """Bool input set True on an episode's first step, False after (None: the graph has none)."""
+    action_output: str = ACTION_OUTPUT
+    values_output: str | None = "action_value"
+    """Action values or logits beside the action, when the policy writes them."""
+    model_file: str = MODEL_FILE
+    golden_file: str = GOLDEN_FILE
     golden_atol: float = 1e-4
     files: dict[str, str] = field(default_factory=dict)
     backends: dict[str, Any] = field(default_factory=dict)
@@ -117,6 +148,11 @@ class Manifest:
         digest = hashlib.sha256(json.dumps(self.files, sort_keys=True).encode()).hexdigest()
         return f"{self.policy_kind}-{digest[:12]}"
 
+    @property
+    def screen_input(self) -> str:
+        """The raw-screen input of a game bundle."""
+        return self.observations[0]
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form, with the derived bundle id for humans and tools."""
         data = asdict(self)
@@ -127,21 +163,25 @@ class Manifest:
     def from_dict(cls, data: dict[str, Any]) -> Manifest:
         """Parse and check a manifest's JSON; raise BundleError naming the problem."""
         version = data.get("format_version")
-        if version != FORMAT_VERSION:
+        if version not in READABLE_VERSIONS:
             raise BundleError(
-                f"manifest format version {version!r} is not supported (this edgerl reads "
-                f"version {FORMAT_VERSION}); re-export the bundle with this edgerl or upgrade edgerl"
+                f"manifest format version {version!r} is not supported (this edgerl reads versions "
+                f"{', '.join(map(str, READABLE_VERSIONS))}); re-export the bundle with this edgerl or upgrade edgerl"
             )
         body = dict(data)
         body.pop("bundle_id", None)
+        if version == 1:
+            body["observations"] = [body.pop("screen_input", SCREEN_INPUT)]
         try:
-            body["env"] = EnvSpec.from_dict(body["env"])
+            body["env"] = None if body["env"] is None else EnvSpec.from_dict(body["env"])
             body["inputs"] = [TensorSpec.from_dict(t) for t in body["inputs"]]
             body["outputs"] = [TensorSpec.from_dict(t) for t in body["outputs"]]
             body["state"] = [StatePair.from_dict(s) for s in body["state"]]
             body["exploration"] = Exploration(**body["exploration"])
             manifest = cls(**_known(cls, body, "manifest"))
-        except (KeyError, TypeError) as err:
+            if not isinstance(manifest.files, dict) or not isinstance(manifest.observations, list):
+                raise TypeError("files must be an object and observations a list")
+        except (KeyError, TypeError, AttributeError, ValueError) as err:
             raise BundleError(f"manifest is malformed ({err}); re-export the bundle") from err
         manifest.check_consistent()
         return manifest
@@ -150,15 +190,33 @@ class Manifest:
         """Cross-field checks: the I/O names the device relies on exist and agree."""
         inputs = {t.name: t for t in self.inputs}
         outputs = {t.name: t for t in self.outputs}
-        if self.screen_input not in inputs:
-            raise BundleError(f"manifest names screen input {self.screen_input!r} but the model has none")
+        for name in self.observations:
+            if name not in inputs:
+                raise BundleError(f"manifest names observation input {name!r} but the model has none")
         if self.action_output not in outputs:
             raise BundleError(f"manifest names action output {self.action_output!r} but the model has none")
+        if self.values_output is not None and self.values_output not in outputs:
+            raise BundleError(f"manifest names values output {self.values_output!r} but the model has none")
+        if self.episode_start_input is not None and self.episode_start_input not in inputs:
+            raise BundleError(f"manifest names episode-start input {self.episode_start_input!r} but the model has none")
         for pair in self.state:
             if pair.input not in inputs or pair.output not in outputs:
                 raise BundleError(f"state pair {pair.input}->{pair.output} is not among the model's I/O")
-        if len(self.action_ids) != len(self.action_meanings) or not self.action_ids:
-            raise BundleError("manifest action table is empty or its ids and meanings differ in length")
+        if len(self.action_ids) != len(self.action_meanings):
+            raise BundleError("manifest action table's ids and meanings differ in length")
+        if self.env is None:
+            return
+        if not self.action_ids:
+            raise BundleError("manifest of a game bundle has an empty action table; re-export the bundle")
+        screen = inputs[self.observations[0]]
+        if len(self.observations) != 1 or screen.dtype != "uint8" or list(screen.shape) != list(SCREEN_SHAPE):
+            raise BundleError(f"a game bundle takes exactly one uint8{list(SCREEN_SHAPE)} screen; this one takes "
+                              f"{[(n, inputs[n].dtype, inputs[n].shape) for n in self.observations]}")
+        action = outputs[self.action_output]
+        if action.shape != [] or not action.dtype.startswith("int"):
+            raise BundleError(f"a game bundle's action must be an integer index, not {action.dtype}{action.shape}")
+        if not isinstance(self.env.frame_skip, int) or self.env.frame_skip < 1:
+            raise BundleError(f"frame_skip must be a positive integer, not {self.env.frame_skip!r}; re-export")
 
 
 def _known(cls: type, data: dict[str, Any], what: str) -> dict[str, Any]:

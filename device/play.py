@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 
 from device.atari import AtariGame
-from device.manifest import load_bundle, write_json_atomic
-from device.policy import PolicySession
+from device.manifest import BundleError, Manifest, load_bundle, write_json_atomic
+from device.policy import Policy, model_file
 
 REPORT_VERSION = 1
 
@@ -78,23 +78,19 @@ def _percentiles(samples: list[float]) -> dict[str, float]:
     }
 
 
-def model_file(manifest: Any, int8: bool) -> str:
-    """The ONNX file to play: fp32, or the int8 one when asked and present."""
-    if not int8:
-        return manifest.model_file
-    name = "policy.int8.onnx"
-    if name not in manifest.files:
-        from device.manifest import BundleError
-
-        raise BundleError("this bundle has no int8 model; export it with `edgerl export --int8`")
-    return name
+def require_game(manifest: Manifest) -> None:
+    """Refuse, in one line, a bundle that has no game to play."""
+    if manifest.env is None:
+        raise BundleError("this bundle has no game to play (its policy reads your own sensors); run it in your "
+                          "loop with `from device import Policy`, and check it with `python -m device selftest`")
 
 
 def play(cfg: PlayConfig, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Play `cfg.episodes` episodes from one seed and return the report (also written if asked)."""
     started = time.perf_counter()
     manifest = load_bundle(cfg.bundle)
-    policy = PolicySession(cfg.bundle, manifest, cfg.threads, model_file(manifest, cfg.int8))
+    require_game(manifest)
+    policy = Policy(cfg.bundle, manifest, cfg.threads, model_file(manifest, cfg.int8))
     game = AtariGame(manifest.env, manifest.action_ids)
     game.seed(cfg.seed)
     latencies: list[float] = []

@@ -1,29 +1,38 @@
-"""The policy on the board: an onnxruntime session plus the manifest's recurrent state.
+"""The policy on the board: `Policy.load(bundle)`, `reset()`, `act(obs)`; any control loop uses this.
+
+    from device import Policy
+    policy = Policy.load("bundle")      # checks every file's sha256, loads the ONNX model
+    policy.reset()                      # at episode start: states to zeros, is_init on the next step
+    action = policy.act(observation)    # an int for a game bundle, the action array otherwise
 
 The session knows nothing of what the states mean: it feeds each state
 input, keeps each state output for the next call, and zeroes them all at
-episode start, as the manifest's state pairs say.
+episode start, as the manifest's state pairs say. Where the graph has an
+episode-start input (TorchRL's `is_init`), it is True on the first call
+after `reset()` and False after that.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 
-from device.manifest import SCREEN_SHAPE, BundleError, Manifest, TensorSpec
+from device.manifest import INT8_FILE, BundleError, EdgerlError, Manifest, TensorSpec, load_bundle
 
 ORT_TYPES = {
     "tensor(uint8)": "uint8",
     "tensor(float)": "float32",
+    "tensor(double)": "float64",
     "tensor(int64)": "int64",
     "tensor(int32)": "int32",
     "tensor(bool)": "bool",
 }
 
 
-class PolicyError(Exception):
-    """The policy produced something the loop cannot act on."""
+class PolicyError(EdgerlError):
+    """The policy was fed, or produced, something the loop cannot act on."""
 
 
 def session_options(threads: int | None) -> object:
@@ -59,12 +68,20 @@ def _check_io(kind: str, declared: list[TensorSpec], actual: list) -> None:
             )
 
 
-class PolicySession:
-    """Screen in, action index out, with the state pairs carried between calls."""
+def model_file(manifest: Manifest, int8: bool) -> str:
+    """The ONNX file to run: fp32, or the int8 one when asked and present."""
+    if not int8:
+        return manifest.model_file
+    if INT8_FILE not in manifest.files:
+        raise BundleError("this bundle has no int8 model; export it with `edgerl export --int8`")
+    return INT8_FILE
 
-    def __init__(
-        self, bundle: Path, manifest: Manifest, threads: int | None = None, model_file: str | None = None
-    ) -> None:
+
+class Policy:
+    """Observations in, action out, with the manifest's states carried between calls."""
+
+    def __init__(self, bundle: Path, manifest: Manifest, threads: int | None = None,
+                 model_file: str | None = None) -> None:
         import onnxruntime as ort
 
         self.manifest = manifest
@@ -76,45 +93,83 @@ class PolicySession:
             raise BundleError(f"cannot load {path.name}: {first[:200]}; re-export the bundle") from err
         _check_io("input", manifest.inputs, self.session.get_inputs())
         _check_io("output", manifest.outputs, self.session.get_outputs())
+        self._specs = {t.name: t for t in manifest.inputs}
+        self._output_names = [t.name for t in manifest.outputs]
         self.n_actions = len(manifest.action_ids)
-        self._outputs = [manifest.action_output, manifest.values_output, *[p.output for p in manifest.state]]
         self._feed: dict[str, np.ndarray] = {}
         self.reset()
 
+    @classmethod
+    def load(cls, bundle: str | Path, threads: int | None = None, int8: bool = False) -> Policy:
+        """Check the bundle's checksums and load its model (or its int8 model)."""
+        manifest = load_bundle(Path(bundle))
+        return cls(Path(bundle), manifest, threads, model_file(manifest, int8))
+
     def reset(self) -> None:
-        """Zero every state, as at episode start."""
+        """Start an episode: every state to zeros, the episode-start flag up for the next call."""
         for pair in self.manifest.state:
             self._feed[pair.input] = np.zeros(pair.shape, dtype=pair.dtype)
+        self._episode_start = True
 
-    def set_state(self, states: dict[str, np.ndarray]) -> None:
+    def set_state(self, states: Mapping[str, np.ndarray]) -> None:
         """Set state inputs explicitly (self-test), checking dtype and shape."""
         for pair in self.manifest.state:
-            value = np.asarray(states[pair.input])
-            if value.dtype != np.dtype(pair.dtype) or list(value.shape) != list(pair.shape):
-                raise PolicyError(
-                    f"state {pair.input!r} is {value.dtype}{list(value.shape)}, the manifest "
-                    f"says {pair.dtype}{list(pair.shape)}"
-                )
-            self._feed[pair.input] = value
+            self._feed[pair.input] = self._checked(pair.input, states[pair.input], "state")
 
-    def run(self, screen: np.ndarray) -> tuple[int, np.ndarray, list[np.ndarray]]:
-        """One decision: (action index, action values, next states); states advance."""
-        if screen.shape != SCREEN_SHAPE or screen.dtype != np.uint8:
-            raise PolicyError(f"screen is {screen.dtype}{list(screen.shape)}, expected uint8{list(SCREEN_SHAPE)}")
-        self._feed[self.manifest.screen_input] = screen
-        action, values, *states = self.session.run(self._outputs, self._feed)
+    def _checked(self, name: str, value: object, what: str) -> np.ndarray:
+        spec = self._specs[name]
+        array = np.asarray(value)
+        if array.dtype != np.dtype(spec.dtype) or list(array.shape) != list(spec.shape):
+            raise PolicyError(f"{what} {name!r} is {array.dtype}{list(array.shape)}, the manifest says "
+                              f"{spec.dtype}{list(spec.shape)}")
+        return array
+
+    def _observe(self, obs: np.ndarray | Mapping[str, np.ndarray]) -> None:
+        names = self.manifest.observations
+        if not isinstance(obs, Mapping):
+            if len(names) != 1:
+                raise PolicyError(f"this policy takes {len(names)} observations; pass a dict with {names}")
+            obs = {names[0]: obs}
+        missing = [n for n in names if n not in obs]
+        if missing:
+            raise PolicyError(f"observation {missing[0]!r} is missing; this policy takes {names}")
+        for name in names:
+            self._feed[name] = self._checked(name, obs[name], "observation")
+
+    def step(self, obs: np.ndarray | Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """One decision: every output of the graph by name; states advance."""
+        self._observe(obs)
+        start = self.manifest.episode_start_input
+        if start is not None:
+            self._feed[start] = np.full(self._specs[start].shape, self._episode_start, dtype=bool)
+        outputs = dict(zip(self._output_names, self.session.run(self._output_names, self._feed), strict=True))
+        for name, value in outputs.items():
+            if value.dtype.kind == "f" and not np.isfinite(value).all():
+                raise PolicyError(f"policy output {name!r} contains NaN or inf; the model weights are broken, "
+                                  "re-export it")
+        for pair in self.manifest.state:
+            self._feed[pair.input] = outputs[pair.output]
+        self._episode_start = False
+        return outputs
+
+    def act(self, obs: np.ndarray | Mapping[str, np.ndarray]) -> int | np.ndarray:
+        """One decision: the action index of a game bundle (checked against its table), else the action array."""
+        action = self.step(obs)[self.manifest.action_output]
+        if self.manifest.env is None:
+            return action
         index = int(action)
-        if not np.isfinite(values).all():
-            raise PolicyError("policy output contains NaN or inf; the model weights are broken, re-export it")
         if not 0 <= index < self.n_actions:
             raise PolicyError(
                 f"policy chose action index {index}, outside 0..{self.n_actions - 1}; "
                 "the model does not match the manifest's action table"
             )
-        for pair, value in zip(self.manifest.state, states, strict=True):
-            self._feed[pair.input] = value
-        return index, values, states
+        return index
 
-    def act(self, screen: np.ndarray) -> int:
-        """One decision: the action index."""
-        return self.run(screen)[0]
+    def run_inputs(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run the graph once on explicit inputs (self-test); the carried state is not touched."""
+        checked = {name: self._checked(name, feed[name], "input") for name in self._specs}
+        return dict(zip(self._output_names, self.session.run(self._output_names, checked), strict=True))
+
+
+PolicySession = Policy
+"""The name earlier releases used."""

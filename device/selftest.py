@@ -1,14 +1,15 @@
-"""The board's health check: checksums, model I/O, and the golden frames on this hardware."""
+"""The board's health check: checksums, model I/O, the golden frames on this hardware, and the game it will play."""
 
 from __future__ import annotations
 
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from device.manifest import BundleError, load_bundle
-from device.policy import PolicySession
+from device.policy import Policy
 
 
 @dataclass
@@ -28,28 +29,54 @@ class SelftestResult:
         return not self.problems
 
 
-def selftest(bundle: Path, threads: int | None = None, model_file: str | None = None) -> SelftestResult:
-    """Run the golden frames through the model and compare with the recorded outputs."""
-    manifest = load_bundle(bundle)
-    policy = PolicySession(bundle, manifest, threads, model_file)
+def read_golden(path: Path, names: list[str]) -> dict[str, np.ndarray]:
+    """The golden arrays by name; one line naming the problem when the file is damaged or incomplete."""
     try:
-        with np.load(Path(bundle) / manifest.golden_file, allow_pickle=False) as golden:
+        with np.load(path, allow_pickle=False) as golden:
             data = {k: golden[k] for k in golden.files}
-    except (OSError, ValueError) as err:
-        raise BundleError(f"cannot read {manifest.golden_file}: {err}; re-export the bundle") from err
-    pixels = data["pixels"]
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as err:
+        raise BundleError(f"cannot read {path.name}: {err}; re-export the bundle") from err
+    missing = [n for n in names if n not in data]
+    if missing:
+        raise BundleError(f"{path.name} lacks the arrays {missing}; re-export the bundle")
+    counts = {len(data[n]) for n in names}
+    if len(counts) != 1:
+        raise BundleError(f"{path.name} holds arrays of different lengths; re-export the bundle")
+    return data
+
+
+def selftest(bundle: Path, threads: int | None = None, model_file: str | None = None) -> SelftestResult:
+    """Run the recorded golden inputs through the model and compare with the recorded outputs."""
+    manifest = load_bundle(bundle)
+    if manifest.env is not None:
+        # Everything `play` will need, checked before the release can become current.
+        from device.atari import AtariGame
+
+        AtariGame(manifest.env, manifest.action_ids)
+    policy = Policy(bundle, manifest, threads, model_file)
+    input_names = [t.name for t in manifest.inputs]
+    output_names = [t.name for t in manifest.outputs]
+    data = read_golden(Path(bundle) / manifest.golden_file, input_names + output_names)
     deterministic = manifest.exploration.mode == "deterministic"
+    frames = len(data[input_names[0]])
     worst, agree, problems = 0.0, 0, []
-    for i in range(len(pixels)):
-        policy.set_state({p.input: data[p.input][i] for p in manifest.state})
-        index, values, states = policy.run(pixels[i])
-        diffs = [np.abs(values - data[manifest.values_output][i]).max()]
-        diffs += [np.abs(s - data[p.output][i]).max() for p, s in zip(manifest.state, states, strict=True)]
-        worst = max(worst, float(max(diffs)))
-        agree += int(index == int(data[manifest.action_output][i]))
-    agreement = agree / max(len(pixels), 1)
+    for i in range(frames):
+        got = policy.run_inputs({name: data[name][i] for name in input_names})
+        for name in output_names:
+            expected = data[name][i]
+            if name == manifest.action_output and not np.issubdtype(expected.dtype, np.floating):
+                agree += int(np.array_equal(got[name], expected))
+            elif np.issubdtype(expected.dtype, np.floating):
+                worst = max(worst, float(np.abs(got[name] - expected).max(initial=0.0)))
+        if np.issubdtype(data[manifest.action_output].dtype, np.floating):
+            agree += int(np.abs(got[manifest.action_output] - data[manifest.action_output][i]).max(initial=0.0)
+                         <= manifest.golden_atol)
+        if manifest.env is not None and not 0 <= int(got[manifest.action_output]) < len(manifest.action_ids):
+            problems.append(f"golden frame {i} gives action index {int(got[manifest.action_output])}, outside the "
+                            "action table")
+    agreement = agree / max(frames, 1)
     if worst > manifest.golden_atol:
         problems.append(f"outputs differ from the golden ones by {worst:.3g} > tolerance {manifest.golden_atol:g}")
     if deterministic and agreement < 1.0:
         problems.append(f"only {agreement:.1%} of golden actions match")
-    return SelftestResult(manifest.bundle_id, len(pixels), worst, agreement, manifest.golden_atol, problems)
+    return SelftestResult(manifest.bundle_id, frames, worst, agreement, manifest.golden_atol, problems)

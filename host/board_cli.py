@@ -6,11 +6,11 @@ import argparse
 import json
 import sys
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from deploy.fleet import deploy_fleet
 from deploy.install import InstallConfig
-from deploy.release import DeployConfig, deploy, rollback, status
+from deploy.release import DeployConfig, rollback, status
 from deploy.remote_run import RunConfig, open_target, run_on
 from deploy.ssh import SshOptions
 from deploy.targets import DeployError
@@ -64,19 +64,7 @@ def deploy_cmd(args: argparse.Namespace) -> int:
     load_bundle(args.bundle)  # a bad bundle is refused once, before any board is touched
     targets = _targets(args)
     cfg = DeployConfig(args.bundle, keep=args.keep, install=InstallConfig(wheelhouse=args.wheelhouse))
-    opts = ssh_options(args)
-
-    def one(text: str) -> tuple[str, object]:
-        try:
-            with open_target(text, opts) as target:
-                return text, deploy(target, cfg, say=_say, progress=_progress_bar(text))
-        except DeployError as err:
-            return text, err
-        except Exception as err:  # one board's surprise must not hide the others' results
-            return text, DeployError(f"{type(err).__name__}: {err}")
-
-    with ThreadPoolExecutor(max_workers=min(8, len(targets))) as pool:
-        results = list(pool.map(one, targets))
+    results = deploy_fleet(targets, cfg, ssh_options(args), say=_say, progress_for=_progress_bar)
     failed = 0
     print(f"\n{'board':<32} {'result':<8} {'release / reason'}")
     for text, result in results:

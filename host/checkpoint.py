@@ -10,14 +10,14 @@ from typing import Any
 
 import torch
 
-from device.manifest import EnvSpec
+from device.manifest import CHECKPOINT_FILE, EdgerlError, EnvSpec
 from host.policies import PolicyConfig
 
 CHECKPOINT_VERSION = 1
-CHECKPOINT = "checkpoint.pt"
+CHECKPOINT = CHECKPOINT_FILE
 
 
-class CheckpointError(Exception):
+class CheckpointError(EdgerlError):
     """A checkpoint is missing, unreadable or of another format."""
 
 

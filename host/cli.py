@@ -7,7 +7,11 @@ import logging
 import os
 import sys
 import warnings
+from collections.abc import Callable
 from pathlib import Path
+
+from device.manifest import EdgerlError
+from host.errors import UsageError
 
 EXIT_FAILED_CHECK = 1
 EXIT_BAD_INPUT = 2
@@ -27,27 +31,35 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    e = sub.add_parser("export", help="checkpoint -> bundle (pt2, AOTInductor, ONNX, golden frames, manifest)",
-                       description="Export a policy to a bundle folder, then verify it.")
+    e = sub.add_parser("export", help="any TorchRL policy -> bundle (pt2, AOTInductor, ONNX, golden, manifest)",
+                       description="Export a policy to a bundle folder, then verify it. The policy comes from your "
+                                   "own factory (--from FILE.py:FUNC, returning (policy, env) or (policy, None, "
+                                   "example)), a run folder of `edgerl train`, or a built-in network (--untrained).")
     e.add_argument("source", nargs="?", type=Path, help="run folder or checkpoint.pt from `edgerl train`")
+    e.add_argument("--from", dest="factory", metavar="FILE.py:FUNC",
+                   help="your factory: FUNC() returns (policy, env) or (policy, None, example)")
     e.add_argument("--out", type=Path, required=True, help="bundle folder to write")
-    e.add_argument("--untrained", action="store_true", help="export a freshly initialised network")
+    e.add_argument("--untrained", action="store_true", help="export a freshly initialised built-in network")
     e.add_argument("--policy", choices=["dqn", "stacked", "lstm"], default="dqn",
-                   help="policy of an --untrained export (default dqn)")
-    e.add_argument("--stochastic", action="store_true", help="keep the e-greedy draw in the graph (RANDOM mode)")
-    e.add_argument("--epsilon", type=float, default=None, help="e-greedy rate of a stochastic export")
-    e.add_argument("--no-aoti", action="store_true", help="skip the AOTInductor package (saves ~25 s)")
+                   help="built-in network of an --untrained export (default dqn)")
+    e.add_argument("--stochastic", action="store_true",
+                   help="keep the policy's exploration (e-greedy, sampling) inside the graph (RANDOM mode)")
+    e.add_argument("--epsilon", type=float, default=None, help="e-greedy rate of a stochastic built-in export")
+    e.add_argument("--no-aoti", action="store_true", help="skip the AOTInductor package (export 17 s -> 2 s)")
     e.add_argument("--int8", action="store_true",
                    help="also make policy.int8.onnx (static QDQ), kept only if it plays as well as fp32")
     e.add_argument("--no-verify", action="store_true", help="do not run `edgerl verify` afterwards")
-    e.add_argument("--verify-frames", type=_positive, default=1000, help="frames for the verification (default 1000)")
+    e.add_argument("--verify-frames", type=_positive, default=1000,
+                   help="steps of real play (or example input) for the verification (default 1000)")
     e.add_argument("--seed", type=int, default=0, help="initialisation seed of an --untrained export")
 
-    v = sub.add_parser("verify", help="parity of eager/pt2/AOTInductor/ONNX on real Pong frames",
-                       description="Check every backend against the eager TorchRL policy; exit 1 on disagreement.")
+    v = sub.add_parser("verify", help="parity of ONNX, pt2 and AOTInductor through time on real inputs",
+                       description="Check every backend against the eager TorchRL policy (rebuilt with --from) or, "
+                                   "without it, the bundle's own torch.export program; exit 1 on disagreement.")
     v.add_argument("bundle", type=Path)
-    v.add_argument("--frames", type=_positive, default=1000, help="real frames from play (default 1000)")
-    v.add_argument("--seed", type=int, default=1, help="seed of the frames' game (default 1)")
+    v.add_argument("--from", dest="factory", metavar="FILE.py:FUNC", help="rebuild the eager policy to compare with")
+    v.add_argument("--frames", type=_positive, default=1000, help="steps of real inputs (default 1000)")
+    v.add_argument("--seed", type=int, default=1, help="seed of the inputs' game (default 1)")
 
     r = sub.add_parser("replay", help="rebuild a board's game from its report and write a GIF",
                        description="Replay a `python -m device play` report on the host env; exit 1 if the "
@@ -60,14 +72,16 @@ def build_parser() -> argparse.ArgumentParser:
     tr = sub.add_parser("train", help="train a Pong policy (resumable, progress bar, CSV logs)",
                         description="Train with PPO (fast on a CPU) or the tutorial's DQN. Checkpoints atomically "
                                     "every few minutes; --resume continues exactly where the last one stopped.")
-    tr.add_argument("--algo", choices=["ppo", "dqn"], default="ppo")
+    tr.add_argument("--algo", choices=["ppo", "dqn"], default="ppo",
+                    help="ppo (fast on a CPU, default) or dqn (the tutorial's algorithm)")
     tr.add_argument("--frames", type=_positive, default=10_000_000, help="emulator frames in total (default 10M)")
     tr.add_argument("--out", type=Path, default=Path("runs/pong"), help="run folder (default runs/pong)")
     tr.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoint")
     tr.add_argument("--envs", type=_positive, default=8, help="parallel games (default 8)")
-    tr.add_argument("--seed", type=int, default=1)
+    tr.add_argument("--seed", type=int, default=1, help="seed of the games and the initialisation (default 1)")
     tr.add_argument("--threads", type=_positive, default=2, help="torch threads (default 2: both cores)")
-    tr.add_argument("--checkpoint-minutes", type=float, default=5.0)
+    tr.add_argument("--checkpoint-minutes", type=float, default=5.0,
+                    help="minutes between atomic checkpoints (default 5)")
     tr.add_argument("--eval-episodes", type=int, default=0,
                     help="afterwards, play N episodes with the deterministic policy on the device's loop")
 
@@ -79,7 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--seed", type=int, default=100, help="first seed (default 100)")
     ev.add_argument("--max-steps", type=_positive, default=None, help="cut each game after N agent steps")
 
-    pl = sub.add_parser("plot", help="learning curve of a run as PNG (return vs frames and vs wall time)")
+    pl = sub.add_parser("plot", help="learning curve of a run as PNG (return vs frames and vs wall time)",
+                        description="Draw a run's learning curve from its episodes.csv.")
     pl.add_argument("run", type=Path)
     pl.add_argument("--out", type=Path, default=None, help="PNG path (default RUN/learning_curve.png)")
 
@@ -94,20 +109,24 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--wheelhouse", action="store_true", help="download wheels here, install offline on the board")
     _ssh_args(d)
 
-    u = sub.add_parser("run", help="play on a board's current release and fetch the report")
-    u.add_argument("--on", required=True, metavar="TARGET")
-    u.add_argument("--episodes", type=_positive, default=1)
-    u.add_argument("--seed", type=int, default=0)
-    u.add_argument("--max-steps", type=_positive, default=None)
+    u = sub.add_parser("run", help="play on a board's current release and fetch the report",
+                       description="Play the board's current release (python -m device play there), stream its "
+                                   "progress and bring the JSON report back.")
+    u.add_argument("--on", required=True, metavar="TARGET", help="[user@]host[:port], an ssh alias, or local:DIR")
+    u.add_argument("--episodes", type=_positive, default=1, help="games to play (default 1)")
+    u.add_argument("--seed", type=int, default=0, help="emulator seed (default 0)")
+    u.add_argument("--max-steps", type=_positive, default=None, help="cut each game after N agent steps")
     u.add_argument("--reports", type=Path, default=Path("reports"), help="host folder for reports (default reports/)")
     _ssh_args(u)
 
-    t = sub.add_parser("status", help="current and previous releases, venvs, the board's arch and Python")
-    t.add_argument("--on", required=True, metavar="TARGET")
+    t = sub.add_parser("status", help="current and previous releases, venvs, the board's arch and Python",
+                       description="Print the board's releases and environment as JSON.")
+    t.add_argument("--on", required=True, metavar="TARGET", help="[user@]host[:port], an ssh alias, or local:DIR")
     _ssh_args(t)
 
-    b = sub.add_parser("rollback", help="make the previous release current again")
-    b.add_argument("--on", required=True, metavar="TARGET")
+    b = sub.add_parser("rollback", help="make the previous release current again",
+                       description="Switch the board's `current` back to the previous release, atomically.")
+    b.add_argument("--on", required=True, metavar="TARGET", help="[user@]host[:port], an ssh alias, or local:DIR")
     _ssh_args(b)
     return parser
 
@@ -124,14 +143,17 @@ def _ssh_args(p: argparse.ArgumentParser) -> None:
 def _export(args: argparse.Namespace) -> int:
     from host.export import ExportConfig, export_bundle
 
-    if not args.untrained and args.source is None:
-        raise _usage("give a run folder or checkpoint to export, or --untrained")
-    cfg = ExportConfig(out=args.out, source=args.source, untrained=args.untrained, kind=args.policy,
-                       stochastic=args.stochastic, epsilon=args.epsilon, aoti=not args.no_aoti, seed=args.seed)
-    print(f"exporting {'untrained ' + args.policy if args.untrained else args.source} to {args.out}")
-    out = export_bundle(cfg)
+    sources = sum([bool(args.factory), bool(args.untrained), args.source is not None])
+    if sources != 1:
+        raise UsageError("give exactly one source: --from FILE.py:FUNC, a run folder, or --untrained")
+    cfg = ExportConfig(out=args.out, source=args.source, factory=args.factory, untrained=args.untrained,
+                       kind=args.policy, stochastic=args.stochastic, epsilon=args.epsilon, aoti=not args.no_aoti,
+                       verify=not args.no_verify, verify_steps=args.verify_frames, seed=args.seed)
+    what = args.factory or (f"untrained {args.policy}" if args.untrained else args.source)
+    print(f"exporting {what} to {args.out}")
+    out = export_bundle(cfg, progress=sys.stderr.isatty())
     if not args.no_verify:
-        _verify_bundle(out, args.verify_frames, 1)
+        print(f"verify ok: {args.verify_frames} steps")
     if args.int8:
         from host.quantize import QuantizeConfig, quantize_bundle
 
@@ -140,24 +162,14 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _verify_bundle(bundle: Path, frames: int, seed: int) -> int:
+def _verify(args: argparse.Namespace) -> int:
     from host.verify import VerifyConfig, verify_bundle
 
-    print(f"verifying {bundle} on {frames} real Pong frames")
-    parity = verify_bundle(VerifyConfig(bundle, frames=frames, seed=seed, progress=sys.stderr.isatty()))
-    print(f"verify ok: {parity['frames']} frames, {parity['episode_starts']} episode starts, mode {parity['mode']}")
-    from device.manifest import load_bundle, write_manifest
-    from host.quantize import INT8_FILE, QuantizeConfig, QuantizeError, judge_int8
-
-    if INT8_FILE in load_bundle(bundle).files:
-        print(f"checking {INT8_FILE} against fp32")
-        figures, problems = judge_int8(bundle, QuantizeConfig(bundle))
-        manifest = load_bundle(bundle)
-        figures["status"] = "refused" if problems else "ok"
-        manifest.backends["int8"] = {**manifest.backends.get("int8", {}), **figures}
-        write_manifest(bundle, manifest)
-        if problems:
-            raise QuantizeError(f"the bundle's int8 model {'; '.join(problems)}: play fp32, or re-export")
+    print(f"verifying {args.bundle} on {args.frames} steps of real inputs")
+    parity = verify_bundle(VerifyConfig(args.bundle, steps=args.frames, seed=args.seed, progress=sys.stderr.isatty(),
+                                        source=args.factory))
+    print(f"verify ok: {parity['frames']} steps, {parity['episode_starts']} episode starts, mode {parity['mode']}, "
+          f"reference {parity['reference']}")
     return 0
 
 
@@ -165,9 +177,9 @@ def _train(args: argparse.Namespace) -> int:
     from host.checkpoint import CHECKPOINT
 
     if args.resume and not (args.out / CHECKPOINT).is_file():
-        raise _usage(f"nothing to resume: {args.out / CHECKPOINT} does not exist")
+        raise UsageError(f"nothing to resume: {args.out / CHECKPOINT} does not exist")
     if not args.resume and (args.out / CHECKPOINT).is_file():
-        raise _usage(f"{args.out} already holds a run; pass --resume to continue it or choose another --out")
+        raise UsageError(f"{args.out} already holds a run; pass --resume to continue it or choose another --out")
     if args.algo == "ppo":
         from host.ppo import PPOConfig, train_ppo
 
@@ -205,7 +217,7 @@ def _plot(args: argparse.Namespace) -> int:
     try:
         print(f"wrote {plot_run(args.run, args.out)}")
     except ValueError as err:
-        raise _usage(str(err)) from err
+        raise UsageError(str(err)) from err
     return 0
 
 
@@ -217,65 +229,42 @@ def _replay(args: argparse.Namespace) -> int:
     return 0
 
 
-class _UsageError(Exception):
-    pass
-
-
-def _usage(message: str) -> _UsageError:
-    return _UsageError(message)
-
-
-def _errors() -> tuple[type[BaseException], ...]:
-    from deploy.targets import DeployError
-    from device.atari import GameError
-    from device.manifest import BundleError
-    from device.policy import PolicyError
-
-    errors: list[type[BaseException]] = [BundleError, GameError, PolicyError, _UsageError, DeployError]
-    try:
-        from host.checkpoint import CheckpointError
-        from host.envs import UnsupportedEnvError
-        from host.export import ExportError
-
-        errors += [CheckpointError, ExportError, UnsupportedEnvError]
-    except ImportError:
-        pass
-    return tuple(errors)
-
-
 def main(argv: list[str] | None = None) -> int:
     """Entry point: known failures become one line on stderr and a non-zero exit code."""
     args = build_parser().parse_args(argv)
     warnings.filterwarnings("ignore")
     logging.getLogger("torch").setLevel(logging.ERROR)
     os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(Path.home() / ".cache" / "edgerl" / "inductor"))
-    from host import board_cli
-
-    handlers = {"export": _export, "verify": lambda a: _verify_bundle(a.bundle, a.frames, a.seed),
-                "replay": _replay, "deploy": board_cli.deploy_cmd, "run": board_cli.run_cmd,
-                "status": board_cli.status_cmd, "rollback": board_cli.rollback_cmd,
-                "train": _train, "plot": _plot, "evaluate": _evaluate}
+    handlers = {"export": _export, "verify": _verify, "replay": _replay, "train": _train, "plot": _plot,
+                "evaluate": _evaluate, "deploy": _board("deploy_cmd"), "run": _board("run_cmd"),
+                "status": _board("status_cmd"), "rollback": _board("rollback_cmd")}
     try:
         return handlers[args.command](args)
     except ImportError as err:
-        print(f"error: {err.name or err} is not installed; pip install 'edgerl[host]' for host commands",
+        extra = "deploy" if args.command in BOARD_COMMANDS else "host"
+        print(f"error: {err.name or err} is not installed; pip install 'edgerl[{extra}]' for `edgerl {args.command}`",
               file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("interrupted; nothing half-written was kept", file=sys.stderr)
         return 130
-    except Exception as err:
-        from host.quantize import QuantizeError
-        from host.replay import ReplayError
-        from host.verify import VerifyError
+    except EdgerlError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return err.exit_code
 
-        if isinstance(err, (VerifyError, ReplayError, QuantizeError)):
-            print(f"error: {err}", file=sys.stderr)
-            return EXIT_FAILED_CHECK
-        if isinstance(err, _errors()):
-            print(f"error: {err}", file=sys.stderr)
-            return EXIT_BAD_INPUT
-        raise
+
+BOARD_COMMANDS = ("deploy", "run", "status", "rollback")
+
+
+def _board(name: str) -> Callable[[argparse.Namespace], int]:
+    """The board commands import paramiko; only they do, so `edgerl plot` works without the deploy extra."""
+
+    def handler(args: argparse.Namespace) -> int:
+        from host import board_cli
+
+        return getattr(board_cli, name)(args)
+
+    return handler
 
 
 if __name__ == "__main__":

@@ -21,12 +21,12 @@ import torch
 from tensordict import TensorDict
 from torch import nn
 from torchrl.data import Categorical, LazyTensorStorage, ReplayBuffer
-from torchrl.modules import ConvNet, EGreedyModule, QValueActor
+from torchrl.modules import EGreedyModule, QValueActor
 from torchrl.objectives import DQNLoss, HardUpdate
 
 from device.manifest import EnvSpec
 from host.checkpoint import CHECKPOINT, save_checkpoint
-from host.policies import PolicyConfig
+from host.policies import PolicyConfig, nature_cnn
 from host.training_log import TrainingLog
 from host.vecenv import GameBatch
 
@@ -65,8 +65,7 @@ class DQNConfig:
 
 def build(cfg: DQNConfig, n_actions: int) -> tuple[nn.Module, QValueActor, EGreedyModule, DQNLoss, HardUpdate]:
     """Network, greedy actor, exploration, loss and target updater."""
-    qnet = ConvNet.default_atari_dqn(num_actions=n_actions)
-    qnet(torch.zeros(1, 4, 84, 84))
+    qnet = nature_cnn(n_actions, in_channels=4)
     spec = Categorical(n_actions, shape=(), dtype=torch.int64)
     actor = QValueActor(qnet, in_keys=["observation"], spec=spec)
     explore = EGreedyModule(spec, eps_init=cfg.eps_start, eps_end=cfg.eps_end,

@@ -6,16 +6,18 @@ to the exported policy, so the preprocessing is written once.
 
 from __future__ import annotations
 
-from torchrl.envs import Compose, GrayScale, GymEnv, Resize, ToTensorImage, TransformedEnv
+from torchrl.envs import Compose, EnvBase, GrayScale, GymEnv, Resize, ToTensorImage, TransformedEnv
 
-from device.manifest import EnvSpec
+from device.manifest import SCREEN_INPUT, EdgerlError, EnvSpec
 
-SCREEN_KEY = "pixels"
+SCREEN_KEY = SCREEN_INPUT
 OBS_KEY = "pixels_trsf"
+# gymnasium wrappers that do not change what the game does.
+_NEUTRAL_WRAPPERS = {"OrderEnforcing", "PassiveEnvChecker", "EnvCompatibility"}
 
 
-class UnsupportedEnvError(ValueError):
-    """The EnvSpec asks for a semantic the host env cannot reproduce."""
+class UnsupportedEnvError(EdgerlError, ValueError):
+    """The env asks for a semantic the host env or the board cannot reproduce."""
 
 
 def gym_id(spec: EnvSpec) -> str:
@@ -68,7 +70,65 @@ def make_env(spec: EnvSpec) -> TransformedEnv:
 
 def action_table(env: GymEnv | TransformedEnv) -> tuple[list[int], list[str]]:
     """ALE action ids and meanings of the env's action indices (minimal or full set)."""
-    base = env.base_env if isinstance(env, TransformedEnv) else env
-    ale_env = base._env.unwrapped
-    ids = [int(a.value) if hasattr(a, "value") else int(a) for a in ale_env._action_set]
+    ale_env = ale_of(env)
+    ids = [_action_id(a) for a in ale_env._action_set]
     return ids, list(ale_env.get_action_meanings())
+
+
+def base_env(env: EnvBase) -> EnvBase:
+    """The env under its transforms."""
+    return env.base_env if isinstance(env, TransformedEnv) else env
+
+
+def ale_of(env: EnvBase) -> object | None:
+    """ale-py's AtariEnv under a TorchRL env, or None when the env is not an ALE game."""
+    try:
+        from ale_py.env import AtariEnv
+    except ImportError:  # pragma: no cover - ale-py is a core dependency
+        return None
+    gym_env = getattr(base_env(env), "_env", None)
+    unwrapped = getattr(gym_env, "unwrapped", None)
+    return unwrapped if isinstance(unwrapped, AtariEnv) else None
+
+
+def env_spec_from(env: EnvBase) -> EnvSpec | None:
+    """Read the game and its semantics from the env itself; refuse what the board cannot reproduce.
+
+    None means the env is not an ALE game: the bundle then carries no game
+    and the board runs it through `device.Policy` in the user's own loop.
+    """
+    ale_env = ale_of(env)
+    if ale_env is None:
+        return None
+    base = base_env(env)
+    wrapper, wrappers = base._env, []
+    while wrapper is not ale_env:
+        wrappers.append(type(wrapper).__name__)
+        wrapper = wrapper.env
+    odd = [w for w in wrappers if w not in _NEUTRAL_WRAPPERS]
+    if odd:
+        raise UnsupportedEnvError(f"the game is wrapped in {', '.join(odd)}, which the board cannot reproduce; "
+                                  "make the env with GymEnv('ALE/<Game>-v5', ...) and TorchRL transforms")
+    if ale_env._obs_type != "rgb":
+        raise UnsupportedEnvError(f"the game's obs_type is {ale_env._obs_type!r}; the board feeds the RGB screen "
+                                  "(obs_type='rgb'), so train on that and preprocess with transforms")
+    if not isinstance(ale_env._frameskip, int):
+        raise UnsupportedEnvError("a random frame skip (a tuple) cannot be reproduced on the board; use an int")
+    if getattr(ale_env, "continuous", False):
+        raise UnsupportedEnvError("continuous ALE actions are not supported on the board; use discrete actions")
+    if ale_env._game_mode is not None or ale_env._game_difficulty is not None:
+        raise UnsupportedEnvError("game modes and difficulties are not reproduced on the board; use the defaults")
+    ale = ale_env.ale
+    minimal = [_action_id(a) for a in ale.getMinimalActionSet()]
+    ids = [_action_id(a) for a in ale_env._action_set]
+    return EnvSpec(
+        game=ale_env._game,
+        frame_skip=int(ale_env._frameskip) * int(getattr(base, "wrapper_frame_skip", 1)),
+        repeat_action_probability=round(float(ale.getFloat("repeat_action_probability")), 6),
+        full_action_space=ids != minimal,
+        max_num_frames_per_episode=int(ale.getInt("max_num_frames_per_episode")),
+    )
+
+
+def _action_id(action: object) -> int:
+    return int(action.value) if hasattr(action, "value") else int(action)

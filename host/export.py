@@ -1,8 +1,15 @@
-"""`edgerl export`: checkpoint -> bundle (pt2, AOTInductor, ONNX, golden frames, manifest).
+"""Export any TorchRL actor to a bundle: pt2, AOTInductor, ONNX, golden inputs, manifest; then verify it.
 
-The bundle is built in a temporary sibling folder and renamed into place at
-the end, so a failure half-way never leaves a half-written bundle, and an
-existing bundle at the destination is replaced only by a complete one.
+    from host.export import export_policy
+    export_policy(policy, env, "bundle/")                    # a policy and the env it was trained in
+    export_policy(policy, None, "bundle/", example=td)       # a policy fed by your own sensors
+
+Every source goes through `export_policy`: a user's `--from FILE.py:FUNC`,
+edgerl's built-in networks and `edgerl train` checkpoints (`sources.py`
+turns each into a policy and its env). The bundle is built in a temporary
+sibling folder and renamed into place at the end, so a failure half-way
+never leaves a half-written bundle, and an existing bundle at the
+destination is replaced only by a complete one.
 """
 
 from __future__ import annotations
@@ -13,62 +20,58 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from tensordict import TensorDict, TensorDictBase
+from tensordict.nn import TensorDictModuleBase
+from torchrl.envs import EnvBase
 from torchrl.envs.utils import ExplorationType, set_exploration_type
 
 from device.manifest import (
+    AOTI_FILE,
+    GOLDEN_FILE,
+    HOST_ONLY_FILES,
     MANIFEST,
+    MODEL_FILE,
+    PT2_FILE,
     EnvSpec,
     Exploration,
     Manifest,
-    TensorSpec,
     record_files,
     sha256_file,
     write_manifest,
 )
-from host.backends import eager_step, run_sequence
-from host.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
-from host.envs import action_table, make_base_env
-from host.frames import collect_frames
-from host.policies import GraphPolicy, Policy, PolicyConfig, build_policy, io_names
-
-ONNX_FILE = "policy.onnx"
-PT2_FILE = "policy.pt2"
-AOTI_FILE = "policy.aoti.pt2"
-GOLDEN_FILE = "golden.npz"
-
-
-class ExportError(Exception):
-    """The export cannot proceed; the message says what to do."""
+from host.envs import action_table, env_spec_from
+from host.errors import ExportError
+from host.graph import GraphPlan, PolicyGraph, plan_graph
+from host.policies import epsilon_of
+from host.rollout import RawTap, Sequence, Trace, eager_env_rollout, eager_example_rollout, states_fed
 
 
 @dataclass(frozen=True)
-class ExportConfig:
-    """What `edgerl export` builds."""
+class ExportOptions:
+    """How `export_policy` builds a bundle."""
 
-    out: Path
-    """Bundle folder to write (replaced atomically if it already is a bundle)."""
-    source: Path | None = None
-    """Run folder or checkpoint.pt from `edgerl train`."""
-    untrained: bool = False
-    """Export a freshly initialised network (tests and demos)."""
-    kind: str = "dqn"
-    """Policy for --untrained: dqn, stacked or lstm."""
-    stochastic: bool = False
-    """Export the e-greedy draw inside the graph (ExplorationType.RANDOM)."""
-    epsilon: float | None = None
-    """E-greedy rate of a stochastic export (default: the policy's)."""
+    exploration: str = "deterministic"
+    """deterministic (argmax / mode) or random (the policy's own exploration, e.g. e-greedy, inside the graph)."""
     aoti: bool = True
-    """Also compile an AOTInductor package (slow: tens of seconds)."""
+    """Also compile an AOTInductor package (host-only; tens of seconds)."""
+    verify: bool = True
+    """Check ONNX, pt2 and AOTInductor against the eager policy on real inputs afterwards."""
+    verify_steps: int = 1000
+    """Steps of real play (or example-driven input) the verification runs through every backend."""
     golden_frames: int = 8
-    seed: int = 0
-    env: EnvSpec = field(default_factory=EnvSpec)
-    """Env spec of an --untrained export (a checkpoint brings its own)."""
+    seed: int = 1
+    kind: str = "custom"
+    """A label for the manifest and the bundle id: a built-in's name or the user's factory."""
+    training: dict[str, Any] | None = None
+    """What is known of the policy's training (frames, wall time...), recorded in the provenance."""
+    source: str | None = None
+    """Where the policy came from (--from FILE.py:FUNC, a run folder), recorded in the provenance."""
 
 
 def _one_line(err: BaseException) -> str:
@@ -91,122 +94,196 @@ def _versions() -> dict[str, str]:
     import tensordict
     import torchrl
 
-    return {
-        "torch": torch.__version__,
-        "torchrl": torchrl.__version__,
-        "tensordict": tensordict.__version__,
-        "onnx": onnx.__version__,
-        "onnxruntime": onnxruntime.__version__,
-        "python": platform.python_version(),
-    }
+    return {"torch": torch.__version__, "torchrl": torchrl.__version__, "tensordict": tensordict.__version__,
+            "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__, "python": platform.python_version()}
 
 
-def _prepare_out(out: Path) -> None:
+def prepare_out(out: Path) -> None:
+    """Refuse to overwrite a folder that is not a bundle."""
     if out.exists() and not (out.is_dir() and ((out / MANIFEST).is_file() or not any(out.iterdir()))):
         raise ExportError(f"{out} exists and is not a bundle; choose another --out or remove it")
 
 
-def load_policy(cfg: ExportConfig) -> tuple[Policy, EnvSpec, dict[str, Any]]:
-    """The policy to export, with its env spec and what the checkpoint says of its training."""
-    if cfg.untrained:
-        env_spec = cfg.env
-        ids, _ = action_table(make_base_env(env_spec))
-        policy = build_policy(PolicyConfig(kind=cfg.kind), len(ids), seed=cfg.seed)
-        return policy, env_spec, {"frames_trained": 0, "untrained": True}
-    if cfg.source is None:
-        raise ExportError("give a run folder or checkpoint to export, or --untrained")
-    ckpt = load_checkpoint(cfg.source)
-    env_spec = ckpt["env"]
-    ids, _ = action_table(make_base_env(env_spec))
-    policy = build_policy(ckpt["policy"], len(ids))
-    try:
-        policy.qnet.load_state_dict(ckpt["weights"])
-    except RuntimeError as err:
-        raise ExportError(f"checkpoint weights do not fit a {ckpt['policy'].kind} policy: {_one_line(err)}") from err
-    training = {k: v for k, v in ckpt.items() if k in ("frames", "wall_time_s", "eval", "hyperparameters", "algo")}
-    training["frames_trained"] = int(ckpt.get("frames", 0))
-    return policy, env_spec, training
+def _mode(exploration: str) -> ExplorationType:
+    if exploration not in ("deterministic", "random"):
+        raise ExportError(f"exploration must be 'deterministic' or 'random', not {exploration!r}")
+    return ExplorationType.RANDOM if exploration == "random" else ExplorationType.DETERMINISTIC
 
 
-def export_bundle(cfg: ExportConfig, say: Callable[[str], None] = print) -> Path:
-    """Write a complete bundle to cfg.out and return its path."""
+def _is_one_hot(env: EnvBase | None) -> bool:
+    return env is not None and type(env.action_spec).__name__ == "OneHot"
+
+
+def _raw_example(policy: TensorDictModuleBase, env: EnvBase | None, example: TensorDictBase | None
+                 ) -> TensorDictBase:
+    """One real input as the board will feed it: raw observations, and the states the env or module primes."""
+    if env is None:
+        if example is None:
+            raise ExportError("a policy without an env needs an example input: a TensorDict with one value "
+                              "of every key the policy reads")
+        if not isinstance(example, TensorDictBase):
+            raise ExportError(f"the example must be a TensorDict, not {type(example).__name__}")
+        return example.clone()
+    if not isinstance(env, EnvBase):
+        raise ExportError(f"the env must be a TorchRL env (EnvBase), not {type(env).__name__}")
+    from host.envs import base_env
+
+    keys = list(base_env(env).observation_spec.keys(include_nested=True, leaves_only=True))
+    with RawTap(env, keys) as tap:
+        transformed = env.reset()
+    raw = TensorDict(dict(tap.last), batch_size=[])
+    for key in policy.in_keys:
+        if key not in raw.keys(include_nested=True) and key in transformed.keys(include_nested=True):
+            if key not in keys:
+                raw.set(key, transformed.get(key))
+    from torchrl.modules.utils import get_primers_from_module
+
+    primer = get_primers_from_module(policy, warn=False)
+    if primer is not None:
+        for key, spec in primer.primers.items(include_nested=True, leaves_only=True):
+            if key not in raw.keys(include_nested=True):
+                raw.set(key, spec.zero())
+    # Transformed-only keys the policy reads but the raw env does not give are produced by the graph's
+    # preprocessing; drop them so they are not mistaken for inputs.
+    for key in list(raw.keys(include_nested=True, leaves_only=True)):
+        if key not in keys and key not in _state_like(policy):
+            raw = raw.exclude(key)
+    return raw
+
+
+def _state_like(policy: TensorDictModuleBase) -> set:
+    outs = set(policy.out_keys)
+    found = {"is_init"}
+    for key in policy.in_keys:
+        nxt = ("next", *key) if isinstance(key, tuple) else ("next", key)
+        if key in outs or nxt in outs:
+            found.add(key)
+    return found
+
+
+def export_policy(policy: TensorDictModuleBase, env: EnvBase | None, out: Path | str, *,
+                  example: TensorDictBase | None = None, options: ExportOptions | None = None,
+                  say: Callable[[str], None] = print, progress: bool = False) -> Path:
+    """Write a complete, verified bundle for `policy` to `out` and return its path."""
+    opts = options or ExportOptions()
     started = time.perf_counter()
-    out = Path(cfg.out)
-    _prepare_out(out)
-    policy, env_spec, training = load_policy(cfg)
-    if cfg.epsilon is not None:
-        policy.actor[-1].eps.fill_(cfg.epsilon)
-        policy.epsilon = cfg.epsilon
-    policy.actor.eval()
-    mode = ExplorationType.RANDOM if cfg.stochastic else ExplorationType.DETERMINISTIC
-    ids, meanings = action_table(make_base_env(env_spec))
-    in_names, out_names = io_names(policy)
-    graph = GraphPolicy(policy).eval()
-    example = (torch.zeros(210, 160, 3, dtype=torch.uint8), *policy.initial_state())
+    out = Path(out)
+    prepare_out(out)
+    if not isinstance(policy, TensorDictModuleBase):
+        raise ExportError(f"the policy must be a TensorDict module (TensorDictModule, TensorDictSequential, "
+                          f"QValueActor, ProbabilisticActor...), not {type(policy).__name__}")
+    mode = _mode(opts.exploration)
+    policy = policy.eval()
+    env_spec = env_spec_from(env) if env is not None else None
+    ids, meanings = action_table(env) if env_spec is not None else ([], [])
+    raw = _raw_example(policy, env, example)
+    with set_exploration_type(mode):
+        graph, args = plan_graph(policy, raw, _is_one_hot(env), env)
+    plan = graph.plan
+    if env_spec is not None and len(plan.observations) != 1:
+        raise ExportError(f"a game policy must read only the screen; it reads {[s.key for s in plan.observations]}")
 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     try:
-        save_checkpoint(tmp / CHECKPOINT, PolicyConfig(policy.kind, policy.epsilon), env_spec,
-                        policy.qnet.state_dict(), frames=training["frames_trained"])
-        backends: dict[str, Any] = {}
-        with set_exploration_type(mode), torch.no_grad():
-            t = time.perf_counter()
-            program = torch.export.export(graph, example, strict=False)
-            torch.export.save(program, tmp / PT2_FILE)
-            backends["pt2"] = {"status": "ok", "file": PT2_FILE, "seconds": round(time.perf_counter() - t, 2)}
-            say(f"  pt2   ok ({backends['pt2']['seconds']} s)")
-
-            t = time.perf_counter()
-            onnx_program = torch.onnx.export(graph, example, dynamo=True, input_names=in_names,
-                                             output_names=out_names, verbose=False)
-            onnx_program.save(str(tmp / ONNX_FILE), external_data=False)
-            import onnx
-
-            onnx.checker.check_model(str(tmp / ONNX_FILE), full_check=True)
-            backends["onnx"] = {"status": "ok", "file": ONNX_FILE, "seconds": round(time.perf_counter() - t, 2)}
-            say(f"  onnx  ok ({backends['onnx']['seconds']} s, onnx.checker passed)")
-
-            backends["aoti"] = _compile_aoti(program, tmp / AOTI_FILE, example) if cfg.aoti else {"status": "skipped"}
-            reason = backends["aoti"].get("reason")
-            say(f"  aoti  {backends['aoti']['status']}" + (f": {reason}" if reason else ""))
-
-        golden = _golden(policy, mode, env_spec, cfg)
-        np.savez_compressed(tmp / GOLDEN_FILE, **golden)
-        for name in (PT2_FILE, AOTI_FILE):
+        backends = _export_backends(graph, args, plan, tmp, mode, opts, say)
+        say(f"  rolling out {opts.verify_steps} steps of {'the env' if env is not None else 'example input'} "
+            "with the eager policy")
+        seq, ref = reference(policy, env, example, plan, opts.verify_steps, opts.seed, mode, progress)
+        np.savez_compressed(tmp / GOLDEN_FILE, **golden(seq, ref, plan, opts.golden_frames))
+        for key, name in (("pt2", PT2_FILE), ("aoti", AOTI_FILE)):
             if (tmp / name).is_file():
-                backends["pt2" if name == PT2_FILE else "aoti"]["sha256"] = sha256_file(tmp / name)
+                backends[key]["sha256"] = sha256_file(tmp / name)
+        epsilon = epsilon_of(policy) if mode == ExplorationType.RANDOM else 0.0
         manifest = Manifest(
-            policy_kind=policy.kind,
+            policy_kind=opts.kind,
             env=env_spec,
             action_ids=ids,
             action_meanings=meanings,
-            inputs=[TensorSpec(n, list(a.shape), str(a.numpy().dtype)) for n, a in zip(in_names, example, strict=True)],
-            outputs=_output_specs(graph, example, out_names, mode),
-            state=policy.state,
-            exploration=Exploration("random" if cfg.stochastic else "deterministic",
-                                    policy.epsilon if cfg.stochastic else 0.0),
-            files=record_files(tmp, [ONNX_FILE, GOLDEN_FILE]),
+            inputs=[s.spec for s in plan.inputs],
+            outputs=[s.spec for s in plan.outputs],
+            state=plan.state,
+            exploration=Exploration(opts.exploration, epsilon),
+            observations=[s.spec.name for s in plan.observations],
+            episode_start_input=plan.episode_start.spec.name if plan.episode_start else None,
+            values_output=plan.values.spec.name if plan.values else None,
+            files=record_files(tmp, [MODEL_FILE, GOLDEN_FILE]),
             backends=backends,
             provenance={
                 "git_commit": _git_commit(),
                 "versions": _versions(),
-                "training": training,
+                "source": opts.source,
+                "training": opts.training or {"frames_trained": None},
                 "exported_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 "export_seconds": round(time.perf_counter() - started, 1),
-                "host_only": [CHECKPOINT, PT2_FILE, AOTI_FILE],
+                "host_only": list(HOST_ONLY_FILES),
             },
         )
         write_manifest(tmp, manifest)
-        _swap_into_place(tmp, out)
+        swap_into_place(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     say(f"bundle {manifest.bundle_id} written to {out} in {time.perf_counter() - started:.1f} s")
+    if opts.verify:
+        from host.verify import VerifyConfig, verify_bundle
+
+        verify_bundle(VerifyConfig(out, steps=opts.verify_steps, seed=opts.seed, progress=progress), say=say,
+                      eager=(seq, ref))
     return out
 
 
-def _compile_aoti(program: torch.export.ExportedProgram, path: Path, example: tuple) -> dict[str, Any]:
+def _export_backends(graph: PolicyGraph, args: tuple, plan: GraphPlan, tmp: Path, mode: ExplorationType,
+                     opts: ExportOptions, say: Callable[[str], None]) -> dict[str, Any]:
+    backends: dict[str, Any] = {}
+    in_names = [s.spec.name for s in plan.inputs]
+    out_names = [s.spec.name for s in plan.outputs]
+    with set_exploration_type(mode), torch.no_grad():
+        t = time.perf_counter()
+        try:
+            program = torch.export.export(graph, args, strict=False)
+        except Exception as err:  # torch.export names the unsupported construct; pass it on in one line
+            raise ExportError(f"torch.export cannot capture the policy: {_one_line(err)}") from err
+        torch.export.save(program, tmp / PT2_FILE)
+        backends["pt2"] = {"status": "ok", "file": PT2_FILE, "seconds": round(time.perf_counter() - t, 2)}
+        say(f"  pt2   ok ({backends['pt2']['seconds']} s)")
+
+        t = time.perf_counter()
+        try:
+            onnx_program = torch.onnx.export(graph, args, dynamo=True, input_names=in_names,
+                                             output_names=out_names, verbose=False)
+            onnx_program.save(str(tmp / MODEL_FILE), external_data=False)
+            import onnx
+
+            onnx.checker.check_model(str(tmp / MODEL_FILE), full_check=True)
+        except Exception as err:  # the ONNX exporter raises many types; the board needs this file
+            raise ExportError(f"ONNX export failed: {_onnx_reason(err)}") from err
+        backends["onnx"] = {"status": "ok", "file": MODEL_FILE, "seconds": round(time.perf_counter() - t, 2)}
+        say(f"  onnx  ok ({backends['onnx']['seconds']} s, onnx.checker passed)")
+
+        if opts.aoti:
+            say("  aoti  compiling (AOTInductor, ~15 s)...")
+        backends["aoti"] = compile_aoti(program, tmp / AOTI_FILE, args) if opts.aoti else {"status": "skipped"}
+        reason = backends["aoti"].get("reason")
+        say(f"  aoti  {backends['aoti']['status']}" + (f": {reason}" if reason else ""))
+    return backends
+
+
+def _onnx_reason(err: BaseException) -> str:
+    """The exporter's root cause in one line: usually an operator ONNX has no translation for."""
+    import re
+
+    seen: BaseException | None = err
+    while seen is not None:
+        found = re.search(r"No ONNX function found for <OpOverload\(op='([\w.]+)'", str(seen))
+        if found:
+            return (f"ONNX has no translation for {found.group(1)}; replace that layer in the policy with one ONNX "
+                    "supports (e.g. a fixed-size pooling instead of an adaptive one)")
+        seen = seen.__cause__ or seen.__context__
+    return _one_line(err)
+
+
+def compile_aoti(program: torch.export.ExportedProgram, path: Path, example: tuple) -> dict[str, Any]:
     """Compile and load back; a failure is recorded in one line, not raised (the other formats go on)."""
     t = time.perf_counter()
     try:
@@ -223,35 +300,37 @@ def _compile_aoti(program: torch.export.ExportedProgram, path: Path, example: tu
     return {"status": "ok", "file": path.name, "seconds": round(time.perf_counter() - t, 2)}
 
 
-def _output_specs(graph: GraphPolicy, example: tuple, names: list[str], mode: ExplorationType) -> list[TensorSpec]:
-    with set_exploration_type(mode), torch.no_grad():
-        outs = graph(*example)
-    return [TensorSpec(n, list(o.shape), str(o.numpy().dtype)) for n, o in zip(names, outs, strict=True)]
+def reference(policy: TensorDictModuleBase, env: EnvBase | None, example: TensorDictBase | None, plan: GraphPlan,
+              steps: int, seed: int, mode: ExplorationType, progress: bool = False) -> tuple[Sequence, Trace]:
+    """Real inputs and the eager policy's outputs on them (the env's own stepping, or around the example)."""
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        def bar(it):  # noqa: ANN001, ANN202
+            return tqdm(it, desc=" eager", unit="step", leave=False)
+    if env is not None:
+        return eager_env_rollout(policy, env, plan, steps, seed, mode, progress=bar)
+    return eager_example_rollout(policy, example, plan, steps, seed, mode, progress=bar)
 
 
-def _golden(policy: Policy, mode: ExplorationType, env: EnvSpec, cfg: ExportConfig) -> dict[str, np.ndarray]:
-    """A few real frames along a played sequence, with the states fed and the eager outputs."""
-    frames = collect_frames(env, 64, seed=cfg.seed + 1000, segment=32)
-    with set_exploration_type(mode):
-        trace = run_sequence(eager_step(policy), frames.pixels, frames.starts, policy_initial(policy),
-                             reset_to_zeros=not policy.uses_is_init)
-    pick = np.linspace(0, len(frames) - 1, cfg.golden_frames).astype(int)
-    golden = {"pixels": frames.pixels[pick], "action": trace.actions[pick], "action_value": trace.values[pick]}
-    for k, pair in enumerate(policy.state):
-        states_in = trace.states_in[k][pick].copy()
-        # The eager LSTM resets through is_init; the device resets to zeros.
-        states_in[frames.starts[pick]] = 0.0
-        golden[pair.input] = states_in
-        golden[pair.output] = trace.states_out[k][pick]
-    return golden
+def golden(seq: Sequence, ref: Trace, plan: GraphPlan, count: int) -> dict[str, np.ndarray]:
+    """A few steps of the reference: every graph input as fed and every eager output, by graph name."""
+    pick = np.unique(np.linspace(0, len(seq) - 1, count).astype(int))
+    # Prefer steps that carry state: the first frames of an episode test little.
+    data = {name: arr[pick] for name, arr in seq.inputs.items()}
+    for name, arr in states_fed(ref, seq, plan.state).items():
+        data[name] = arr[pick]
+    if plan.episode_start is not None:
+        shape = plan.episode_start.spec.shape
+        data[plan.episode_start.spec.name] = np.stack([np.full(shape, s, dtype=bool) for s in seq.starts[pick]])
+    for name, arr in ref.outputs.items():
+        data[name] = arr[pick]
+    return data
 
 
-def policy_initial(policy: Policy) -> list[np.ndarray]:
-    """Zero states as numpy arrays."""
-    return [s.numpy() for s in policy.initial_state()]
-
-
-def _swap_into_place(tmp: Path, out: Path) -> None:
+def swap_into_place(tmp: Path, out: Path) -> None:
+    """Replace `out` by the finished folder `tmp` (rename; the old bundle is removed after)."""
     if out.exists():
         old = out.with_name(f".{out.name}.old-{int(time.time() * 1000)}")
         out.rename(old)
@@ -261,6 +340,47 @@ def _swap_into_place(tmp: Path, out: Path) -> None:
         tmp.rename(out)
 
 
-def describe(cfg: ExportConfig) -> dict[str, Any]:
-    """The config as JSON, for logs."""
-    return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()}
+@dataclass(frozen=True)
+class ExportConfig:
+    """What `edgerl export` builds, and from what."""
+
+    out: Path
+    """Bundle folder to write (replaced atomically if it already is a bundle)."""
+    source: Path | None = None
+    """Run folder or checkpoint.pt from `edgerl train`."""
+    factory: str | None = None
+    """FILE.py:FUNC returning (policy, env) or (policy, None, example)."""
+    untrained: bool = False
+    """Export a freshly initialised built-in network (tests and demos)."""
+    kind: str = "dqn"
+    """Built-in policy for --untrained: dqn, stacked or lstm."""
+    stochastic: bool = False
+    """Keep the policy's exploration inside the graph (ExplorationType.RANDOM)."""
+    epsilon: float | None = None
+    """E-greedy rate of a stochastic built-in export (default: the policy's)."""
+    aoti: bool = True
+    verify: bool = True
+    verify_steps: int = 1000
+    seed: int = 0
+    """Initialisation seed of an --untrained export."""
+    env: EnvSpec = field(default_factory=EnvSpec)
+    """Env spec of an --untrained export (a checkpoint brings its own)."""
+
+
+def export_bundle(cfg: ExportConfig, say: Callable[[str], None] = print, progress: bool = False) -> Path:
+    """Resolve the config's source to a policy and its env, then `export_policy` it."""
+    from host.sources import builtin_source, checkpoint_source, load_factory
+
+    prepare_out(Path(cfg.out))
+    if cfg.factory:
+        src = load_factory(cfg.factory)
+    elif cfg.untrained:
+        src = builtin_source(cfg.kind, cfg.env, seed=cfg.seed, epsilon=cfg.epsilon)
+    elif cfg.source is not None:
+        src = checkpoint_source(cfg.source, epsilon=cfg.epsilon)
+    else:
+        raise ExportError("give a run folder or checkpoint to export, --from FILE.py:FUNC, or --untrained")
+    opts = ExportOptions(exploration="random" if cfg.stochastic else "deterministic", aoti=cfg.aoti,
+                         verify=cfg.verify, verify_steps=cfg.verify_steps, kind=src.kind, training=src.training,
+                         source=src.description)
+    return export_policy(src.policy, src.env, cfg.out, example=src.example, options=opts, say=say, progress=progress)

@@ -19,13 +19,13 @@ from tensordict import TensorDict
 from tensordict.nn import TensorDictModule as Mod
 from tensordict.nn import TensorDictSequential as Seq
 from torch import nn
-from torchrl.modules import ConvNet, ProbabilisticActor, ValueOperator
+from torchrl.modules import ProbabilisticActor, ValueOperator
 from torchrl.objectives import ClipPPOLoss
 from torchrl.objectives.value.functional import generalized_advantage_estimate
 
 from device.manifest import EnvSpec
 from host.checkpoint import CHECKPOINT, save_checkpoint
-from host.policies import PolicyConfig
+from host.policies import PolicyConfig, nature_cnn
 from host.training_log import TrainingLog
 from host.vecenv import GameBatch
 
@@ -87,8 +87,7 @@ class ActorCritic(nn.Module):
 
     def __init__(self, n_actions: int, bf16: bool = False) -> None:
         super().__init__()
-        self.qnet = ConvNet.default_atari_dqn(num_actions=n_actions)
-        self.qnet(torch.zeros(1, 4, 84, 84))  # materialise the lazy layers
+        self.qnet = nature_cnn(n_actions, in_channels=4)  # the stacked policy's network: checkpoints fit both
         self.value_head = nn.Linear(512, 1)
         self.trunk = Bf16Trunk(nn.Sequential(self.qnet[0], self.qnet[1][0], self.qnet[1][1]), bf16)
         self.policy_head = self.qnet[1][2]

@@ -22,15 +22,15 @@ from typing import Any
 
 import numpy as np
 
-from device.manifest import load_bundle, record_files, write_manifest
+from device.manifest import INT8_FILE, EdgerlError, load_bundle, record_files, write_manifest
 from device.play import PlayConfig, play
 from host.frames import collect_frames
 
-INT8_FILE = "policy.int8.onnx"
 
-
-class QuantizeError(Exception):
+class QuantizeError(EdgerlError):
     """The int8 model was refused; the fp32 bundle is unchanged."""
+
+    exit_code = 1
 
 
 @dataclass(frozen=True)
@@ -55,6 +55,9 @@ def _feeds(session_inputs: list[str], pixels: np.ndarray, starts: np.ndarray, fp
         if starts[i]:
             states = {k: np.zeros_like(v) for k, v in states.items()}
         feed = {manifest.screen_input: pixels[i], **states}
+        if manifest.episode_start_input:
+            shape = next(t.shape for t in manifest.inputs if t.name == manifest.episode_start_input)
+            feed[manifest.episode_start_input] = np.full(shape, bool(starts[i]), dtype=bool)
         feeds.append(feed)
         if outputs:
             nxt = fp32.run(outputs, feed)
@@ -126,6 +129,8 @@ def quantize_bundle(cfg: QuantizeConfig, say: Callable[[str], None] = print) -> 
     """Make, judge and (if it passes) add policy.int8.onnx to the bundle; figures go in the manifest."""
     bundle = Path(cfg.bundle)
     manifest = load_bundle(bundle)
+    if manifest.env is None:
+        raise QuantizeError("int8 is judged on how the policy plays its game; this bundle has none, so it keeps fp32")
     fp32 = _session(bundle / manifest.model_file)
     calib = collect_frames(manifest.env, cfg.calibration_frames, seed=7, segment=128)
     with tempfile.TemporaryDirectory() as tmp:
@@ -152,3 +157,18 @@ def quantize_bundle(cfg: QuantizeConfig, say: Callable[[str], None] = print) -> 
     write_manifest(bundle, manifest)
     say(f"  int8 model added: {INT8_FILE}")
     return figures
+
+
+def recheck_int8(bundle: Path, say: Callable[[str], None] = print) -> None:
+    """Re-judge a bundle's int8 model against its fp32 one (after a re-verify); refuse it if it no longer holds."""
+    bundle = Path(bundle)
+    if INT8_FILE not in load_bundle(bundle).files:
+        return
+    say(f"checking {INT8_FILE} against fp32")
+    figures, problems = judge_int8(bundle, QuantizeConfig(bundle), say)
+    manifest = load_bundle(bundle)
+    figures["status"] = "refused" if problems else "ok"
+    manifest.backends["int8"] = {**manifest.backends.get("int8", {}), **figures}
+    write_manifest(bundle, manifest)
+    if problems:
+        raise QuantizeError(f"the bundle's int8 model {'; '.join(problems)}: play fp32, or re-export")

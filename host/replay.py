@@ -16,13 +16,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from device.manifest import BundleError, load_bundle
+from device.manifest import BundleError, EdgerlError, load_bundle
 from device.play import replay_actions
 from host.envs import make_base_env
 
 
-class ReplayError(Exception):
+class ReplayError(EdgerlError):
     """The report cannot be replayed, or replays to other scores."""
+
+    exit_code = 1
 
 
 @dataclass(frozen=True)

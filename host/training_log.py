@@ -102,6 +102,8 @@ def plot_run(run: Path, out: Path | None = None) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    if not Path(run).is_dir():
+        raise ValueError(f"run folder {run} does not exist; pass the --out folder of `edgerl train`")
     rows = read_episodes(run)
     if not len(rows):
         raise ValueError(f"{run} has no finished episodes yet; train longer before plotting")

@@ -1,10 +1,17 @@
-"""`edgerl verify`: every form of the policy against the eager TorchRL one, on real frames from play.
+"""`edgerl verify`: every exported form of a bundle against a reference, stepped through time on real inputs.
 
-Deterministic fp32 bundles must agree on 100 % of actions with max |diff| of
-action values and next states within `atol`. Stochastic bundles draw their
-e-greedy action inside the graph, so there the rate at which each backend's
-action differs from its own greedy action is tested against the rate the
-manifest declares (a two-sided binomial z-test), and values must still match.
+The reference is the eager TorchRL policy when it is at hand (right after
+export, or rebuilt with `--from FILE.py:FUNC`), stepped by TorchRL itself
+in the user's env; otherwise the bundle's own torch.export program. Each
+backend (ONNX, pt2, AOTInductor) is stepped as the board steps it: states
+from zeros and `is_init` at each episode start, its own outputs after.
+
+Deterministic bundles must agree on 100 % of actions with max |diff| of
+every float output (values, logits, next states) within `atol`. Stochastic
+bundles draw their action inside the graph: for an e-greedy policy the
+rate at which each backend's action differs from its own greedy action is
+tested against the declared rate (a two-sided binomial z-test); values and
+states must still match.
 """
 
 from __future__ import annotations
@@ -17,19 +24,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from torchrl.envs.utils import ExplorationType, set_exploration_type
-from tqdm import tqdm
 
-from device.manifest import load_bundle, write_manifest
-from host.backends import Trace, eager_step, module_step, onnx_step, run_sequence
-from host.checkpoint import CHECKPOINT, load_checkpoint
-from host.export import policy_initial
-from host.frames import collect_frames
-from host.policies import build_policy, io_names
-
-
-class VerifyError(Exception):
-    """The bundle's backends disagree beyond tolerance."""
+from device.manifest import Manifest, load_bundle, write_manifest
+from host.errors import VerifyError
+from host.rollout import Sequence, Trace, graph_rollout
 
 
 @dataclass(frozen=True)
@@ -37,103 +35,180 @@ class VerifyConfig:
     """What `edgerl verify` checks."""
 
     bundle: Path
-    frames: int = 1000
-    """Real Pong frames to run through every backend (at least 1000 for the record)."""
+    steps: int = 1000
+    """Real steps (env frames, or example-driven inputs) run through every backend."""
     seed: int = 1
     atol: float = 1e-4
     z_max: float = 4.5
     """Largest |z| accepted for a stochastic bundle's exploration rate."""
     progress: bool = True
+    source: str | None = None
+    """FILE.py:FUNC that rebuilds the eager policy (and its env) to verify against."""
 
 
-def _compare(ref: Trace, got: Trace, atol: float) -> dict[str, Any]:
-    value_diff = float(np.abs(ref.values - got.values).max())
-    state_diff = max((float(np.abs(r - g).max()) for r, g in zip(ref.states_out, got.states_out, strict=True)),
-                     default=0.0)
+def onnx_step(path: Path, manifest: Manifest) -> Callable[[dict], dict]:
+    """onnxruntime on the ONNX file, with the device's session options."""
+    import onnxruntime as ort
+
+    from device.policy import session_options
+
+    session = ort.InferenceSession(str(path), session_options(1), providers=["CPUExecutionProvider"])
+    names = [t.name for t in manifest.outputs]
+    return lambda feed: dict(zip(names, session.run(names, feed), strict=True))
+
+
+def module_step(module: Callable, manifest: Manifest) -> Callable[[dict], dict]:
+    """An exported module (ExportedProgram.module() or an AOTInductor runner), positional I/O."""
+    in_names = [t.name for t in manifest.inputs]
+    out_names = [t.name for t in manifest.outputs]
+
+    def step(feed: dict) -> dict:
+        with torch.no_grad():
+            outs = module(*[torch.from_numpy(np.array(feed[n])) for n in in_names])
+        return {n: o.detach().numpy().copy() for n, o in zip(out_names, outs, strict=True)}
+
+    return step
+
+
+def _compare(ref: Trace, got: Trace, manifest: Manifest) -> dict[str, Any]:
+    action = manifest.action_output
+    float_diffs = {}
+    for name, r in ref.outputs.items():
+        if np.issubdtype(r.dtype, np.floating):
+            float_diffs[name] = float(np.abs(r - got.outputs[name]).max(initial=0.0))
+    state_names = {p.output for p in manifest.state}
+    if np.issubdtype(ref.outputs[action].dtype, np.floating):
+        agreement = float((np.abs(ref.outputs[action] - got.outputs[action]).reshape(len(ref.outputs[action]), -1)
+                           .max(-1) <= 1e-4).mean())
+    else:
+        agreement = float((ref.outputs[action] == got.outputs[action]).mean())
     return {
-        "action_agreement": float((ref.actions == got.actions).mean()),
-        "max_abs_diff_values": value_diff,
-        "max_abs_diff_state": state_diff,
+        "action_agreement": agreement,
+        "max_abs_diff_values": max((d for n, d in float_diffs.items() if n not in state_names), default=0.0),
+        "max_abs_diff_state": max((d for n, d in float_diffs.items() if n in state_names), default=0.0),
     }
 
 
-def _exploration_check(trace: Trace, epsilon: float, z_max: float) -> dict[str, Any]:
-    n_actions = trace.values.shape[-1]
-    greedy = trace.values.argmax(-1)
-    n = len(trace.actions)
-    off = int((trace.actions != greedy).sum())
+def _exploration_check(trace: Trace, manifest: Manifest, z_max: float) -> dict[str, Any]:
+    values = trace.outputs[manifest.values_output]
+    epsilon = manifest.exploration.epsilon
+    n_actions = values.shape[-1]
+    greedy = values.argmax(-1)
+    n = len(greedy)
+    off = int((trace.outputs[manifest.action_output] != greedy).sum())
     expected = epsilon * (n_actions - 1) / n_actions
     sd = math.sqrt(max(n * expected * (1 - expected), 1e-12))
     z = (off - n * expected) / sd
     return {"off_greedy_rate": off / n, "expected_rate": expected, "z": z, "ok": abs(z) <= z_max}
 
 
-def verify_bundle(cfg: VerifyConfig, say: Callable[[str], None] = print) -> dict[str, Any]:
-    """Run every backend, record the figures in the manifest, raise VerifyError on disagreement."""
-    manifest = load_bundle(cfg.bundle)
-    bundle = Path(cfg.bundle)
-    ckpt = load_checkpoint(bundle / CHECKPOINT)
-    policy = build_policy(ckpt["policy"], len(manifest.action_ids))
-    policy.qnet.load_state_dict(ckpt["weights"])
-    stochastic = manifest.exploration.mode == "random"
-    if stochastic:
-        policy.actor[-1].eps.fill_(manifest.exploration.epsilon)
-    policy.actor.eval()
-    mode = ExplorationType.RANDOM if stochastic else ExplorationType.DETERMINISTIC
-    frames = collect_frames(manifest.env, cfg.frames, seed=cfg.seed)
-    in_names, out_names = io_names(policy)
-    initial = policy_initial(policy)
-
-    steps: dict[str, Callable] = {"onnx": onnx_step(bundle / manifest.model_file, in_names, out_names)}
+def _pt2_reference(bundle: Path, manifest: Manifest, cfg: VerifyConfig) -> tuple[Sequence, Trace]:
+    """No eager policy at hand: real inputs from the game (or around the golden ones), pt2 as the reference."""
     pt2 = manifest.backends.get("pt2", {})
-    if pt2.get("status") == "ok":
-        steps["pt2"] = module_step(torch.export.load(bundle / pt2["file"]).module())
+    if pt2.get("status") != "ok" or not (bundle / pt2.get("file", "")).is_file():
+        raise VerifyError("this bundle has no torch.export program to verify against; pass --from FILE.py:FUNC "
+                          "to rebuild the eager policy")
+    if manifest.env is not None:
+        from host.frames import collect_frames
+
+        frames = collect_frames(manifest.env, cfg.steps, seed=cfg.seed)
+        seq = Sequence({manifest.screen_input: frames.pixels}, frames.starts)
+    else:
+        from device.selftest import read_golden
+
+        golden = read_golden(bundle / manifest.golden_file, manifest.observations)
+        rng = np.random.default_rng(cfg.seed)
+        inputs = {}
+        for name in manifest.observations:
+            base = golden[name][rng.integers(0, len(golden[name]), cfg.steps)]
+            if np.issubdtype(base.dtype, np.floating):
+                base = base + rng.normal(0, max(float(base.std()), 1e-3), base.shape).astype(base.dtype) * 0.1
+            inputs[name] = base
+        seq = Sequence(inputs, np.arange(cfg.steps) % 250 == 0)
+    ref = _run(module_step(torch.export.load(bundle / pt2["file"]).module(), manifest), seq, manifest, cfg, "pt2")
+    return seq, ref
+
+
+def _run(step: Callable, seq: Sequence, manifest: Manifest, cfg: VerifyConfig, label: str) -> Trace:
+    start = None
+    if manifest.episode_start_input:
+        spec = next(t for t in manifest.inputs if t.name == manifest.episode_start_input)
+        start = (spec.name, spec.shape)
+    bar = None
+    if cfg.progress:
+        from tqdm import tqdm
+
+        def bar(it):  # noqa: ANN001, ANN202
+            return tqdm(it, desc=f"{label:>6}", unit="step", leave=False)
+    return graph_rollout(step, seq, [t.name for t in manifest.inputs], manifest.state, start, progress=bar)
+
+
+def eager_from_source(source: str, manifest: Manifest, cfg: VerifyConfig) -> tuple[Sequence, Trace]:
+    """Rebuild the eager policy with the user's factory and step it in its env (or around its example)."""
+    from torchrl.envs.utils import ExplorationType, set_exploration_type
+
+    from host.export import _is_one_hot, _raw_example, reference
+    from host.graph import plan_graph
+    from host.sources import load_factory
+
+    made = load_factory(source)
+    mode = ExplorationType.RANDOM if manifest.exploration.mode == "random" else ExplorationType.DETERMINISTIC
+    raw = _raw_example(made.policy, made.env, made.example)
+    with set_exploration_type(mode):
+        graph, _ = plan_graph(made.policy.eval(), raw, _is_one_hot(made.env), made.env)
+    names = [s.spec.name for s in graph.plan.inputs] + [s.spec.name for s in graph.plan.outputs]
+    declared = [t.name for t in manifest.inputs] + [t.name for t in manifest.outputs]
+    if names != declared:
+        raise VerifyError(f"{source} builds a policy with I/O {names}, but the bundle has {declared}; "
+                          "pass the factory the bundle was exported from")
+    return reference(made.policy, made.env, made.example, graph.plan, cfg.steps, cfg.seed, mode, cfg.progress)
+
+
+def verify_bundle(cfg: VerifyConfig, say: Callable[[str], None] = print,
+                  eager: tuple[Sequence, Trace] | None = None) -> dict[str, Any]:
+    """Run every backend, record the figures in the manifest, raise VerifyError on disagreement."""
+    bundle = Path(cfg.bundle)
+    manifest = load_bundle(bundle)
+    if eager is not None:
+        reference_name, (seq, ref) = "eager", eager
+    elif cfg.source:
+        reference_name, (seq, ref) = "eager", eager_from_source(cfg.source, manifest, cfg)
+    else:
+        reference_name, (seq, ref) = "pt2", _pt2_reference(bundle, manifest, cfg)
+
+    steps: dict[str, Callable] = {"onnx": onnx_step(bundle / manifest.model_file, manifest)}
+    pt2 = manifest.backends.get("pt2", {})
+    if pt2.get("status") == "ok" and reference_name != "pt2":
+        steps["pt2"] = module_step(torch.export.load(bundle / pt2["file"]).module(), manifest)
     aoti = manifest.backends.get("aoti", {})
     if aoti.get("status") == "ok":
-        steps["aoti"] = module_step(torch._inductor.aoti_load_package(str(bundle / aoti["file"])))
+        steps["aoti"] = module_step(torch._inductor.aoti_load_package(str(bundle / aoti["file"])), manifest)
 
-    def bar(label: str) -> Callable:
-        return (lambda it: tqdm(it, desc=f"{label:>6}", unit="frame", leave=False)) if cfg.progress else None
-
-    with set_exploration_type(mode):
-        # The eager LSTM resets through is_init (as in training), the exports through zeroed inputs.
-        ref = run_sequence(eager_step(policy), frames.pixels, frames.starts, initial,
-                           reset_to_zeros=not policy.uses_is_init, progress=bar("eager"))
-        results: dict[str, Any] = {}
-        for name, step in steps.items():
-            trace = run_sequence(step, frames.pixels, frames.starts, initial, progress=bar(name))
-            figures = _compare(ref, trace, cfg.atol)
-            if stochastic:
-                figures["exploration"] = _exploration_check(trace, manifest.exploration.epsilon, cfg.z_max)
-                figures["ok"] = (figures["exploration"]["ok"] and figures["max_abs_diff_values"] <= cfg.atol
-                                 and figures["max_abs_diff_state"] <= cfg.atol)
-            else:
-                figures["ok"] = (figures["action_agreement"] == 1.0 and figures["max_abs_diff_values"] <= cfg.atol
-                                 and figures["max_abs_diff_state"] <= cfg.atol)
-            results[name] = figures
-    if stochastic:
-        results["eager"] = {"exploration": _exploration_check(ref, manifest.exploration.epsilon, cfg.z_max)}
-
-    for name, fig in results.items():
-        if name == "eager":
-            e = fig["exploration"]
-            say(f"  eager  off-greedy {e['off_greedy_rate']:.3f} (expected {e['expected_rate']:.3f}, z {e['z']:+.2f})")
-            continue
-        line = (f"  {name:<5}  actions {fig['action_agreement']:7.2%}  max|dv| {fig['max_abs_diff_values']:.2e}"
-                f"  max|dstate| {fig['max_abs_diff_state']:.2e}")
+    stochastic = manifest.exploration.mode == "random"
+    egreedy = stochastic and manifest.exploration.epsilon > 0 and manifest.values_output is not None
+    results: dict[str, Any] = {}
+    for name, step in steps.items():
         if stochastic:
-            e = fig["exploration"]
-            line += f"  off-greedy {e['off_greedy_rate']:.3f} (expected {e['expected_rate']:.3f}, z {e['z']:+.2f})"
-        say(line + ("  ok" if fig["ok"] else "  FAIL"))
-    for name in ("pt2", "aoti"):
-        status = manifest.backends.get(name, {}).get("status")
-        if status != "ok":
-            reason = manifest.backends.get(name, {}).get("reason", "")
-            say(f"  {name:<5}  not checked ({status}{': ' + reason if reason else ''})")
+            torch.manual_seed(cfg.seed)
+        trace = _run(step, seq, manifest, cfg, name)
+        figures = _compare(ref, trace, manifest)
+        within = figures["max_abs_diff_values"] <= cfg.atol and figures["max_abs_diff_state"] <= cfg.atol
+        if egreedy:
+            figures["exploration"] = _exploration_check(trace, manifest, cfg.z_max)
+            figures["ok"] = figures["exploration"]["ok"] and within
+        elif stochastic:
+            figures["ok"] = within  # sampled actions: only the distribution's inputs can be compared
+        else:
+            figures["ok"] = figures["action_agreement"] == 1.0 and within
+        results[name] = figures
+    if egreedy and reference_name == "eager":
+        results["eager"] = {"exploration": _exploration_check(ref, manifest, cfg.z_max)}
+    _say_results(results, manifest, stochastic, reference_name, say)
 
     manifest.parity = {
-        "frames": len(frames),
-        "episode_starts": int(frames.starts.sum()),
+        "reference": reference_name,
+        "frames": len(seq),
+        "episode_starts": int(seq.starts.sum()),
         "mode": manifest.exploration.mode,
         "atol": cfg.atol,
         "backends": results,
@@ -142,6 +217,30 @@ def verify_bundle(cfg: VerifyConfig, say: Callable[[str], None] = print) -> dict
     write_manifest(bundle, manifest)
     failed = [n for n, f in results.items() if not f.get("ok", True)]
     if failed:
-        raise VerifyError(f"backends {', '.join(failed)} disagree with the eager policy beyond tolerance "
+        raise VerifyError(f"backends {', '.join(failed)} disagree with the {reference_name} policy beyond tolerance "
                           f"(figures in {bundle / 'manifest.json'}); do not ship this bundle")
+    from host.quantize import recheck_int8
+
+    recheck_int8(bundle, say)
     return manifest.parity
+
+
+def _say_results(results: dict, manifest: Manifest, stochastic: bool, reference: str,
+                 say: Callable[[str], None]) -> None:
+    say(f"  reference: the {reference} policy")
+    for name, fig in results.items():
+        if name == "eager":
+            e = fig["exploration"]
+            say(f"  eager  off-greedy {e['off_greedy_rate']:.3f} (expected {e['expected_rate']:.3f}, z {e['z']:+.2f})")
+            continue
+        line = (f"  {name:<5}  actions {fig['action_agreement']:7.2%}  max|dv| {fig['max_abs_diff_values']:.2e}"
+                f"  max|dstate| {fig['max_abs_diff_state']:.2e}")
+        if "exploration" in fig:
+            e = fig["exploration"]
+            line += f"  off-greedy {e['off_greedy_rate']:.3f} (expected {e['expected_rate']:.3f}, z {e['z']:+.2f})"
+        say(line + ("  ok" if fig["ok"] else "  FAIL"))
+    for name in ("pt2", "aoti"):
+        status = manifest.backends.get(name, {}).get("status")
+        if status != "ok":
+            reason = manifest.backends.get(name, {}).get("reason", "")
+            say(f"  {name:<5}  not checked ({status}{': ' + reason if reason else ''})")

@@ -34,3 +34,28 @@ def bundle_copy(bundles, tmp_path):
         return dest
 
     return copy
+
+
+REPO = Path(__file__).resolve().parents[1]
+OWN_POLICIES = ("breakout_stacked", "invaders_actor")
+"""Policies edgerl has never seen (examples/): other games, other networks, frame stacks, one-hot actions."""
+
+
+def export_from(factory: str, out: Path, *extra: str):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "host.cli", "export", "--from", factory, "--out", str(out), *extra],
+                          capture_output=True, text=True, timeout=900, cwd=REPO)
+
+
+@pytest.fixture(scope="session")
+def own_bundles(tmp_path_factory) -> dict[str, Path]:
+    """Each of the user-style example policies, exported once through the CLI with every backend."""
+    root = tmp_path_factory.mktemp("own")
+    made = {}
+    for name in (*OWN_POLICIES, "tutorial_lstm"):
+        run = export_from(f"examples/{name}.py:make", root / name)
+        assert run.returncode == 0, run.stdout + run.stderr
+        made[name] = root / name
+    return made

@@ -46,14 +46,51 @@ def test_tampered_model(bundle_copy):
 
 def test_unknown_manifest_version(bundle_copy):
     bundle = bundle_copy()
-    edit_manifest(bundle, lambda d: d.update(format_version=2))
-    refused(device("play", bundle), "format version 2")
+    edit_manifest(bundle, lambda d: d.update(format_version=99))
+    refused(device("play", bundle), "format version 99")
 
 
 def test_model_inputs_that_do_not_match_the_manifest(bundle_copy):
     bundle = bundle_copy()
+    edit_manifest(bundle, lambda d: d["outputs"][1].update(shape=[7]))
+    refused(device("play", bundle), "action_value", "manifest says")
+
+
+def test_a_screen_input_of_the_wrong_shape_is_refused_before_playing(bundle_copy):
+    bundle = bundle_copy()
     edit_manifest(bundle, lambda d: d["inputs"][0].update(shape=[84, 84, 3]))
-    refused(device("play", bundle), "pixels", "manifest says")
+    refused(device("play", bundle), "pixels", "uint8[210, 160, 3]")
+
+
+@pytest.mark.parametrize(("damage", "words"), [
+    (lambda b: (b / "golden.npz").write_bytes(b"not a zip"), ["golden.npz"]),
+    (lambda b: __import__("numpy").savez(b / "golden.npz", other=[1]), ["golden.npz", "lacks"]),
+])
+def test_damaged_golden_file_is_one_line(bundle_copy, damage, words):
+    from device.manifest import sha256_file
+
+    bundle = bundle_copy()
+    damage(bundle)
+    edit_manifest(bundle, lambda d: d["files"].update({"golden.npz": sha256_file(bundle / "golden.npz")}))
+    refused(device("selftest", bundle), *words)
+
+
+@pytest.mark.parametrize(("change", "words"), [
+    (lambda d: d.update(files=list(d["files"])), ["malformed"]),
+    (lambda d: d["env"].update(frame_skip="4"), ["frame_skip"]),
+    (lambda d: d["env"].update(frame_skip=0), ["frame_skip"]),
+])
+def test_malformed_manifest_fields_are_one_line(bundle_copy, change, words):
+    bundle = bundle_copy()
+    edit_manifest(bundle, change)
+    refused(device("selftest", bundle), *words)
+    refused(device("play", bundle, "--max-steps", 5), *words)
+
+
+def test_selftest_refuses_a_game_without_a_rom(bundle_copy):
+    bundle = bundle_copy()
+    edit_manifest(bundle, lambda d: d["env"].update(game="no_such_game"))
+    refused(device("selftest", bundle), "no ROM")
 
 
 def test_corrupt_model_file_with_matching_hash(bundle_copy):
@@ -74,10 +111,11 @@ def test_missing_rom(bundle_copy):
 def test_wrong_shape_or_dtype_state_is_refused(bundles):
     manifest = load_bundle(bundles["stacked"])
     session = PolicySession(bundles["stacked"], manifest)
-    with pytest.raises(PolicyError, match="frames"):
-        session.set_state({"frames": np.zeros((3, 84, 84), dtype=np.float32)})
+    (stack,) = [p.input for p in manifest.state]
+    with pytest.raises(PolicyError, match=stack):
+        session.set_state({stack: np.zeros((3, 84, 84), dtype=np.float32)})
     with pytest.raises(PolicyError, match="float64"):
-        session.set_state({"frames": np.zeros((4, 84, 84), dtype=np.float64)})
+        session.set_state({stack: np.zeros((4, 84, 84), dtype=np.float64)})
 
 
 def test_nan_in_policy_output_is_refused(tmp_path):
@@ -87,7 +125,7 @@ def test_nan_in_policy_output_is_refused(tmp_path):
     from host.export import ExportConfig, export_bundle
     from host.policies import PolicyConfig, build_policy
 
-    policy = build_policy(PolicyConfig("dqn"), 6)
+    policy = build_policy(PolicyConfig("dqn"), EnvSpec())
     with torch.no_grad():
         next(policy.qnet.parameters()).fill_(float("nan"))
     save_checkpoint(tmp_path / "checkpoint.pt", PolicyConfig("dqn"), EnvSpec(), policy.qnet.state_dict())

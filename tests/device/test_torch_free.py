@@ -55,3 +55,37 @@ def test_board_install_has_no_torch_to_import(board_python, tmp_path):
     run = subprocess.run([str(board_python), "-c", "import torch"], capture_output=True, text=True, cwd=tmp_path)
     assert run.returncode != 0 and "No module named 'torch'" in run.stderr
     assert sys.executable != str(board_python)
+
+
+def test_own_policies_self_test_and_play_without_torch(board_python, own_bundles, tmp_path):
+    script = tmp_path / "check.py"
+    script.write_text(CHECK)
+    for name, bundle in own_bundles.items():
+        st = subprocess.run([str(board_python), str(script), "selftest", str(bundle)], capture_output=True,
+                            text=True, cwd=tmp_path, timeout=300)
+        assert st.returncode == 0 and ": ok" in st.stdout, st.stdout + st.stderr
+        if name == "tutorial_lstm":
+            continue  # no game: the user's own loop runs it (below)
+        pl = subprocess.run([str(board_python), str(script), "play", str(bundle), "--max-steps", "100"],
+                            capture_output=True, text=True, cwd=tmp_path, timeout=300)
+        assert pl.returncode == 0, pl.stdout + pl.stderr
+
+
+def test_the_runtime_api_runs_a_sensor_policy_in_a_users_loop(board_python, own_bundles, tmp_path):
+    loop = tmp_path / "loop.py"
+    loop.write_text(
+        "import sys, numpy as np\n"
+        "from device import Policy\n"
+        "p = Policy.load(sys.argv[1])\n"
+        "p.reset()\n"
+        "first = [p.act(np.full(32, 0.5, dtype=np.float32)) for _ in range(3)]\n"
+        "p.reset()\n"
+        "again = p.act(np.full(32, 0.5, dtype=np.float32))\n"
+        "assert np.array_equal(first[0], again), 'reset did not restart the episode'\n"
+        "assert not np.array_equal(first[0], first[2]), 'state was not carried'\n"
+        "assert 'torch' not in sys.modules\n"
+        "print('ok', first[0].shape)\n"
+    )
+    run = subprocess.run([str(board_python), str(loop), str(own_bundles["tutorial_lstm"])], capture_output=True,
+                         text=True, cwd=tmp_path, timeout=300)
+    assert run.returncode == 0 and "ok (5,)" in run.stdout, run.stdout + run.stderr

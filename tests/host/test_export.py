@@ -70,7 +70,7 @@ def test_manifest_maps_policy_indices_to_ale_action_ids_and_env_semantics(bundle
 
 @pytest.mark.parametrize("kind", ["stacked", "lstm"])
 def test_stateful_bundles_verify_through_episode_starts(bundles, kind):
-    parity = verify_bundle(VerifyConfig(bundles[kind], frames=1000, progress=False), say=lambda _: None)
+    parity = verify_bundle(VerifyConfig(bundles[kind], steps=1000, progress=False), say=lambda _: None)
     assert parity["ok"] and parity["episode_starts"] >= 2
     assert parity["backends"]["onnx"]["max_abs_diff_state"] <= 1e-4
 
@@ -78,7 +78,7 @@ def test_stateful_bundles_verify_through_episode_starts(bundles, kind):
 def test_stochastic_bundle_explores_at_the_declared_rate(bundles):
     manifest = load_bundle(bundles["dqn-stochastic"])
     assert manifest.exploration.mode == "random" and manifest.exploration.epsilon == pytest.approx(0.1)
-    parity = verify_bundle(VerifyConfig(bundles["dqn-stochastic"], frames=1000, progress=False), say=lambda _: None)
+    parity = verify_bundle(VerifyConfig(bundles["dqn-stochastic"], steps=1000, progress=False), say=lambda _: None)
     onnx_fig = parity["backends"]["onnx"]
     assert abs(onnx_fig["exploration"]["z"]) < 4.5
     assert 0.02 < onnx_fig["exploration"]["off_greedy_rate"] < 0.2
@@ -95,11 +95,11 @@ def test_stochastic_check_rejects_a_graph_that_does_not_explore(bundles, tmp_pat
     data["exploration"] = {"mode": "random", "epsilon": 0.5}
     (bundle / "manifest.json").write_text(json.dumps(data))
     with pytest.raises(VerifyError):
-        verify_bundle(VerifyConfig(bundle, frames=1000, progress=False), say=lambda _: None)
+        verify_bundle(VerifyConfig(bundle, steps=1000, progress=False), say=lambda _: None)
 
 
 def test_export_from_checkpoint_keeps_the_trained_weights(tmp_path):
-    policy = build_policy(PolicyConfig("dqn"), 6, seed=5)
+    policy = build_policy(PolicyConfig("dqn"), load_bundle_env(), seed=5)
     with torch.no_grad():
         for p in policy.qnet.parameters():
             p.mul_(1.7)
@@ -114,9 +114,10 @@ def test_export_from_checkpoint_keeps_the_trained_weights(tmp_path):
 
     screen = np.random.default_rng(0).integers(0, 255, (210, 160, 3), dtype=np.uint8)
     got = ort.InferenceSession(str(out / "policy.onnx")).run(["action_value"], {"pixels": screen})[0]
-    from host.policies import GraphPolicy
+    from tensordict import TensorDict
 
-    want = GraphPolicy(policy)(torch.from_numpy(screen))[1].detach().numpy()
+    seen = policy.env.transform(TensorDict({"pixels": torch.from_numpy(screen)}, batch_size=[]))
+    want = policy.actor(seen)["action_value"].detach().numpy()
     np.testing.assert_allclose(got, want, atol=1e-4)
 
 
@@ -136,5 +137,5 @@ def test_verify_fails_when_a_backend_disagrees(bundles, tmp_path):
     shutil.copy(other / "policy.pt2", bundle / "policy.pt2")
     run = edgerl("verify", bundle)
     assert run.returncode == 1
-    assert "pt2" in run.stderr and "disagree" in run.stderr
-    assert load_bundle(bundle).parity["backends"]["pt2"]["ok"] is False
+    assert "onnx" in run.stderr and "disagree" in run.stderr and "pt2 policy" in run.stderr
+    assert load_bundle(bundle).parity["backends"]["onnx"]["ok"] is False

@@ -98,3 +98,17 @@ def test_aoti_failure_is_recorded_and_other_formats_go_on(tmp_path, monkeypatch)
     assert aoti["status"] == "failed" and "GLIBCXX" in aoti["reason"] and "\n" not in aoti["reason"]
     assert any(line.strip().startswith("aoti  failed: OSError") for line in lines)
     assert (out / "policy.onnx").is_file() and not (out / "policy.aoti.pt2").exists()
+
+
+def test_commands_without_boards_do_not_need_paramiko(tmp_path):
+    # A host without the deploy extra: paramiko cannot be imported.
+    code = ("import sys; sys.modules['paramiko'] = None\n"
+            "from host.cli import main\n"
+            f"sys.exit(main(['plot', {str(tmp_path / 'none')!r}]))\n")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2 and "paramiko" not in run.stderr and "Traceback" not in run.stderr, run.stderr
+    assert "does not exist" in run.stderr
+    run = subprocess.run([sys.executable, "-c", "import sys; sys.modules['paramiko'] = None\n"
+                          "from host.cli import main\nsys.exit(main(['status', '--on', 'local:/x']))"],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2 and "edgerl[deploy]" in run.stderr, run.stderr

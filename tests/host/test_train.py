@@ -4,7 +4,6 @@ import subprocess
 import sys
 
 import numpy as np
-import onnxruntime as ort
 import pytest
 import torch
 
@@ -131,19 +130,21 @@ def test_shared_trunk_loss_equals_torchrl_actor_value_operator():
 
 
 def test_training_observations_equal_the_exported_graphs_preprocessing(bundles):
-    # The stacked graph returns its frame stack as next_frames: it must be what training fed the network.
-    session = ort.InferenceSession(str(bundles["stacked"] / "policy.onnx"))
+    # The stacked graph returns its frame stack as a next state: it must be what training fed the network.
+    from device import Policy
+
+    policy = Policy.load(bundles["stacked"])
+    (stack,) = [p.output for p in policy.manifest.state]
     games = GameBatch(EnvSpec(), 1, seed=3)
-    frames = np.zeros((4, 84, 84), dtype=np.float32)
     screen = games.pixels[0].copy()
     rng = np.random.default_rng(0)
     for step in range(300):
-        _, _, frames = session.run(None, {"pixels": screen, "frames": frames})
+        frames = policy.step(screen)[stack]
         assert np.array_equal(frames, games.frames[0].numpy()), f"step {step}"
         _, _, done, _, _ = games.step(rng.integers(0, 6, size=1))
         screen = games.pixels[0].copy()
         if done[0]:
-            frames = np.zeros_like(frames)
+            policy.reset()
 
 
 def test_plot_writes_the_learning_curve(tmp_path):

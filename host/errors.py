@@ -1,0 +1,19 @@
+"""The host's errors: each is one line for the user, with the exit code the CLI returns."""
+
+from __future__ import annotations
+
+from device.manifest import EdgerlError
+
+
+class ExportError(EdgerlError):
+    """The export cannot proceed; the message says what to do."""
+
+
+class VerifyError(EdgerlError):
+    """The bundle's backends disagree beyond tolerance."""
+
+    exit_code = 1
+
+
+class UsageError(EdgerlError):
+    """The command line asks for something that cannot be done."""

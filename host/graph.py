@@ -1,0 +1,302 @@
+"""Any TorchRL actor plus its env's observation transforms -> one graph of positional tensors.
+
+This is TorchRL's export tutorial done generally. The env's transforms are
+prepended to the policy so the board feeds raw observations; what is state
+(recurrent modules, `CatFrames` stacks) becomes explicit graph inputs and
+outputs, and one-hot actions become an index. The graph's I/O is derived
+from the module's `in_keys`/`out_keys` and the env's specs, or from an
+example TensorDict when the policy reads the user's own sensors.
+
+Stateful pieces follow one protocol: every state input is reset to zeros at
+episode start and fed the graph's previous output after that; an optional
+`is_init` input is True on the first step of an episode. A `CatFrames`
+stack uses `is_init` to pad itself as TorchRL does ("same" or a constant),
+and recurrent modules read it exactly as they do in TorchRL.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from tensordict import TensorDict, TensorDictBase
+from tensordict.nn import TensorDictModule, TensorDictModuleBase, TensorDictSequential
+from torch import nn
+from torchrl.envs import CatFrames, Compose, EnvBase, ObservationNorm, Transform, TransformedEnv
+
+from device.manifest import ACTION_OUTPUT, EPISODE_START_INPUT, StatePair, TensorSpec
+from host.errors import ExportError
+
+NestedKey = str | tuple[str, ...]
+VALUE_KEYS = ("action_value", "logits")
+"""Outputs kept beside the action when the policy writes them: what verify and the self-test compare."""
+
+# Transforms that shape rewards, count steps or prime states: they act on the
+# env's bookkeeping, not on what the policy sees, so they stay out of the graph.
+_BOOKKEEPING = {"StepCounter", "RewardSum", "RewardScaling", "RewardClipping", "InitTracker", "TensorDictPrimer",
+                "SignTransform", "TargetReturn", "DTypeCastTransform"}
+# Transforms that change the env's dynamics: the device loop cannot reproduce them.
+_DYNAMICS = {"FrameSkipTransform": "set frame_skip on the GymEnv instead (ALE repeats the action natively)",
+             "NoopResetEnv": "no-op starts are not reproduced on the board",
+             "EndOfLifeTransform": "life-loss episodes are not reproduced on the board",
+             "TimeMaxPool": "max-pooling over frames is not reproduced on the board",
+             "VecNorm": "its running statistics change during training; bake fixed ones with ObservationNorm",
+             "ActionMask": "action masks are not reproduced on the board",
+             "ActionDiscretizer": "action transforms are not reproduced on the board"}
+
+
+def flat_name(key: NestedKey) -> str:
+    """The graph name of a TensorDict key: nested keys joined with '_', as in TorchRL's export tutorial."""
+    return "_".join(key) if isinstance(key, tuple) else key
+
+
+@dataclass(frozen=True)
+class Slot:
+    """One graph input or output: where it lives in the TensorDict and its name and spec in the graph."""
+
+    key: NestedKey
+    spec: TensorSpec
+
+
+@dataclass
+class GraphPlan:
+    """What the graph reads and writes, in positional order."""
+
+    observations: list[Slot]
+    state_in: list[Slot]
+    episode_start: Slot | None
+    action: Slot
+    values: Slot | None
+    state_out: list[Slot]
+    one_hot_action: bool
+    state: list[StatePair] = field(default_factory=list)
+
+    @property
+    def inputs(self) -> list[Slot]:
+        """Observations, then states, then the episode-start flag."""
+        return [*self.observations, *self.state_in, *([self.episode_start] if self.episode_start else [])]
+
+    @property
+    def outputs(self) -> list[Slot]:
+        """Action, then values, then next states."""
+        return [self.action, *([self.values] if self.values else []), *self.state_out]
+
+
+class StackFrames(nn.Module):
+    """`CatFrames` as explicit state: the previous stack (padded on `is_init`) without its oldest frame, plus the new.
+
+    Inside a TorchRL env, CatFrames keeps a buffer that it fills at reset
+    with the first frame ("same") or a constant; here the buffer is an input
+    and the padding happens when `is_init` says the episode starts.
+    """
+
+    def __init__(self, n: int, dim: int, padding: str, padding_value: float) -> None:
+        super().__init__()
+        self.n, self.dim, self.padding, self.padding_value = n, dim, padding, padding_value
+
+    def forward(self, stack: torch.Tensor, frame: torch.Tensor, is_init: torch.Tensor) -> torch.Tensor:
+        """The next stack."""
+        if self.padding == "same":
+            pad = torch.cat([frame] * self.n, dim=self.dim)
+        else:
+            pad = torch.full_like(stack, self.padding_value)
+        stack = torch.where(is_init.reshape(-1)[0], pad, stack)
+        width = frame.shape[self.dim]
+        return torch.cat([stack.narrow(self.dim, width, stack.shape[self.dim] - width), frame], dim=self.dim)
+
+
+class Affine(nn.Module):
+    """`ObservationNorm` with its statistics frozen: its own `initialized` check does not trace."""
+
+    def __init__(self, loc: torch.Tensor, scale: torch.Tensor, standard_normal: bool) -> None:
+        super().__init__()
+        self.register_buffer("loc", loc.detach().clone())
+        self.register_buffer("scale", scale.detach().clone())
+        self.standard_normal = bool(standard_normal)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        """Normalised observation, as ObservationNorm computes it."""
+        return (obs - self.loc) / self.scale if self.standard_normal else obs * self.scale + self.loc
+
+
+class PolicyGraph(nn.Module):
+    """Positional tensors in, positional tensors out: what torch.export, AOTInductor and ONNX see."""
+
+    def __init__(self, chain: TensorDictModuleBase, plan: GraphPlan) -> None:
+        super().__init__()
+        self.chain, self.plan = chain, plan
+        self._in_keys = [s.key for s in plan.inputs]
+        self._out_keys = [s.key for s in plan.outputs]
+
+    def forward(self, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """One decision."""
+        td = TensorDict({}, batch_size=[])
+        for key, value in zip(self._in_keys, tensors, strict=True):
+            td.set(key, value)
+        td = self.chain(td)
+        outs = [td.get(key) for key in self._out_keys]
+        if self.plan.one_hot_action:
+            outs[0] = outs[0].argmax(-1)
+        if self.plan.one_hot_action or self.plan.action.spec.shape == []:
+            outs[0] = outs[0].reshape(())
+        return tuple(outs)
+
+
+def _transforms(env: EnvBase | None) -> list[Transform]:
+    if not isinstance(env, TransformedEnv):
+        return []
+    out: list[Transform] = []
+
+    def walk(t: Transform) -> None:
+        if isinstance(t, Compose):
+            for child in t.transforms:
+                walk(child)
+        else:
+            out.append(t)
+
+    walk(env.transform)
+    return out
+
+
+def _spec(name: str, value: torch.Tensor) -> TensorSpec:
+    return TensorSpec(name, list(value.shape), str(value.numpy().dtype) if value.dtype != torch.bool else "bool")
+
+
+def preprocessing(env: EnvBase | None, stack_keys: list[NestedKey]) -> tuple[list[TensorDictModuleBase], list[dict]]:
+    """The env's observation transforms as modules, CatFrames replaced by StackFrames; refuses dynamics changes."""
+    modules: list[TensorDictModuleBase] = []
+    stacks: list[dict] = []
+    for t in _transforms(env):
+        name = type(t).__name__
+        if name in _DYNAMICS:
+            raise ExportError(f"the env uses {name}, which the board cannot reproduce: {_DYNAMICS[name]}")
+        if name in _BOOKKEEPING:
+            continue
+        if getattr(t, "in_keys_inv", None):
+            raise ExportError(f"the env's {name} transforms actions; the board feeds actions to the game unchanged")
+        if isinstance(t, CatFrames):
+            if t.as_inverse:
+                raise ExportError("CatFrames(as_inverse=True) is not supported; stack observations, not actions")
+            for in_key, out_key in zip(t.in_keys, t.out_keys, strict=True):
+                state_key = f"{flat_name(out_key)}_stack"
+                stack_keys.append(state_key)
+                stacks.append({"in": in_key, "out": out_key, "state": state_key, "n": t.N})
+                modules.append(TensorDictModule(StackFrames(t.N, t.dim, t.padding, float(t.padding_value)),
+                                                in_keys=[state_key, in_key, EPISODE_START_INPUT], out_keys=[out_key]))
+            continue
+        if isinstance(t, ObservationNorm):
+            if not t.initialized:
+                raise ExportError("the env's ObservationNorm has no statistics yet; call init_stats() before export")
+            for in_key, out_key in zip(t.in_keys, t.out_keys, strict=True):
+                modules.append(TensorDictModule(Affine(t.loc, t.scale, t.standard_normal), in_keys=[in_key],
+                                                out_keys=[out_key]))
+            continue
+        modules.append(t)
+    return modules, stacks
+
+
+def _writes(policy: TensorDictModuleBase, key: NestedKey) -> NestedKey | None:
+    """Where the policy writes the next value of a state it reads: ("next", key), or key itself."""
+    outs = policy.out_keys
+    nxt = ("next", *key) if isinstance(key, tuple) else ("next", key)
+    if nxt in outs:
+        return nxt
+    return key if key in outs else None
+
+
+def plan_graph(policy: TensorDictModuleBase, raw: TensorDictBase, one_hot: bool,
+               env: EnvBase | None = None) -> tuple[PolicyGraph, tuple[torch.Tensor, ...]]:
+    """Build the graph for `policy` fed by the raw observations in `raw` (one real input, states included)."""
+    stack_keys: list[NestedKey] = []
+    pre, stacks = preprocessing(env, stack_keys)
+    chain = TensorDictSequential(*pre, policy) if pre else TensorDictSequential(policy)
+
+    state_keys = [k for k in policy.in_keys if k != EPISODE_START_INPUT and _writes(policy, k) is not None]
+    needs_init = EPISODE_START_INPUT in policy.in_keys or bool(stacks)
+    reserved = {*state_keys, EPISODE_START_INPUT}
+    observations = [k for k in raw.keys(include_nested=True, leaves_only=True)
+                    if k not in reserved and k not in ("done", "terminated", "truncated", "reward")]
+    if not observations:
+        raise ExportError("the policy reads no observation the env or example provides; check its in_keys")
+
+    example = TensorDict({}, batch_size=[])
+    for k in observations:
+        example.set(k, raw.get(k))
+    for k in state_keys:
+        if k not in raw.keys(include_nested=True):
+            raise ExportError(f"the policy carries state {k!r} but no initial value is known; add the module's "
+                              "primer to the env (env.append_transform(module.make_tensordict_primer())) "
+                              "or put it in the example")
+        example.set(k, torch.zeros_like(raw.get(k)))
+    init_value = raw.get(EPISODE_START_INPUT, None) if needs_init else None
+    if needs_init:
+        init_value = torch.ones(1, dtype=torch.bool) if init_value is None else torch.ones_like(init_value)
+        example.set(EPISODE_START_INPUT, init_value)
+    # Stacks: their state has the shape of the stacked observation; one eager pass finds it.
+    probe = example.clone()
+    for s in stacks:
+        frame = _run_prefix(pre, probe, s["in"])
+        n_dim = list(frame.shape)
+        dim = next(m.module.dim for m in pre if isinstance(m, TensorDictModule) and isinstance(m.module, StackFrames)
+                   and m.out_keys == [s["out"]])
+        n_dim[dim] *= s["n"]
+        example.set(s["state"], torch.zeros(n_dim, dtype=frame.dtype))
+
+    try:
+        with torch.no_grad():
+            result = chain(example.clone())
+    except Exception as err:  # any module error: name it in one line
+        raise ExportError(f"the policy fails on the env's observations: {type(err).__name__}: "
+                          f"{str(err).strip().splitlines()[0][:200] if str(err).strip() else ''}") from err
+    if "action" not in result.keys(include_nested=True):
+        raise ExportError("the policy writes no 'action'; export the actor that acts (e.g. QValueActor, "
+                          "ProbabilisticActor), not a value network")
+    action = result.get("action")
+    if one_hot:
+        action = action.argmax(-1).reshape(())
+    values_key = next((k for k in VALUE_KEYS if k in result.keys()), None)
+
+    def slot(key: NestedKey, name: str, value: torch.Tensor) -> Slot:
+        return Slot(key, _spec(name, value))
+
+    obs_slots = [slot(k, flat_name(k), example.get(k)) for k in observations]
+    module_in = [slot(k, flat_name(k), example.get(k)) for k in state_keys]
+    module_out = [slot(_writes(policy, k), f"next_{flat_name(k)}", result.get(_writes(policy, k)))
+                  for k in state_keys]
+    stack_in = [slot(s["state"], s["state"], example.get(s["state"])) for s in stacks]
+    stack_out = [slot(s["out"], f"next_{s['state']}", result.get(s["out"])) for s in stacks]
+    state_in, state_out = [*module_in, *stack_in], [*module_out, *stack_out]
+    for i, o in zip(state_in, state_out, strict=True):
+        if i.spec.shape != o.spec.shape or i.spec.dtype != o.spec.dtype:
+            raise ExportError(f"state {i.spec.name!r} goes in as {i.spec.dtype}{i.spec.shape} but comes out as "
+                              f"{o.spec.dtype}{o.spec.shape}; a carried state must keep its shape")
+    plan = GraphPlan(
+        observations=obs_slots,
+        state_in=state_in,
+        episode_start=slot(EPISODE_START_INPUT, EPISODE_START_INPUT, init_value) if needs_init else None,
+        action=Slot("action", _spec(ACTION_OUTPUT, action)),
+        values=slot(values_key, values_key, result.get(values_key)) if values_key else None,
+        state_out=state_out,
+        one_hot_action=one_hot,
+        state=[StatePair(i.spec.name, o.spec.name, i.spec.shape, i.spec.dtype) for i, o in zip(state_in, state_out,
+                                                                                              strict=True)],
+    )
+    graph = PolicyGraph(chain, plan).eval()
+    args = tuple(example.get(s.key) if s.key != EPISODE_START_INPUT else init_value for s in plan.inputs)
+    names = [s.spec.name for s in [*plan.inputs, *plan.outputs]]
+    if len(set(names)) != len(names):
+        raise ExportError(f"graph names collide ({names}); rename the policy's keys")
+    return graph, args
+
+
+def _run_prefix(pre: list[TensorDictModuleBase], td: TensorDictBase, key: NestedKey) -> torch.Tensor:
+    """Run the preprocessing until `key` exists (the frame a stack is made of)."""
+    td = td.clone()
+    with torch.no_grad():
+        for m in pre:
+            if isinstance(m, TensorDictModule) and isinstance(m.module, StackFrames):
+                if m.in_keys[1] == key:
+                    return td.get(key)
+                continue
+            td = m(td)
+    return td.get(key)

@@ -1,0 +1,210 @@
+"""Real inputs and the reference outputs for them: the eager TorchRL policy, and any backend stepped as the board does.
+
+`eager_env_rollout` steps the user's own TorchRL env (its transforms,
+CatFrames buffers, primers and InitTracker included) with the eager policy,
+and taps the raw observations the base env produced: what the board will
+feed. `eager_example_rollout` does the same for a policy with no env,
+around the user's example input. `graph_rollout` steps any exported form
+(pt2, AOTInductor, ONNX) the way `device.Policy` does: states from zeros at
+episode start, `is_init` True on an episode's first step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from tensordict import TensorDict, TensorDictBase
+from tensordict.nn import TensorDictModuleBase
+from torchrl.envs import EnvBase
+from torchrl.envs.utils import ExplorationType, set_exploration_type, step_mdp
+
+from host.envs import base_env
+from host.graph import GraphPlan
+
+Progress = Callable[[Iterable[int]], Iterable[int]] | None
+
+
+@dataclass
+class Sequence:
+    """Observation inputs by graph name, [T, ...], and the episode starts along them."""
+
+    inputs: dict[str, np.ndarray]
+    starts: np.ndarray
+
+    def __len__(self) -> int:
+        """Number of steps."""
+        return len(self.starts)
+
+
+@dataclass
+class Trace:
+    """Every graph output by name, [T, ...], along a sequence."""
+
+    outputs: dict[str, np.ndarray]
+
+
+def _np(value: torch.Tensor) -> np.ndarray:
+    return value.detach().cpu().numpy().copy()
+
+
+def _eager_outputs(td: TensorDictBase, plan: GraphPlan) -> dict[str, np.ndarray]:
+    action = td.get(plan.action.key)
+    if plan.one_hot_action:
+        action = action.argmax(-1)
+    if plan.one_hot_action or plan.action.spec.shape == []:
+        action = action.reshape(())
+    out = {plan.action.spec.name: _np(action)}
+    for slot in ([plan.values] if plan.values else []) + plan.state_out:
+        out[slot.spec.name] = _np(td.get(slot.key))
+    return out
+
+
+def _stack(rows: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    return {k: np.stack([r[k] for r in rows]) for k in rows[0]}
+
+
+def _fill_missing(td: TensorDictBase, plan: GraphPlan, start: bool) -> None:
+    """States and is_init a user's env does not provide, as the board would feed them."""
+    stack_keys = {s.key for s in plan.state_in if isinstance(s.key, str) and s.key.endswith("_stack")}
+    for slot in plan.state_in:
+        if slot.key not in stack_keys and (start or slot.key not in td.keys(include_nested=True)):
+            if slot.key not in td.keys(include_nested=True):
+                td.set(slot.key, torch.zeros(slot.spec.shape, dtype=getattr(torch, slot.spec.dtype)))
+    if plan.episode_start is not None and not any(k == plan.episode_start.key for k in td.keys()):
+        td.set(plan.episode_start.key, torch.full(plan.episode_start.spec.shape, start, dtype=torch.bool))
+
+
+class RawTap:
+    """Records the raw observations the base env returns, before any transform touches them."""
+
+    def __init__(self, env: EnvBase, keys: list) -> None:
+        self.base, self.keys, self.last = base_env(env), keys, {}
+
+    def __enter__(self) -> RawTap:
+        step, reset = self.base._step, self.base._reset
+
+        def tapped_step(td: TensorDictBase) -> TensorDictBase:
+            return self._keep(step(td))
+
+        def tapped_reset(td: TensorDictBase | None = None, **kwargs: object) -> TensorDictBase:
+            return self._keep(reset(td, **kwargs))
+
+        self.base._step, self.base._reset = tapped_step, tapped_reset
+        return self
+
+    def _keep(self, out: TensorDictBase) -> TensorDictBase:
+        self.last = {k: out.get(k).clone() for k in self.keys if k in out.keys(include_nested=True)}
+        return out
+
+    def __exit__(self, *exc: object) -> None:
+        del self.base._step, self.base._reset
+
+
+def eager_env_rollout(policy: TensorDictModuleBase, env: EnvBase, plan: GraphPlan, steps: int, seed: int,
+                      mode: ExplorationType, segment: int = 250, progress: Progress = None
+                      ) -> tuple[Sequence, Trace]:
+    """Step the user's env with seeded random actions; the eager policy decides on every step.
+
+    Actions are random so the frames cover the game, not one policy's habits;
+    episodes are cut every `segment` steps so states cross several resets.
+    """
+    obs_keys = [s.key for s in plan.observations]
+    inputs, outputs, starts = [], [], []
+    torch.manual_seed(seed)
+    env.set_seed(seed)
+    with RawTap(env, obs_keys) as tap, torch.no_grad(), set_exploration_type(mode):
+        td, start = env.reset(), True
+        indices: Iterable[int] = range(steps)
+        for t in progress(indices) if progress else indices:
+            if t and t % segment == 0:
+                td, start = env.reset(), True
+            raw = tap.last
+            inputs.append({s.spec.name: _np(raw[s.key]) for s in plan.observations})
+            starts.append(start)
+            _fill_missing(td, plan, start)
+            td = policy(td)
+            outputs.append(_eager_outputs(td, plan))
+            td.set("action", env.action_spec.rand())
+            td = env.step(td)
+            done = bool(td.get(("next", "done")).any())
+            td = step_mdp(td)
+            start = False
+            if done:
+                td, start = env.reset(), True
+    return Sequence(_stack(inputs), np.asarray(starts)), Trace(_stack(outputs))
+
+
+def eager_example_rollout(policy: TensorDictModuleBase, example: TensorDictBase, plan: GraphPlan, steps: int,
+                          seed: int, mode: ExplorationType, segment: int = 250, progress: Progress = None
+                          ) -> tuple[Sequence, Trace]:
+    """Step the policy on observations around the example (seeded noise), carrying states as TorchRL does."""
+    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    inputs, outputs, starts = [], [], []
+    td = TensorDict({}, batch_size=[])
+    with torch.no_grad(), set_exploration_type(mode):
+        indices: Iterable[int] = range(steps)
+        for t in progress(indices) if progress else indices:
+            start = t % segment == 0
+            obs = {}
+            for s in plan.observations:
+                base = example.get(s.key)
+                if base.is_floating_point():
+                    scale = float(base.std()) if base.numel() > 1 and float(base.std()) > 0 else 1.0
+                    base = base + scale * torch.randn(base.shape, generator=gen, dtype=base.dtype)
+                obs[s.key] = base
+                td.set(s.key, base)
+            inputs.append({s.spec.name: _np(obs[s.key]) for s in plan.observations})
+            starts.append(start)
+            if start:
+                for slot in plan.state_in:
+                    td.set(slot.key, torch.zeros(slot.spec.shape, dtype=getattr(torch, slot.spec.dtype)))
+            if plan.episode_start is not None:
+                td.set(plan.episode_start.key, torch.full(plan.episode_start.spec.shape, start, dtype=torch.bool))
+            td = policy(td)
+            outputs.append(_eager_outputs(td, plan))
+            # TorchRL's stepping: what the policy wrote for the next step becomes the state it reads.
+            nxt = td.clone()
+            for i, o in zip(plan.state_in, plan.state_out, strict=True):
+                nxt.set(i.key, td.get(o.key))
+            td = nxt.exclude("next") if "next" in nxt.keys() else nxt
+    return Sequence(_stack(inputs), np.asarray(starts)), Trace(_stack(outputs))
+
+
+Step = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
+
+
+def graph_rollout(step: Step, seq: Sequence, plan_inputs: list, state: list, episode_start: tuple | None,
+                  progress: Progress = None) -> Trace:
+    """Step an exported form as the board does: zeros and is_init at each start, its own outputs after."""
+    carried: dict[str, np.ndarray] = {}
+    rows = []
+    indices: Iterable[int] = range(len(seq))
+    for t in progress(indices) if progress else indices:
+        start = bool(seq.starts[t])
+        if start:
+            carried = {p.input: np.zeros(p.shape, dtype=p.dtype) for p in state}
+        feed = {name: seq.inputs[name][t] for name in seq.inputs}
+        feed.update(carried)
+        if episode_start is not None:
+            name, shape = episode_start
+            feed[name] = np.full(shape, start, dtype=bool)
+        out = step({name: feed[name] for name in plan_inputs})
+        rows.append(out)
+        carried = {p.input: out[p.output] for p in state}
+    return Trace(_stack(rows))
+
+
+def states_fed(trace: Trace, seq: Sequence, state: list) -> dict[str, np.ndarray]:
+    """The state inputs a trace implies: zeros at episode starts, the previous step's outputs after."""
+    fed = {}
+    for p in state:
+        out = trace.outputs[p.output]
+        inp = np.zeros_like(out)
+        inp[1:] = out[:-1]
+        inp[seq.starts] = 0
+        fed[p.input] = inp
+    return fed
