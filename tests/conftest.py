@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -36,17 +37,9 @@ def bundle_copy(bundles, tmp_path):
     return copy
 
 
-REPO = Path(__file__).resolve().parents[1]
-OWN_POLICIES = ("breakout_stacked", "invaders_actor")
-"""Policies edgerl has never seen (examples/): other games, other networks, frame stacks, one-hot actions."""
 
-
-def export_from(factory: str, out: Path, *extra: str):
-    import subprocess
-    import sys
-
-    return subprocess.run([sys.executable, "-m", "host.cli", "export", "--from", factory, "--out", str(out), *extra],
-                          capture_output=True, text=True, timeout=900, cwd=REPO)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from tests_own import OWN_POLICIES, export_from  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -6,10 +6,12 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import OWN_POLICIES, REPO, export_from
 
-from device import Policy
-from device.manifest import load_bundle
+sys.path.insert(0, str(__import__('pathlib').Path(__file__).resolve().parents[1]))
+from tests_own import OWN_POLICIES, REPO, export_from  # noqa: E402
+
+from device import Policy  # noqa: E402
+from device.manifest import load_bundle  # noqa: E402
 
 GAMES = {"breakout_stacked": "breakout", "invaders_actor": "space_invaders"}
 
