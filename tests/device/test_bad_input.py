@@ -129,7 +129,8 @@ def test_nan_in_policy_output_is_refused(tmp_path):
     with torch.no_grad():
         next(policy.qnet.parameters()).fill_(float("nan"))
     save_checkpoint(tmp_path / "checkpoint.pt", PolicyConfig("dqn"), EnvSpec(), policy.qnet.state_dict())
-    bundle = export_bundle(ExportConfig(out=tmp_path / "b", source=tmp_path / "checkpoint.pt", aoti=False, verify=False),
+    bundle = export_bundle(ExportConfig(out=tmp_path / "b", source=tmp_path / "checkpoint.pt", aoti=False,
+                                        verify=False),
                            say=lambda _: None)
     refused(device("play", bundle, "--max-steps", 3), "NaN")
 

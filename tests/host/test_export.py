@@ -27,7 +27,7 @@ def test_cli_export_then_verify_dqn_with_every_backend(tmp_path):
     out = tmp_path / "bundle"
     run = edgerl("export", "--untrained", "--out", out)
     assert run.returncode == 0, run.stderr
-    assert "verify ok: 1000 frames" in run.stdout
+    assert "verify ok: 1000 steps" in run.stdout
     for backend in ("onnx", "pt2", "aoti"):
         assert f"{backend:<5}  actions 100.00%" in run.stdout
     manifest = load_bundle(out)

@@ -8,6 +8,7 @@ import sys
 import pytest
 import torch
 
+from host.errors import ExportError
 from host.export import ExportConfig, export_bundle
 
 
@@ -69,7 +70,7 @@ def test_failed_export_leaves_nothing_behind(tmp_path, monkeypatch):
         raise RuntimeError("simulated crash in the ONNX exporter")
 
     monkeypatch.setattr(torch.onnx, "export", broken)
-    with pytest.raises(RuntimeError):
+    with pytest.raises(ExportError, match="simulated crash"):
         export_bundle(ExportConfig(out=tmp_path / "b", untrained=True, aoti=False), say=lambda _: None)
     assert list(tmp_path.iterdir()) == []
 
@@ -79,7 +80,7 @@ def test_failed_reexport_keeps_the_previous_bundle(bundles, tmp_path, monkeypatc
     shutil.copytree(bundles["dqn"], out)
     before = (out / "manifest.json").read_text()
     monkeypatch.setattr(torch.onnx, "export", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("boom")))
-    with pytest.raises(RuntimeError):
+    with pytest.raises(ExportError, match="boom"):
         export_bundle(ExportConfig(out=out, untrained=True, aoti=False), say=lambda _: None)
     assert (out / "manifest.json").read_text() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b"]
