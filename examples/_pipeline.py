@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -27,3 +28,12 @@ def run_pipeline(factory: str, work: Path, aoti: bool = True, play_steps: int | 
     print(f"board's current release: {status['current']}")
     if play_steps:
         _edgerl("run", "--on", f"local:{board}", "--max-steps", play_steps, "--reports", work / "reports")
+
+
+def example_args(doc: str, default_out: str, parser: argparse.ArgumentParser | None = None) -> argparse.Namespace:
+    """An example script's command line: --out and --no-aoti, plus whatever the script added to `parser`."""
+    parser = parser or argparse.ArgumentParser()
+    parser.description = doc.splitlines()[0]
+    parser.add_argument("--out", type=Path, default=Path(default_out), help="work folder")
+    parser.add_argument("--no-aoti", action="store_true", help="skip the AOTInductor package")
+    return parser.parse_args()

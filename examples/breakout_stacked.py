@@ -10,7 +10,6 @@ the env and the module.
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import torch
@@ -72,12 +71,9 @@ def main() -> None:
     import sys
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
-    from examples._pipeline import run_pipeline
+    from examples._pipeline import example_args, run_pipeline
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path("build/breakout-stacked"), help="work folder")
-    parser.add_argument("--no-aoti", action="store_true", help="skip the AOTInductor package")
-    args = parser.parse_args()
+    args = example_args(__doc__, "build/breakout-stacked")
     run_pipeline(f"{__file__}:make", args.out, aoti=not args.no_aoti, play_steps=300)
 
 

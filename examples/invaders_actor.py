@@ -10,7 +10,6 @@ distribution; stochastic export = a draw inside the graph).
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import torch
@@ -51,12 +50,9 @@ def main() -> None:
     import sys
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
-    from examples._pipeline import run_pipeline
+    from examples._pipeline import example_args, run_pipeline
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path("build/invaders-actor"), help="work folder")
-    parser.add_argument("--no-aoti", action="store_true", help="skip the AOTInductor package")
-    args = parser.parse_args()
+    args = example_args(__doc__, "build/invaders-actor")
     run_pipeline(f"{__file__}:make", args.out, aoti=not args.no_aoti, play_steps=300)
 
 

@@ -71,13 +71,11 @@ def main() -> None:
     import sys
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
-    from examples._pipeline import run_pipeline
+    from examples._pipeline import example_args, run_pipeline
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path("build/tutorial-dqn"), help="work folder")
+    parser = argparse.ArgumentParser()
     parser.add_argument("--train-frames", type=int, default=0, help="toy DQN training first (default none)")
-    parser.add_argument("--no-aoti", action="store_true", help="skip the AOTInductor package")
-    args = parser.parse_args()
+    args = example_args(__doc__, "build/tutorial-dqn", parser)
     os.environ["EDGERL_TUTORIAL_FRAMES"] = str(args.train_frames)
     run_pipeline(f"{__file__}:make", args.out, aoti=not args.no_aoti, play_steps=300)
 

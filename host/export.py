@@ -33,6 +33,7 @@ from torchrl.envs.utils import ExplorationType, set_exploration_type
 
 from device.manifest import (
     AOTI_FILE,
+    EPISODE_START_INPUT,
     GOLDEN_FILE,
     HOST_ONLY_FILES,
     MANIFEST,
@@ -47,7 +48,7 @@ from device.manifest import (
 )
 from host.envs import action_table, env_spec_from
 from host.errors import ExportError
-from host.graph import GraphPlan, PolicyGraph, plan_graph
+from host.graph import GraphPlan, PolicyGraph, plan_graph, state_keys
 from host.policies import epsilon_of
 from host.rollout import RawTap, Sequence, Trace, eager_env_rollout, eager_example_rollout, states_fed
 
@@ -132,33 +133,28 @@ def _raw_example(policy: TensorDictModuleBase, env: EnvBase | None, example: Ten
     with RawTap(env, keys) as tap:
         transformed = env.reset()
     raw = TensorDict(dict(tap.last), batch_size=[])
-    for key in policy.in_keys:
+    # Besides raw observations, the graph takes what the policy carries: its states and is_init. Keys the
+    # transforms produce are made inside the graph, so they are not taken from the transformed reset.
+    carried = [k for k in policy.in_keys if k == EPISODE_START_INPUT or k in state_keys(policy)]
+    for key in carried:
         if key not in raw.keys(include_nested=True) and key in transformed.keys(include_nested=True):
-            if key not in keys:
-                raw.set(key, transformed.get(key))
+            raw.set(key, transformed.get(key))
     from torchrl.modules.utils import get_primers_from_module
 
     primer = get_primers_from_module(policy, warn=False)
     if primer is not None:
         for key, spec in primer.primers.items(include_nested=True, leaves_only=True):
-            if key not in raw.keys(include_nested=True):
+            if key in carried and key not in raw.keys(include_nested=True):
                 raw.set(key, spec.zero())
-    # Transformed-only keys the policy reads but the raw env does not give are produced by the graph's
-    # preprocessing; drop them so they are not mistaken for inputs.
-    for key in list(raw.keys(include_nested=True, leaves_only=True)):
-        if key not in keys and key not in _state_like(policy):
-            raw = raw.exclude(key)
     return raw
 
 
-def _state_like(policy: TensorDictModuleBase) -> set:
-    outs = set(policy.out_keys)
-    found = {"is_init"}
-    for key in policy.in_keys:
-        nxt = ("next", *key) if isinstance(key, tuple) else ("next", key)
-        if key in outs or nxt in outs:
-            found.add(key)
-    return found
+def build_graph(policy: TensorDictModuleBase, env: EnvBase | None, example: TensorDictBase | None,
+                mode: ExplorationType) -> tuple[PolicyGraph, tuple[torch.Tensor, ...]]:
+    """The graph of an eval-mode policy fed by its env's raw observations (or the example), and one input for it."""
+    raw = _raw_example(policy, env, example)
+    with set_exploration_type(mode):
+        return plan_graph(policy, raw, _is_one_hot(env), env)
 
 
 def export_policy(policy: TensorDictModuleBase, env: EnvBase | None, out: Path | str, *,
@@ -176,9 +172,7 @@ def export_policy(policy: TensorDictModuleBase, env: EnvBase | None, out: Path |
     policy = policy.eval()
     env_spec = env_spec_from(env) if env is not None else None
     ids, meanings = action_table(env) if env_spec is not None else ([], [])
-    raw = _raw_example(policy, env, example)
-    with set_exploration_type(mode):
-        graph, args = plan_graph(policy, raw, _is_one_hot(env), env)
+    graph, args = build_graph(policy, env, example, mode)
     plan = graph.plan
     if env_spec is not None and len(plan.observations) != 1:
         raise ExportError(f"a game policy must read only the screen; it reads {[s.key for s in plan.observations]}")

@@ -69,6 +69,8 @@ class GraphPlan:
     values: Slot | None
     state_out: list[Slot]
     one_hot_action: bool
+    module_states: int = 0
+    """How many of `state_in` the policy itself carries (the rest are CatFrames stacks, carried by the env)."""
     state: list[StatePair] = field(default_factory=list)
 
     @property
@@ -162,7 +164,7 @@ def _spec(name: str, value: torch.Tensor) -> TensorSpec:
     return TensorSpec(name, list(value.shape), str(value.numpy().dtype) if value.dtype != torch.bool else "bool")
 
 
-def preprocessing(env: EnvBase | None, stack_keys: list[NestedKey]) -> tuple[list[TensorDictModuleBase], list[dict]]:
+def preprocessing(env: EnvBase | None) -> tuple[list[TensorDictModuleBase], list[dict]]:
     """The env's observation transforms as modules, CatFrames replaced by StackFrames; refuses dynamics changes."""
     modules: list[TensorDictModuleBase] = []
     stacks: list[dict] = []
@@ -179,8 +181,7 @@ def preprocessing(env: EnvBase | None, stack_keys: list[NestedKey]) -> tuple[lis
                 raise ExportError("CatFrames(as_inverse=True) is not supported; stack observations, not actions")
             for in_key, out_key in zip(t.in_keys, t.out_keys, strict=True):
                 state_key = f"{flat_name(out_key)}_stack"
-                stack_keys.append(state_key)
-                stacks.append({"in": in_key, "out": out_key, "state": state_key, "n": t.N})
+                stacks.append({"in": in_key, "out": out_key, "state": state_key, "n": t.N, "dim": t.dim})
                 modules.append(TensorDictModule(StackFrames(t.N, t.dim, t.padding, float(t.padding_value)),
                                                 in_keys=[state_key, in_key, EPISODE_START_INPUT], out_keys=[out_key]))
             continue
@@ -204,16 +205,20 @@ def _writes(policy: TensorDictModuleBase, key: NestedKey) -> NestedKey | None:
     return key if key in outs else None
 
 
+def state_keys(policy: TensorDictModuleBase) -> list[NestedKey]:
+    """The keys the policy reads and writes back: its recurrent state (is_init excluded)."""
+    return [k for k in policy.in_keys if k != EPISODE_START_INPUT and _writes(policy, k) is not None]
+
+
 def plan_graph(policy: TensorDictModuleBase, raw: TensorDictBase, one_hot: bool,
                env: EnvBase | None = None) -> tuple[PolicyGraph, tuple[torch.Tensor, ...]]:
     """Build the graph for `policy` fed by the raw observations in `raw` (one real input, states included)."""
-    stack_keys: list[NestedKey] = []
-    pre, stacks = preprocessing(env, stack_keys)
+    pre, stacks = preprocessing(env)
     chain = TensorDictSequential(*pre, policy) if pre else TensorDictSequential(policy)
 
-    state_keys = [k for k in policy.in_keys if k != EPISODE_START_INPUT and _writes(policy, k) is not None]
+    states = state_keys(policy)
     needs_init = EPISODE_START_INPUT in policy.in_keys or bool(stacks)
-    reserved = {*state_keys, EPISODE_START_INPUT}
+    reserved = {*states, EPISODE_START_INPUT}
     observations = [k for k in raw.keys(include_nested=True, leaves_only=True)
                     if k not in reserved and k not in ("done", "terminated", "truncated", "reward")]
     if not observations:
@@ -222,7 +227,7 @@ def plan_graph(policy: TensorDictModuleBase, raw: TensorDictBase, one_hot: bool,
     example = TensorDict({}, batch_size=[])
     for k in observations:
         example.set(k, raw.get(k))
-    for k in state_keys:
+    for k in states:
         if k not in raw.keys(include_nested=True):
             raise ExportError(f"the policy carries state {k!r} but no initial value is known; add the module's "
                               "primer to the env (env.append_transform(module.make_tensordict_primer())) "
@@ -237,9 +242,7 @@ def plan_graph(policy: TensorDictModuleBase, raw: TensorDictBase, one_hot: bool,
     for s in stacks:
         frame = _run_prefix(pre, probe, s["in"])
         n_dim = list(frame.shape)
-        dim = next(m.module.dim for m in pre if isinstance(m, TensorDictModule) and isinstance(m.module, StackFrames)
-                   and m.out_keys == [s["out"]])
-        n_dim[dim] *= s["n"]
+        n_dim[s["dim"]] *= s["n"]
         example.set(s["state"], torch.zeros(n_dim, dtype=frame.dtype))
 
     try:
@@ -260,9 +263,9 @@ def plan_graph(policy: TensorDictModuleBase, raw: TensorDictBase, one_hot: bool,
         return Slot(key, _spec(name, value))
 
     obs_slots = [slot(k, flat_name(k), example.get(k)) for k in observations]
-    module_in = [slot(k, flat_name(k), example.get(k)) for k in state_keys]
+    module_in = [slot(k, flat_name(k), example.get(k)) for k in states]
     module_out = [slot(_writes(policy, k), f"next_{flat_name(k)}", result.get(_writes(policy, k)))
-                  for k in state_keys]
+                  for k in states]
     stack_in = [slot(s["state"], s["state"], example.get(s["state"])) for s in stacks]
     stack_out = [slot(s["out"], f"next_{s['state']}", result.get(s["out"])) for s in stacks]
     state_in, state_out = [*module_in, *stack_in], [*module_out, *stack_out]
@@ -278,6 +281,7 @@ def plan_graph(policy: TensorDictModuleBase, raw: TensorDictBase, one_hot: bool,
         values=slot(values_key, values_key, result.get(values_key)) if values_key else None,
         state_out=state_out,
         one_hot_action=one_hot,
+        module_states=len(module_in),
         state=[StatePair(i.spec.name, o.spec.name, i.spec.shape, i.spec.dtype) for i, o in zip(state_in, state_out,
                                                                                               strict=True)],
     )

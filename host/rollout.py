@@ -68,12 +68,10 @@ def _stack(rows: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
 
 def _fill_missing(td: TensorDictBase, plan: GraphPlan, start: bool) -> None:
     """States and is_init a user's env does not provide, as the board would feed them."""
-    stack_keys = {s.key for s in plan.state_in if isinstance(s.key, str) and s.key.endswith("_stack")}
-    for slot in plan.state_in:
-        if slot.key not in stack_keys and (start or slot.key not in td.keys(include_nested=True)):
-            if slot.key not in td.keys(include_nested=True):
-                td.set(slot.key, torch.zeros(slot.spec.shape, dtype=getattr(torch, slot.spec.dtype)))
-    if plan.episode_start is not None and not any(k == plan.episode_start.key for k in td.keys()):
+    for slot in plan.state_in[:plan.module_states]:
+        if slot.key not in td.keys(include_nested=True):
+            td.set(slot.key, torch.zeros(slot.spec.shape, dtype=getattr(torch, slot.spec.dtype)))
+    if plan.episode_start is not None and plan.episode_start.key not in td.keys():
         td.set(plan.episode_start.key, torch.full(plan.episode_start.spec.shape, start, dtype=torch.bool))
 
 

@@ -145,17 +145,12 @@ def _run(step: Callable, seq: Sequence, manifest: Manifest, cfg: VerifyConfig, l
 
 def eager_from_source(source: str, manifest: Manifest, cfg: VerifyConfig) -> tuple[Sequence, Trace]:
     """Rebuild the eager policy with the user's factory and step it in its env (or around its example)."""
-    from torchrl.envs.utils import ExplorationType, set_exploration_type
-
-    from host.export import _is_one_hot, _raw_example, reference
-    from host.graph import plan_graph
+    from host.export import _mode, build_graph, reference
     from host.sources import load_factory
 
     made = load_factory(source)
-    mode = ExplorationType.RANDOM if manifest.exploration.mode == "random" else ExplorationType.DETERMINISTIC
-    raw = _raw_example(made.policy, made.env, made.example)
-    with set_exploration_type(mode):
-        graph, _ = plan_graph(made.policy.eval(), raw, _is_one_hot(made.env), made.env)
+    mode = _mode(manifest.exploration.mode)
+    graph, _ = build_graph(made.policy.eval(), made.env, made.example, mode)
     names = [s.spec.name for s in graph.plan.inputs] + [s.spec.name for s in graph.plan.outputs]
     declared = [t.name for t in manifest.inputs] + [t.name for t in manifest.outputs]
     if names != declared:
