@@ -38,15 +38,19 @@ demo: venv
 	$(VENV)/bin/edgerl run --on local:$(DEMO)/board --episodes $(EPISODES) --reports $(DEMO)/reports; \
 	$(VENV)/bin/edgerl replay $$(ls -t $(DEMO)/reports/*.json | head -1) $$bundle --out $(DEMO)/game.gif
 
-# The shipped policy, reproduced: train (resuming the run if one is there), export with
-# int8, score 10 games on the device loop into the manifest, draw the learning curve.
-RUN    ?= runs/pong
-FRAMES ?= 12000000
+# The shipped policy, reproduced: train with PQN from scratch (resuming the run if one is
+# there), export with int8 re-judged, score 10 games on the device loop into the manifest,
+# draw the learning curve, and replace models/pong only if the new policy scores higher.
+RUN       ?= runs/pong-pqn
+FRAMES    ?= 20000000
+CANDIDATE ?= build/candidate
 model: venv
-	$(VENV)/bin/edgerl train --algo ppo --frames $(FRAMES) --out $(RUN) $$([ -f $(RUN)/checkpoint.pt ] && echo --resume)
-	$(VENV)/bin/edgerl export $(RUN) --out models/pong --int8
-	$(VENV)/bin/edgerl evaluate models/pong --episodes 10
-	$(VENV)/bin/edgerl plot $(RUN) --out models/pong/learning_curve.png
+	$(VENV)/bin/edgerl train --algo pqn --frames $(FRAMES) --out $(RUN) $$([ -f $(RUN)/checkpoint.pt ] && echo --resume)
+	rm -rf $(CANDIDATE)
+	$(VENV)/bin/edgerl export $(RUN) --out $(CANDIDATE) --int8
+	$(VENV)/bin/edgerl evaluate $(CANDIDATE) --episodes 10
+	$(VENV)/bin/edgerl plot $(RUN) --out $(CANDIDATE)/learning_curve.png
+	$(VENV)/bin/edgerl promote $(CANDIDATE) --to models/pong
 
 test: venv sshd
 	$(PY) -m pytest

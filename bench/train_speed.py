@@ -1,11 +1,10 @@
-"""Where PPO training time goes, and what bf16 buys: fp32 and bf16 trunks side by side in one run.
+"""Old trainer vs new: PPO (Python games, 2 torch threads) against PQN (ale-py vector env, collector and learner
+overlapped on one core each), alternated in one run so both see the same machine load.
 
-    python bench/train_speed.py [--iterations 4] [--rounds 2] [--threads 2]
+    python bench/train_speed.py [--rounds 2] [--ppo-iterations 4] [--pqn-iterations 12]
 
-Runs edgerl's PPO (8 games x 128 steps per iteration, 4 epochs x 4
-minibatches) in a temporary folder, alternating an fp32 and a bf16 trunk for
-a few rounds so both see the same machine load, and prints per precision the
-collection/learning split, frames/s, and the bf16 speed-up.
+Prints each trainer's steady-state frames/s (median wall time per iteration, the first iteration dropped: it
+pays start-up costs) and the ratio new/old. Both run their `edgerl train` defaults except the budget.
 """
 
 import argparse
@@ -17,49 +16,45 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from host.ppo import PPOConfig, native_bf16, train_ppo  # noqa: E402
+from host.ppo import PPOConfig, train_ppo  # noqa: E402
+from host.pqn import PQNConfig, train_pqn  # noqa: E402
 
-PER_ITER = 8 * 128 * 4
+
+def column(run: Path, name: str) -> list[float]:
+    with open(run / "logs" / "train" / "scalars" / f"{name}.csv") as fh:
+        return [float(r[1]) for r in csv.reader(fh) if r]
 
 
-def one_run(bf16: bool, iterations: int, threads: int) -> tuple[list[float], list[float]]:
-    """Collection and learning seconds of each steady-state iteration."""
+def ppo_rate(iterations: int) -> float:
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = PPOConfig(out=Path(tmp) / "run", frames=PER_ITER * iterations, threads=threads, bf16=bf16)
+        cfg = PPOConfig(out=Path(tmp) / "run", frames=8 * 128 * 4 * iterations)
         train_ppo(cfg, progress=False)
-        scalars = Path(tmp) / "run" / "logs" / "train" / "scalars"
+        per_iter = [c + lrn for c, lrn in zip(column(cfg.out, "collect_s"), column(cfg.out, "learn_s"), strict=True)]
+        return 8 * 128 * 4 / statistics.median(per_iter[1:])
 
-        def column(name: str) -> list[float]:
-            with open(scalars / f"{name}.csv") as fh:
-                return [float(r[1]) for r in csv.reader(fh) if r]
 
-        # The first iteration pays one-off start-up costs; keep the steady ones.
-        return column("collect_s")[1:], column("learn_s")[1:]
+def pqn_rate(iterations: int) -> float:
+    with tempfile.TemporaryDirectory() as tmp:
+        per_iter = PQNConfig().frames_per_rollout
+        cfg = PQNConfig(out=Path(tmp) / "run", frames=per_iter * iterations, eval_every=10**12)
+        train_pqn(cfg, progress=False)
+        return cfg.frames_per_rollout / statistics.median(column(cfg.out, "iteration_s")[1:])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--iterations", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--ppo-iterations", type=int, default=4)
+    parser.add_argument("--pqn-iterations", type=int, default=12)
     args = parser.parse_args()
-    if not native_bf16():
-        print("this CPU has no native bf16 (avx512_bf16/AMX): training defaults to fp32 here")
-    times: dict[bool, tuple[list[float], list[float]]] = {False: ([], []), True: ([], [])}
-    for _ in range(args.rounds):
-        for bf16 in (False, True):
-            collect, learn = one_run(bf16, args.iterations, args.threads)
-            times[bf16][0].extend(collect)
-            times[bf16][1].extend(learn)
-    rate = {}
-    for bf16, (collect, learn) in times.items():
-        c, lrn = statistics.median(collect), statistics.median(learn)
-        rate[bf16] = PER_ITER / (c + lrn)
-        print(f"{'bf16' if bf16 else 'fp32'} trunk: per {PER_ITER} frames collect {c:.2f} s + learn {lrn:.2f} s "
-              f"= {rate[bf16]:.0f} frames/s; collection {c / (c + lrn):.0%}, learning {lrn / (c + lrn):.0%}")
-    learn_ratio = statistics.median(times[False][1]) / statistics.median(times[True][1])
-    print(f"bf16 vs fp32: learning {learn_ratio:.2f}x faster, whole iteration {rate[True] / rate[False]:.2f}x; "
-          f"torch threads {args.threads}, medians of {args.rounds} rounds")
+    old, new = [], []
+    for r in range(args.rounds):
+        old.append(ppo_rate(args.ppo_iterations))
+        new.append(pqn_rate(args.pqn_iterations))
+        print(f"round {r + 1}: ppo {old[-1]:.0f} frames/s, pqn {new[-1]:.0f} frames/s", flush=True)
+    o, n = statistics.median(old), statistics.median(new)
+    print(f"old trainer (ppo): {o:.0f} frames/s; new trainer (pqn): {n:.0f} frames/s; new/old {n / o:.2f}x "
+          f"(medians of {args.rounds} rounds)")
 
 
 if __name__ == "__main__":

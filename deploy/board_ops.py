@@ -29,23 +29,86 @@ print("\n".join(bad))
 sys.exit(1 if bad else 0)
 """
 
-ROLLBACK = r"""
-import os, sys
+# Shared by the snippets that judge a release: every file against SHA256SUMS, and SHA256SUMS against the
+# release id (whose suffix is the digest of the SHA256SUMS edgerl wrote), so editing both is caught too.
+_PROBLEMS = r"""
+import hashlib, os
+def release_problems(rel):
+    def digest(path):
+        h = hashlib.sha256()
+        with open(path, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+        return h.hexdigest()
+    if not os.path.isdir(rel):
+        return ["the release folder is missing"]
+    try:
+        text = open(os.path.join(rel, "SHA256SUMS"), "rb").read()
+    except OSError:
+        return ["SHA256SUMS is missing"]
+    problems = []
+    if hashlib.sha256(text).hexdigest()[:8] != os.path.basename(rel).rsplit("-", 1)[-1]:
+        problems.append("SHA256SUMS was modified")
+    for line in text.decode(errors="replace").splitlines():
+        want, _, name = line.partition("  ")
+        try:
+            if digest(os.path.join(rel, name)) != want:
+                problems.append(name + " was modified")
+        except OSError:
+            problems.append(name + " is missing")
+    return problems
+"""
+
+ROLLBACK = _PROBLEMS + r"""
+import json, os, sys
 root = sys.argv[1]
 current, previous = os.path.join(root, "current"), os.path.join(root, "previous")
-if not os.path.islink(previous) or not os.path.isdir(os.path.join(root, os.readlink(previous))):
-    print("no previous release to roll back to"); sys.exit(1)
+if not os.path.islink(previous):
+    print(json.dumps({"refused": "there is no previous release to roll back to"})); sys.exit(0)
 old_cur, old_prev = os.readlink(current), os.readlink(previous)
+problems = release_problems(os.path.join(root, old_prev))
+if not problems and not os.path.isfile(os.path.join(root, old_prev, ".verified")):
+    problems = ["it never passed its self-test"]
+if problems:
+    print(json.dumps({"refused": "the previous release %s is broken (%s)" % (os.path.basename(old_prev),
+                                                                           "; ".join(problems[:3]))}))
+    sys.exit(0)
 for link, target in ((current, old_prev), (previous, old_cur)):
     tmp = link + ".tmp-%d" % os.getpid()
     os.symlink(target, tmp)
     os.replace(tmp, link)
-print(old_prev)
+print(json.dumps({"current": os.path.basename(old_prev)}))
+"""
+
+CHECK_CURRENT = _PROBLEMS + r"""
+import json, os, sys
+# Resolve `current` once; the caller then uses this release's own path throughout, whatever flips later.
+root = sys.argv[1]
+current = os.path.join(root, "current")
+if not os.path.islink(current):
+    print(json.dumps({"release": None})); sys.exit(0)
+release = os.path.join(root, os.readlink(current))
+problems = release_problems(release)
+if not problems and not os.path.isfile(os.path.join(release, ".verified")):
+    problems = ["it never passed its self-test"]
+print(json.dumps({"release": release, "problems": problems}))
 """
 
 STATUS = r"""
-import json, os, platform, sys
+import fcntl, json, os, platform, sys
 root = sys.argv[1]
+def locked():
+    try:
+        fd = os.open(os.path.join(root, ".deploy.lock"), os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return False
+    except OSError:
+        return True
+    finally:
+        os.close(fd)
 def link(name):
     p = os.path.join(root, name)
     return os.path.basename(os.readlink(p)) if os.path.islink(p) else None
@@ -54,7 +117,7 @@ def ls(name):
     return sorted(os.listdir(p)) if os.path.isdir(p) else []
 print(json.dumps({"current": link("current"), "previous": link("previous"), "releases": ls("releases"),
                   "venvs": ls("venvs"), "machine": platform.machine(),
-                  "python": "%d.%d" % sys.version_info[:2], "locked": os.path.isdir(os.path.join(root, ".lock"))}))
+                  "python": "%d.%d" % sys.version_info[:2], "locked": locked()}))
 """
 
 PROBE = r"""
@@ -66,50 +129,115 @@ print(json.dumps({"machine": platform.machine(), "python": "%d.%d" % sys.version
                   "free_bytes": du.free, "home": os.path.expanduser("~")}))
 """
 
-LOCK = r"""
-import os, sys, time
-lock = sys.argv[1]
-os.makedirs(os.path.dirname(lock), exist_ok=True)
-try:
-    os.mkdir(lock)
-except FileExistsError:
-    try: since = time.ctime(os.path.getmtime(lock))
-    except OSError: since = "?"
-    print(since); sys.exit(3)
-with open(os.path.join(lock, "owner"), "w") as fh:
-    fh.write(sys.argv[2])
-"""
-
-UNLOCK = r"""
-import shutil, sys
-shutil.rmtree(sys.argv[1], ignore_errors=True)
-"""
-
-BEGIN = r"""
-import json, os, platform, shutil, sys, time
-# One round trip at the start of a deploy: lock, probe, and what is already there.
-root, release, venv_key, owner = sys.argv[1:5]
+HOLD_LOCK = r"""
+import fcntl, json, os, select, sys, time
+# The deploy lock: a kernel lock (flock) held by this process for as long as the deploy feeds its stdin.
+# It dies with its holder: when the deploy ends, is killed, or goes silent for `silence` seconds
+# (a cut link), this process exits and the kernel releases the lock. Nothing is left to clean by hand.
+root, owner, silence = sys.argv[1], sys.argv[2], float(sys.argv[3])
 os.makedirs(root, exist_ok=True)
-lock = os.path.join(root, ".lock")
+path = os.path.join(root, ".deploy.lock")
+fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
 try:
-    os.mkdir(lock)
-except FileExistsError:
-    try: since = time.ctime(os.path.getmtime(lock))
-    except OSError: since = "?"
-    print(json.dumps({"locked_since": since})); sys.exit(0)
-with open(os.path.join(lock, "owner"), "w") as fh:
-    fh.write(owner)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+except OSError:
+    try:
+        who = open(path).read().strip()
+        age = time.time() - os.stat(path).st_mtime
+    except OSError:
+        who, age = "?", 0.0
+    print(json.dumps({"held_by": who, "quiet_s": age}), flush=True)
+    sys.exit(3)
+os.ftruncate(fd, 0)
+os.write(fd, owner.encode())
+print(json.dumps({"locked": True}), flush=True)
+while True:
+    ready, _, _ = select.select([0], [], [], silence)
+    if not ready:
+        sys.exit(4)
+    if not os.read(0, 4096):
+        sys.exit(0)
+    os.utime(path)
+"""
+
+BEGIN = _PROBLEMS + r"""
+import hashlib, json, os, platform, shutil, sys
+# One round trip at the start of a deploy (under the lock): probe, tidy, and what is already there.
+root, release = sys.argv[1:3]
+os.makedirs(root, exist_ok=True)
+notes = []
+legacy = os.path.join(root, ".lock")
+if os.path.isdir(legacy):  # an older edgerl's mkdir lock, which outlived its deploy
+    shutil.rmtree(legacy, ignore_errors=True)
+    notes.append("cleared a stale .lock left by an earlier edgerl version")
+incoming = os.path.join(root, "incoming")
+for name in (os.listdir(incoming) if os.path.isdir(incoming) else []):
+    if name != release:  # staging of failed deploys: nobody else can be using it while we hold the lock
+        shutil.rmtree(os.path.join(incoming, name), ignore_errors=True)
+        notes.append("removed the unfinished upload incoming/" + name)
+# What current really holds (hashed, not taken from its SHA256SUMS): only intact files are reused.
 sums = {}
+current = os.path.join(root, "current")
 try:
-    for line in open(os.path.join(root, "current", "SHA256SUMS")):
-        digest, name = line.rstrip("\n").split("  ", 1)
-        sums[name] = digest
+    for line in open(os.path.join(current, "SHA256SUMS")):
+        want, _, name = line.rstrip("\n").partition("  ")
+        try:
+            h = hashlib.sha256()
+            with open(os.path.join(current, name), "rb") as fh:
+                for chunk in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(chunk)
+            if h.hexdigest() == want:
+                sums[name] = want
+        except OSError:
+            pass
 except OSError:
     pass
+rel = os.path.join(root, "releases", release)
+state = "absent"
+if os.path.isdir(rel):
+    problems = release_problems(rel)
+    state = "damaged" if problems else ("verified" if os.path.isfile(os.path.join(rel, ".verified")) else "untested")
+    if problems:
+        notes.append("release %s is damaged (%s); repairing it" % (release, "; ".join(problems[:3])))
 du = shutil.disk_usage(root)
 print(json.dumps({"machine": platform.machine(), "python": "%d.%d" % sys.version_info[:2], "free_bytes": du.free,
-                  "release_verified": os.path.isfile(os.path.join(root, "releases", release, ".verified")),
-                  "current_sums": sums}))
+                  "release_state": state, "current_sums": sums, "notes": notes}))
+"""
+
+REPAIR = r"""
+import hashlib, json, os, sys
+# Make a damaged release uploadable again in place: drop what does not match edgerl's SHA256SUMS.
+rel, sums = sys.argv[1], sys.argv[2]
+try:
+    os.remove(os.path.join(rel, ".verified"))
+except OSError:
+    pass
+removed = []
+for line in sums.splitlines():
+    want, _, name = line.partition("  ")
+    path = os.path.join(rel, name)
+    try:
+        h = hashlib.sha256(open(path, "rb").read()).hexdigest()
+    except OSError:
+        continue
+    if h != want:
+        os.remove(path)
+        removed.append(name)
+try:
+    ok = open(os.path.join(rel, "SHA256SUMS")).read() == sums
+except OSError:
+    ok = False
+if not ok:
+    try:
+        os.remove(os.path.join(rel, "SHA256SUMS"))
+    except OSError:
+        pass
+print(json.dumps(removed))
+"""
+
+REMOVE_TREE = r"""
+import shutil, sys
+shutil.rmtree(sys.argv[1], ignore_errors=True)
 """
 
 PREPARE = r"""
@@ -134,16 +262,28 @@ print(json.dumps(todo))
 """
 
 FINISH = r"""
-import json, os, shutil, sys
-# Move the verified release into place, link its venv, switch current (keeping previous), prune, unlock.
-root, release, staging, venv_key, keep = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5])
+import fcntl, json, os, shutil, sys
+# Move the verified release into place, link its venv, switch current (keeping previous), prune.
+root, release, staging, venv_key, keep, owner = sys.argv[1:7]
+keep = int(keep)
+# Switch only while this deploy still holds the lock: if its holder expired (a silent link), another
+# deploy may be running now.
+lock = os.path.join(root, ".deploy.lock")
+fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+try:
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    held = False
+except OSError:
+    held = open(lock).read() == owner
+if not held:
+    print(json.dumps({"lost_lock": True})); sys.exit(0)
 rels = os.path.join(root, "releases")
 rel_dir = os.path.join(rels, release)
 os.makedirs(rels, exist_ok=True)
-if staging != "-":
+if staging != "-" and os.path.realpath(staging) != os.path.realpath(rel_dir):
     shutil.rmtree(rel_dir, ignore_errors=True)
     os.rename(staging, rel_dir)
-    open(os.path.join(rel_dir, ".verified"), "w").close()
+open(os.path.join(rel_dir, ".verified"), "w").close()
 def relink(link, target):
     tmp = link + ".tmp-%d" % os.getpid()
     os.symlink(target, tmp)
@@ -166,6 +306,5 @@ for name in names:
         continue
     shutil.rmtree(os.path.join(rels, name), ignore_errors=True)
     pruned.append(name)
-shutil.rmtree(os.path.join(root, ".lock"), ignore_errors=True)
 print(json.dumps({"previous": old, "pruned": pruned}))
 """

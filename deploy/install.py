@@ -12,6 +12,7 @@ import hashlib
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import metadata
@@ -21,6 +22,8 @@ from typing import Any
 from deploy.targets import DeployError, Target
 
 DEVICE_DEPS = ("numpy", "onnxruntime", "ale-py")
+_PIP_TO_STDERR = ("import runpy, sys; sys.stdout = sys.stderr; sys.argv[0] = 'pip'; "
+                  "runpy.run_module('pip', run_name='__main__')")
 NO_WHEELS = {"armv7l", "armv6l", "i686"}
 
 
@@ -90,7 +93,14 @@ def ensure_venv(target: Target, board: dict[str, Any], cfg: InstallConfig,
     target.check(["mkdir", "-p", target.path("venvs")], "creating venvs/")
     target.check(["python3", "-m", "venv", venv], "creating the venv (install python3-venv on the board)",
                  timeout=600)
-    pip = [python, "-m", "pip", "install", "-q", "--disable-pip-version-check"]
+    # pip's progress goes to stdout; this constant wrapper sends it to stderr, which is streamed line by line.
+    pip = [python, "-c", _PIP_TO_STDERR, "install", "--disable-pip-version-check", "--progress-bar", "off"]
+
+    def progress(line: str) -> None:
+        if line.startswith(("Collecting", "Installing", "Successfully")):
+            say(f"{target.name}:   {line.strip()}")
+
+    started = time.monotonic()
     if wheels is not None:
         remote = target.path("wheelhouse", key)
         target.check(["mkdir", "-p", remote], "creating the wheelhouse")
@@ -98,11 +108,15 @@ def ensure_venv(target: Target, board: dict[str, Any], cfg: InstallConfig,
             if not target.exists(f"{remote}/{wheel.name}"):
                 target.put(wheel, f"{remote}/{wheel.name}.part")
                 target.rename(f"{remote}/{wheel.name}.part", f"{remote}/{wheel.name}")
-        say(f"{target.name}: installing {' '.join(requirements)} from the pushed wheelhouse (offline)")
-        target.check([*pip, "--no-index", "--find-links", remote, *requirements], "offline pip install", timeout=900)
+        say(f"{target.name}: installing {' '.join(requirements)} from the pushed wheelhouse (offline; once per "
+            "kind of board, about a minute)")
+        target.check([*pip, "--no-index", "--find-links", remote, *requirements], "offline pip install", timeout=900,
+                     on_line=progress)
     else:
-        say(f"{target.name}: installing {' '.join(requirements)} with pip (online)")
+        say(f"{target.name}: installing {' '.join(requirements)} with pip (online; once per kind of board, "
+            "about a minute)")
         target.check([*pip, *requirements], "pip install on the board (no internet there? use --wheelhouse)",
-                     timeout=900)
+                     timeout=900, on_line=progress)
     target.check(["touch", f"{venv}/.complete"], "marking the venv complete")
+    say(f"{target.name}: venv {key} ready in {time.monotonic() - started:.0f} s")
     return python, key, False

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from deploy import board_ops
 from deploy.ssh import SshOptions, SshTarget
 from deploy.targets import DeployError, LocalTarget, Target, parse_target
 
@@ -25,22 +26,28 @@ class RunConfig:
     """Host folder the report is fetched into."""
 
 
-def open_target(text: str, opts: SshOptions) -> Target:
-    """`local:DIR` or `[user@]host[:port]` / ssh config alias -> a connected Target."""
+def open_target(text: str, opts: SshOptions, create: bool = False) -> Target:
+    """`local:DIR` or `[user@]host[:port]` / ssh config alias -> a connected Target (local: created if asked)."""
     kind, user, host, port = parse_target(text)
     if kind == "local":
-        return LocalTarget(Path(host))
+        return LocalTarget(Path(host), create=create)
     return SshTarget(user, host, port, opts)
 
 
 def run_on(target: Target, cfg: RunConfig, on_line: Callable[[str], None] | None = None) -> tuple[dict[str, Any], Path]:
     """Play on the current release; returns the report and where it was saved on the host."""
-    current = target.path("current")
-    if target.run(["test", "-f", f"{current}/.verified"]).returncode != 0:
+    checked = json.loads(target.check(["python3", "-c", board_ops.CHECK_CURRENT, target.root],
+                                      "checking the current release").stdout)
+    current = checked["release"]
+    if current is None:
         raise DeployError(f"{target.name} has no current release; deploy one first with `edgerl deploy`")
+    if checked["problems"]:
+        raise DeployError(f"{target.name}: the current release {Path(current).name} fails its checksums "
+                          f"({'; '.join(checked['problems'][:3])}); nothing was run. Redeploy it to repair it")
     stamp = time.strftime("%Y%m%d-%H%M%S")
     remote = target.path("reports", f"{stamp}.json")
     target.check(["mkdir", "-p", target.path("reports")], "creating reports/")
+    # `current` was resolved once above: a rollback meanwhile cannot mix two releases into one game.
     argv = [f"{current}/venv/bin/python", "-m", "device", "play", f"{current}/bundle", "--episodes", str(cfg.episodes),
             "--seed", str(cfg.seed), "--report", remote]
     if cfg.max_steps:
@@ -48,8 +55,11 @@ def run_on(target: Target, cfg: RunConfig, on_line: Callable[[str], None] | None
     if cfg.threads:
         argv += ["--threads", str(cfg.threads)]
     target.check(argv, "play", env={"PYTHONPATH": current}, on_line=on_line)
+    report_release = Path(current).name
     cfg.reports.mkdir(parents=True, exist_ok=True)
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in target.name)
     local = cfg.reports / f"{safe}-{stamp}.json"
     target.get(remote, local)
-    return json.loads(local.read_text()), local
+    report = json.loads(local.read_text())
+    report["release"] = report_release
+    return report, local

@@ -8,6 +8,7 @@ path with spaces, quotes or `;` is one quoted word and injects nothing.
 from __future__ import annotations
 
 import os
+import select
 import shlex
 import shutil
 import subprocess
@@ -38,16 +39,70 @@ class Completed:
 Progress = Callable[[int], None]
 
 
+class Spawned:
+    """A command left running on the board, fed through its stdin (see `Target.spawn`)."""
+
+    def readline(self, timeout: float) -> str:
+        """One line of its stdout, or '' at EOF or after `timeout` seconds."""
+        raise NotImplementedError
+
+    def write(self, data: bytes) -> None:
+        """Feed its stdin; never blocks on a dead link."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Close its stdin (it sees EOF) and let go of it."""
+        raise NotImplementedError
+
+
+class _LocalProcess(Spawned):
+    def __init__(self, proc: subprocess.Popen) -> None:
+        self.proc = proc
+
+    def readline(self, timeout: float) -> str:
+        assert self.proc.stdout is not None
+        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
+        return self.proc.stdout.readline().decode(errors="replace").rstrip("\n") if ready else ""
+
+    def write(self, data: bytes) -> None:
+        try:
+            assert self.proc.stdin is not None
+            self.proc.stdin.write(data)
+            self.proc.stdin.flush()
+        except (BrokenPipeError, ValueError):
+            pass
+
+    def close(self) -> None:
+        for pipe in (self.proc.stdin, self.proc.stdout):
+            try:
+                if pipe is not None:
+                    pipe.close()
+            except OSError:
+                pass
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
 class Target:
     """The verbs release logic needs from a board."""
 
     name: str
     root: str
     """Absolute path of the board folder."""
+    silence_timeout: float = 60.0
+    """Seconds of silence after which the board is given up (and its deploy lock expires)."""
+    heartbeat: float = 1.0
+    """Seconds between the deploy lock's heartbeats."""
 
     def run(self, argv: list[str], timeout: float | None = None, on_line: Callable[[str], None] | None = None,
-            env: dict[str, str] | None = None) -> Completed:
-        """Run argv on the board; stderr lines are streamed to on_line when given."""
+            env: dict[str, str] | None = None, what: str | None = None) -> Completed:
+        """Run argv on the board; stderr lines are streamed to on_line; `what` names the step in errors."""
+        raise NotImplementedError
+
+    def spawn(self, argv: list[str], what: str) -> Spawned:
+        """Start argv on the board and keep its stdin open."""
         raise NotImplementedError
 
     def put(self, local: Path, remote: str, progress: Progress | None = None) -> int:
@@ -69,10 +124,14 @@ class Target:
     def close(self) -> None:
         """Release the connection."""
 
+    def lost(self, what: str) -> DeployError:
+        """The error for a board that stopped answering during `what`."""
+        return DeployError(f"{self.name} stopped answering during {what}")
+
     def check(self, argv: list[str], what: str, timeout: float | None = None, env: dict[str, str] | None = None,
               on_line: Callable[[str], None] | None = None) -> Completed:
         """Run argv and raise DeployError naming `what` if it fails."""
-        done = self.run(argv, timeout=timeout, env=env, on_line=on_line)
+        done = self.run(argv, timeout=timeout, env=env, on_line=on_line, what=what)
         if done.returncode != 0:
             detail = (done.stderr.strip() or done.stdout.strip()).splitlines()
             raise DeployError(f"{what} failed on {self.name}: {detail[-1] if detail else f'exit {done.returncode}'}")
@@ -92,13 +151,16 @@ class Target:
 class LocalTarget(Target):
     """A board folder on this machine: the embedded default, same logic as a real board."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, create: bool = True) -> None:
         self.root = str(Path(directory).expanduser().resolve())
         self.name = f"local:{directory}"
-        Path(self.root).mkdir(parents=True, exist_ok=True)
+        if create:
+            Path(self.root).mkdir(parents=True, exist_ok=True)
+        elif not Path(self.root).is_dir():
+            raise DeployError(f"{self.name}: no such board folder; deploy to it first")
 
     def run(self, argv: list[str], timeout: float | None = None, on_line: Callable[[str], None] | None = None,
-            env: dict[str, str] | None = None) -> Completed:
+            env: dict[str, str] | None = None, what: str | None = None) -> Completed:
         """Run argv locally (never through a shell)."""
         full_env = {**os.environ, **(env or {})}
         if on_line is None:
@@ -112,6 +174,10 @@ class LocalTarget(Target):
             on_line(line.rstrip("\n"))
         out = proc.stdout.read() if proc.stdout else ""
         return Completed(proc.wait(timeout=timeout), out, "".join(err_lines))
+
+    def spawn(self, argv: list[str], what: str) -> Spawned:
+        """Start argv here with pipes for stdin and stdout."""
+        return _LocalProcess(subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE))
 
     def put(self, local: Path, remote: str, progress: Progress | None = None) -> int:
         """Copy, appending to a partial file if one is there."""
@@ -148,6 +214,17 @@ def append_from(src: BinaryIO, out: Any, offset: int, progress: Progress | None,
     return sent
 
 
+def valid_port(text: object, where: str) -> int:
+    """A TCP port 1-65535, or a DeployError naming where the bad value came from (never wrapped modulo 65536)."""
+    try:
+        port = int(str(text))
+    except ValueError:
+        port = -1
+    if not 1 <= port <= 65535:
+        raise DeployError(f"port {text!r} {where} is not a TCP port (1-65535); use [user@]host[:port]")
+    return port
+
+
 def parse_target(text: str) -> tuple[str, str | None, str, int | None]:
     """`local:DIR` -> ("local", None, DIR, None); `[user@]host[:port]` -> ("ssh", user, host, port)."""
     if text.startswith("local:"):
@@ -159,9 +236,7 @@ def parse_target(text: str) -> tuple[str, str | None, str, int | None]:
     host, port = hostport, None
     if hostport.count(":") == 1:
         host, _, port_text = hostport.partition(":")
-        if not port_text.isdigit():
-            raise DeployError(f"bad port in target {text!r}; use [user@]host[:port]")
-        port = int(port_text)
+        port = valid_port(port_text, f"in target {text!r}")
     if not host or any(c in host for c in " /\\'\"`;$"):
         raise DeployError(f"bad host in target {text!r}; use [user@]host[:port], an ssh config alias, or local:DIR")
     return "ssh", user or None, host, port

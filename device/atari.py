@@ -87,8 +87,11 @@ class AtariGame:
     def _load(self, seed: int | None) -> None:
         ss = np.random.SeedSequence(seed)
         np_seed, ale_seed = ss.generate_state(n_words=2)
-        self.ale.setInt("random_seed", int(np.int32(ale_seed)))
+        self._load_raw(int(np.int32(ale_seed)))
         self._noop_seed = int(np_seed)
+
+    def _load_raw(self, ale_seed: int) -> None:
+        self.ale.setInt("random_seed", ale_seed)
         try:
             self.ale.loadROM(self._rom)
         except Exception as err:
@@ -98,6 +101,11 @@ class AtariGame:
         """Seed the emulator as TorchRL's set_seed does (seed, reload the ROM, reset once)."""
         self._load(seed)
         self._noop_rng = np.random.default_rng(self._noop_seed)
+        self.ale.reset_game()
+
+    def seed_ale(self, ale_seed: int) -> None:
+        """Seed the emulator with a raw ALE seed, as ale-py's AtariVectorEnv does (the PQN trainer's games)."""
+        self._load_raw(int(ale_seed))
         self.ale.reset_game()
 
     def reset(self) -> np.ndarray:

@@ -7,6 +7,7 @@ import platform
 import resource
 import sys
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,10 +16,12 @@ from typing import Any
 import numpy as np
 
 from device.atari import AtariGame
-from device.manifest import BundleError, Manifest, load_bundle, write_json_atomic
+from device.manifest import BundleError, EdgerlError, Manifest, load_bundle, write_json_atomic
 from device.policy import Policy, model_file
 
-REPORT_VERSION = 1
+REPORT_VERSION = 2
+"""2: each episode carries a CRC-32 chain of its screens (ScreenChain)."""
+CHAIN_EVERY = 100
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,41 @@ def _percentiles(samples: list[float]) -> dict[str, float]:
     }
 
 
+def _seed_sampling(seed: int) -> None:
+    """Seed onnxruntime's random ops, so a stochastic policy plays the same game for the same --seed."""
+    import onnxruntime
+
+    onnxruntime.set_seed(int(seed))
+
+
+class PlayError(EdgerlError):
+    """The game was played but its report cannot be written."""
+
+
+class ScreenChain:
+    """A running CRC-32 over every screen of an episode, with checkpoints every CHAIN_EVERY steps.
+
+    Two games with the same chain showed the same screens in the same order
+    at every step, not just the same final score; `edgerl replay` rebuilds
+    the chain on the host and names the first stretch where they part.
+    """
+
+    def __init__(self) -> None:
+        self.crc, self.steps, self.marks = 0, -1, []
+
+    def add(self, screen: np.ndarray) -> None:
+        """Fold in the screen after a step (the first call takes the reset screen)."""
+        self.crc = zlib.crc32(memoryview(np.ascontiguousarray(screen)).cast("B"), self.crc)
+        self.steps += 1
+        if self.steps and self.steps % CHAIN_EVERY == 0:
+            self.marks.append(f"{self.crc:08x}")
+
+    def report(self) -> dict[str, Any]:
+        """The report fields: final chain value and the checkpoints."""
+        return {"screens_crc32": f"{self.crc:08x}", "screens_crc32_every": CHAIN_EVERY,
+                "screens_crc32_marks": self.marks}
+
+
 def require_game(manifest: Manifest) -> None:
     """Refuse, in one line, a bundle that has no game to play."""
     if manifest.env is None:
@@ -90,6 +128,7 @@ def play(cfg: PlayConfig, progress: Callable[[str], None] | None = None) -> dict
     started = time.perf_counter()
     manifest = load_bundle(cfg.bundle)
     require_game(manifest)
+    _seed_sampling(cfg.seed)
     policy = Policy(cfg.bundle, manifest, cfg.threads, model_file(manifest, cfg.int8))
     game = AtariGame(manifest.env, manifest.action_ids)
     game.seed(cfg.seed)
@@ -102,6 +141,8 @@ def play(cfg: PlayConfig, progress: Callable[[str], None] | None = None) -> dict
     for episode in range(cfg.episodes):
         screen = game.reset()
         policy.reset()
+        chain = ScreenChain()
+        chain.add(screen)
         actions = bytearray()
         score, steps, result = 0.0, 0, None
         while True:
@@ -114,6 +155,7 @@ def play(cfg: PlayConfig, progress: Callable[[str], None] | None = None) -> dict
                 first_action_s = t1 - started
             latencies.append(t1 - t0)
             emulator.append(t2 - t1)
+            chain.add(game.screen)
             actions.append(index)
             score += result.reward
             steps += 1
@@ -128,6 +170,7 @@ def play(cfg: PlayConfig, progress: Callable[[str], None] | None = None) -> dict
                 "truncated": result.truncated or not result.done,
                 # One byte per action, hex: a whole Pong game is a few KB.
                 "actions_hex": bytes(actions).hex(),
+                **chain.report(),
             }
         )
         if progress:
@@ -156,7 +199,11 @@ def play(cfg: PlayConfig, progress: Callable[[str], None] | None = None) -> dict
         "machine": machine_info(),
     }
     if cfg.report:
-        write_json_atomic(cfg.report, report)
+        try:
+            write_json_atomic(cfg.report, report)
+        except OSError as err:
+            raise PlayError(f"cannot write the report {cfg.report}: {err.strerror or err}; free space on the "
+                            "board (or pass another --report path) and play again") from None
     return report
 
 

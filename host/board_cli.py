@@ -26,7 +26,8 @@ def _say(line: str) -> None:
 def ssh_options(args: argparse.Namespace) -> SshOptions:
     """SSH options from the shared flags."""
     return SshOptions(known_hosts=args.known_hosts, ssh_config=args.ssh_config, accept_new=args.accept_new,
-                      identity=args.identity, board_dir=args.board_dir)
+                      identity=args.identity, board_dir=args.board_dir, silence_timeout=args.silence_timeout,
+                      connect_timeout=min(15.0, args.silence_timeout))
 
 
 def _targets(args: argparse.Namespace) -> list[str]:
@@ -64,7 +65,8 @@ def deploy_cmd(args: argparse.Namespace) -> int:
     load_bundle(args.bundle)  # a bad bundle is refused once, before any board is touched
     targets = _targets(args)
     cfg = DeployConfig(args.bundle, keep=args.keep, install=InstallConfig(wheelhouse=args.wheelhouse))
-    results = deploy_fleet(targets, cfg, ssh_options(args), say=_say, progress_for=_progress_bar)
+    cancel = threading.Event()
+    results = deploy_fleet(targets, cfg, ssh_options(args), say=_say, progress_for=_progress_bar, cancel=cancel)
     failed = 0
     print(f"\n{'board':<32} {'result':<8} {'release / reason'}")
     for text, result in results:
@@ -77,6 +79,8 @@ def deploy_cmd(args: argparse.Namespace) -> int:
                   f"{result.reused_files} files reused, {venv}, {result.seconds:.1f} s)")
     if failed and len(targets) == 1:
         print(f"error: {results[0][1]}", file=sys.stderr)
+    if cancel.is_set():
+        return 130
     return 1 if failed else 0
 
 
@@ -103,5 +107,5 @@ def status_cmd(args: argparse.Namespace) -> int:
 def rollback_cmd(args: argparse.Namespace) -> int:
     """Switch current back to the previous release."""
     with open_target(args.on, ssh_options(args)) as target:
-        print(f"{args.on}: current is now {rollback(target)}")
+        print(f"{args.on}: current is now {rollback(target, say=_say)}")
     return 0

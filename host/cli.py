@@ -17,6 +17,16 @@ EXIT_FAILED_CHECK = 1
 EXIT_BAD_INPUT = 2
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value <= 86_400:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds between 0 and 86400")
+    return value
+
+
 def _positive(text: str) -> int:
     value = int(text)
     if value <= 0:
@@ -70,16 +80,19 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--stride", type=_positive, default=2, help="draw every N-th agent step (default 2)")
 
     tr = sub.add_parser("train", help="train a Pong policy (resumable, progress bar, CSV logs)",
-                        description="Train with PPO (fast on a CPU) or the tutorial's DQN. Checkpoints atomically "
+                        description="Train with PQN (default: the fastest to a winning Pong policy), PPO, or the "
+                                    "tutorial's DQN. Checkpoints atomically "
                                     "every few minutes; --resume continues exactly where the last one stopped.")
-    tr.add_argument("--algo", choices=["ppo", "dqn"], default="ppo",
-                    help="ppo (fast on a CPU, default) or dqn (the tutorial's algorithm)")
+    tr.add_argument("--algo", choices=["pqn", "ppo", "dqn"], default="pqn",
+                    help="pqn (fastest to win: Parallel Q-learning on ale-py's vector env, collection overlapped "
+                         "with learning; default), ppo, or dqn (the tutorial's algorithm)")
     tr.add_argument("--frames", type=_positive, default=10_000_000, help="emulator frames in total (default 10M)")
     tr.add_argument("--out", type=Path, default=Path("runs/pong"), help="run folder (default runs/pong)")
     tr.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoint")
-    tr.add_argument("--envs", type=_positive, default=8, help="parallel games (default 8)")
+    tr.add_argument("--envs", type=_positive, default=None, help="parallel games (default 16 for pqn, 8 for ppo)")
     tr.add_argument("--seed", type=int, default=1, help="seed of the games and the initialisation (default 1)")
-    tr.add_argument("--threads", type=_positive, default=2, help="torch threads (default 2: both cores)")
+    tr.add_argument("--threads", type=_positive, default=2,
+                    help="torch threads of ppo and dqn (default 2); pqn always runs one per process")
     tr.add_argument("--checkpoint-minutes", type=float, default=5.0,
                     help="minutes between atomic checkpoints (default 5)")
     tr.add_argument("--eval-episodes", type=int, default=0,
@@ -92,6 +105,12 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--episodes", type=_positive, default=10, help="games, one per seed (default 10)")
     ev.add_argument("--seed", type=int, default=100, help="first seed (default 100)")
     ev.add_argument("--max-steps", type=_positive, default=None, help="cut each game after N agent steps")
+
+    pm = sub.add_parser("promote", help="replace a shipped bundle only by one with a higher evaluated mean",
+                        description="Compare the mean device-loop scores `edgerl evaluate` recorded in both "
+                                    "manifests; copy CANDIDATE over --to only if it is higher (or --to is empty).")
+    pm.add_argument("candidate", type=Path)
+    pm.add_argument("--to", type=Path, required=True, help="the shipped bundle folder, e.g. models/pong")
 
     pl = sub.add_parser("plot", help="learning curve of a run as PNG (return vs frames and vs wall time)",
                         description="Draw a run's learning curve from its episodes.csv.")
@@ -138,6 +157,8 @@ def _ssh_args(p: argparse.ArgumentParser) -> None:
                    help="trust an unknown host key and record it (a changed key is always refused)")
     p.add_argument("-i", "--identity", type=Path, default=None, help="private key file (the agent is used too)")
     p.add_argument("--board-dir", default="edgerl", help="folder on the board, relative to home (default edgerl)")
+    p.add_argument("--silence-timeout", type=_seconds, default=60.0, metavar="S",
+                   help="give a board up after S seconds without any answer from it (default 60)")
 
 
 def _export(args: argparse.Namespace) -> int:
@@ -180,10 +201,16 @@ def _train(args: argparse.Namespace) -> int:
         raise UsageError(f"nothing to resume: {args.out / CHECKPOINT} does not exist")
     if not args.resume and (args.out / CHECKPOINT).is_file():
         raise UsageError(f"{args.out} already holds a run; pass --resume to continue it or choose another --out")
-    if args.algo == "ppo":
+    if args.algo == "pqn":
+        from host.pqn import PQNConfig, train_pqn
+
+        cfg = PQNConfig(out=args.out, frames=args.frames, envs=args.envs or 16, seed=args.seed,
+                        checkpoint_minutes=args.checkpoint_minutes)
+        run = train_pqn(cfg, resume=args.resume, progress=sys.stderr.isatty())
+    elif args.algo == "ppo":
         from host.ppo import PPOConfig, train_ppo
 
-        cfg = PPOConfig(out=args.out, frames=args.frames, envs=args.envs, seed=args.seed, threads=args.threads,
+        cfg = PPOConfig(out=args.out, frames=args.frames, envs=args.envs or 8, seed=args.seed, threads=args.threads,
                         checkpoint_minutes=args.checkpoint_minutes)
         run = train_ppo(cfg, resume=args.resume, progress=sys.stderr.isatty())
     else:
@@ -208,6 +235,14 @@ def _evaluate(args: argparse.Namespace) -> int:
     figures = record_evaluation(EvaluateConfig(args.bundle, args.episodes, args.seed, args.max_steps))
     print(f"mean score {figures['mean']:+.2f} over {figures['episodes']} games (worst {figures['min']:+.0f}); "
           f"recorded in {args.bundle / 'manifest.json'}")
+    return 0
+
+
+def _promote(args: argparse.Namespace) -> int:
+    from host.promote import PromoteConfig, promote
+
+    _, why = promote(PromoteConfig(args.candidate, args.to))
+    print(why)
     return 0
 
 
@@ -236,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("torch").setLevel(logging.ERROR)
     os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(Path.home() / ".cache" / "edgerl" / "inductor"))
     handlers = {"export": _export, "verify": _verify, "replay": _replay, "train": _train, "plot": _plot,
-                "evaluate": _evaluate, "deploy": _board("deploy_cmd"), "run": _board("run_cmd"),
+                "promote": _promote, "evaluate": _evaluate, "deploy": _board("deploy_cmd"), "run": _board("run_cmd"),
                 "status": _board("status_cmd"), "rollback": _board("rollback_cmd")}
     try:
         return handlers[args.command](args)
@@ -246,7 +281,9 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
-        print("interrupted; nothing half-written was kept", file=sys.stderr)
+        # Board commands report per board what an interrupt left there; elsewhere only files written
+        # through a temporary name exist, so a half-written one cannot be left under its real name.
+        print("interrupted", file=sys.stderr)
         return 130
     except EdgerlError as err:
         print(f"error: {err}", file=sys.stderr)

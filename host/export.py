@@ -14,6 +14,7 @@ destination is replaced only by a complete one.
 
 from __future__ import annotations
 
+import logging
 import platform
 import shutil
 import subprocess
@@ -280,6 +281,8 @@ def _onnx_reason(err: BaseException) -> str:
 def compile_aoti(program: torch.export.ExportedProgram, path: Path, example: tuple) -> dict[str, Any]:
     """Compile and load back; a failure is recorded in one line, not raised (the other formats go on)."""
     t = time.perf_counter()
+    # On a CPU-only host torch logs "No CUDA runtime is found" while it sets the compiler up: not the user's concern.
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
     try:
         torch._inductor.aoti_compile_and_package(program, package_path=str(path))
     except Exception as err:  # a compiler or toolchain problem: record, don't abort the export

@@ -40,6 +40,8 @@ class PolicyConfig:
     """Frames in the stack of the `stacked` policy."""
     lstm_hidden: int = 128
     """Hidden size of the `lstm` policy."""
+    layer_norm: bool = False
+    """LayerNorm after every layer of the Nature CNN (PQN's network; dqn and stacked only)."""
 
 
 class FrameStack(nn.Module):
@@ -50,8 +52,25 @@ class FrameStack(nn.Module):
         return torch.cat([frames[..., 1:, :, :], obs], dim=-3)
 
 
-def nature_cnn(n_actions: int, in_channels: int = 4) -> nn.Module:
-    """The Nature DQN network (TorchRL's ConvNet.default_atari_dqn), its lazy layers materialised."""
+def nature_cnn(n_actions: int, in_channels: int = 4, layer_norm: bool = False) -> nn.Module:
+    """The Nature DQN network (TorchRL's ConvNet.default_atari_dqn), its lazy layers materialised.
+
+    With `layer_norm`, PQN's variant: LayerNorm over each layer's whole
+    output, which is what lets PQN learn without a target network or replay.
+    """
+    if layer_norm:
+        net = nn.Sequential(
+            nn.Conv2d(in_channels, 32, 8, stride=4), nn.LayerNorm([32, 20, 20]), nn.ReLU(),
+            nn.Conv2d(32, 64, 4, stride=2), nn.LayerNorm([64, 9, 9]), nn.ReLU(),
+            nn.Conv2d(64, 64, 3, stride=1), nn.LayerNorm([64, 7, 7]), nn.ReLU(),
+            nn.Flatten(-3), nn.Linear(64 * 7 * 7, 512), nn.LayerNorm(512), nn.ReLU(),
+            nn.Linear(512, n_actions),
+        )
+        for layer in net:  # PQN's (and CleanRL's) initialisation: orthogonal, gain sqrt(2), zero bias
+            if isinstance(layer, (nn.Conv2d, nn.Linear)):
+                nn.init.orthogonal_(layer.weight, 2 ** 0.5)
+                nn.init.zeros_(layer.bias)
+        return net
     net = ConvNet.default_atari_dqn(num_actions=n_actions)
     net(torch.zeros(1, in_channels, *FRAME_SHAPE))
     return net
@@ -98,7 +117,7 @@ def build_policy(cfg: PolicyConfig, spec: EnvSpec, seed: int = 0) -> BuiltPolicy
     head = [QValueModule(spec=action_spec, action_value_key=VALUES), EGreedyModule(spec=action_spec,
                                                                                      eps_init=cfg.epsilon)]
     if lstm is None:
-        qnet = nature_cnn(n_actions, in_channels=cfg.stack if cfg.kind == "stacked" else 1)
+        qnet = nature_cnn(n_actions, in_channels=cfg.stack if cfg.kind == "stacked" else 1, layer_norm=cfg.layer_norm)
         body = [Mod(qnet, in_keys=[OBS_KEY], out_keys=[VALUES])]
     else:
         conv = ConvNet(activation_class=nn.ReLU, num_cells=[32, 64, 64], kernel_sizes=[8, 4, 3], strides=[4, 2, 1])

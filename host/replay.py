@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from device.manifest import BundleError, EdgerlError, load_bundle
-from device.play import replay_actions
+from device.play import ScreenChain, replay_actions
 from host.envs import make_base_env
 
 
@@ -59,15 +59,19 @@ def replay(cfg: ReplayConfig, say: Callable[[str], None] = print) -> list[float]
     scores = []
     for episode in report["episodes"]:
         td = env.reset()
+        chain = ScreenChain()
+        chain.add(td["pixels"].numpy())
         score = 0.0
         for step, action in enumerate(replay_actions(episode)):
             if cfg.out and step % cfg.stride == 0:
                 frames.append(td["pixels"].numpy().copy())
             td["action"] = torch.tensor(action)
             td = env.step(td)["next"]
+            chain.add(td["pixels"].numpy())
             score += td["reward"].item()
         scores.append(score)
         say(f"episode {episode['episode']}: replayed {score:+.0f}, reported {episode['score']:+.0f}")
+        _compare_screens(episode, chain.report())
     env.close()
     if cfg.out:
         _write_gif(frames, Path(cfg.out), cfg.fps)
@@ -77,6 +81,19 @@ def replay(cfg: ReplayConfig, say: Callable[[str], None] = print) -> list[float]
         raise ReplayError(f"replayed scores {scores} differ from reported {reported}: "
                           "board and host did not play the same game")
     return scores
+
+
+def _compare_screens(episode: dict[str, Any], replayed: dict[str, Any]) -> None:
+    """Every screen of the episode, not only its score: the CRC chains must agree (reports of version 2 on)."""
+    if "screens_crc32" not in episode:
+        return  # an older board's report: scores only
+    if replayed["screens_crc32"] == episode["screens_crc32"]:
+        return
+    every = episode["screens_crc32_every"]
+    marks = zip(episode["screens_crc32_marks"], replayed["screens_crc32_marks"], strict=False)
+    first = next((i for i, (a, b) in enumerate(marks) if a != b), len(episode["screens_crc32_marks"]))
+    raise ReplayError(f"episode {episode['episode']}: the screens differ from agent step {first * every} on "
+                      f"(before step {(first + 1) * every}): board and host did not play the same game")
 
 
 def _write_gif(frames: list[np.ndarray], out: Path, fps: int) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -84,7 +84,7 @@ def checkpoint_source(path: Path, epsilon: float | None = None) -> Source:
     ckpt = load_checkpoint(path)
     cfg: PolicyConfig = ckpt["policy"]
     if epsilon is not None:
-        cfg = PolicyConfig(cfg.kind, epsilon, cfg.stack, cfg.lstm_hidden)
+        cfg = replace(cfg, epsilon=epsilon)
     built = build_policy(cfg, ckpt["env"])
     try:
         built.qnet.load_state_dict(ckpt["weights"])

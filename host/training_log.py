@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 EPISODES = "episodes.csv"
+EVALUATIONS = "evaluations.csv"
 
 
 class TrainingLog:
@@ -42,6 +43,7 @@ class TrainingLog:
         if self._episodes.tell() == 0:
             self._writer.writerow(["frames", "wall_s", "return", "length"])
         self._last_frames = start_frames
+        self._last_eval = "n/a"
 
     def step(self, frames: int, finished: list[tuple[float, int]], **scalars: float) -> None:
         """Record one iteration."""
@@ -58,7 +60,10 @@ class TrainingLog:
             self.bar.update(frames - self._last_frames)
             recent = f"{np.mean(self.recent):+.1f}" if self.recent else "n/a"
             split = scalars.get("collect_s", 0.0), scalars.get("learn_s", 0.0)
-            self.bar.set_postfix_str(f"return {recent} | collect {split[0]:.1f}s learn {split[1]:.1f}s")
+            if "eval_return" in scalars:
+                self._last_eval = f"{scalars['eval_return']:+.1f}"
+            self.bar.set_postfix_str(f"return {recent} | greedy eval {self._last_eval} | "
+                                     f"collect {split[0]:.1f}s learn {split[1]:.1f}s")
         self._last_frames = frames
 
     def close(self) -> None:
@@ -68,9 +73,30 @@ class TrainingLog:
         self._episodes.close()
 
 
+def append_evaluation(run: Path, frames: int, wall_s: float, scores: list[float]) -> None:
+    """One row per greedy evaluation: frames, wall time, mean score, the scores."""
+    path = Path(run) / EVALUATIONS
+    new = not path.is_file()
+    with open(path, "a", newline="") as fh:
+        writer = csv.writer(fh)
+        if new:
+            writer.writerow(["frames", "wall_s", "mean", "scores"])
+        writer.writerow([frames, f"{wall_s:.1f}", f"{float(np.mean(scores)):.2f}", " ".join(f"{s:g}" for s in scores)])
+
+
+def read_evaluations(run: Path) -> np.ndarray:
+    """Rows (frames, wall_s, mean score) of the run's greedy evaluations."""
+    path = Path(run) / EVALUATIONS
+    if not path.is_file():
+        return np.zeros((0, 3))
+    with open(path) as fh:
+        rows = [[float(x) for x in r[:3]] for r in list(csv.reader(fh))[1:] if r]
+    return np.asarray(rows).reshape(-1, 3)
+
+
 def forget_after(run: Path, frames: int) -> None:
-    """Drop the episode and scalar rows logged after `frames` (rewritten atomically)."""
-    files = [Path(run) / EPISODES, *sorted((Path(run) / "logs").glob("**/scalars/*.csv"))]
+    """Drop the episode, evaluation and scalar rows logged after `frames` (rewritten atomically)."""
+    files = [Path(run) / EPISODES, Path(run) / EVALUATIONS, *sorted((Path(run) / "logs").glob("**/scalars/*.csv"))]
     for path in files:
         if not path.is_file():
             continue
@@ -108,13 +134,17 @@ def plot_run(run: Path, out: Path | None = None) -> Path:
     if not len(rows):
         raise ValueError(f"{run} has no finished episodes yet; train longer before plotting")
     out = Path(out or Path(run) / "learning_curve.png")
+    evals = read_evaluations(run)
     window = max(1, min(20, len(rows) // 5))
     smooth = np.convolve(rows[:, 2], np.ones(window) / window, mode="valid")
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for ax, col, label in ((axes[0], 0, "emulator frames"), (axes[1], 1, "wall time (h)")):
         x = rows[:, col] / (3600.0 if col == 1 else 1.0)
         ax.plot(x, rows[:, 2], ".", alpha=0.3, label="episode return")
-        ax.plot(x[window - 1:], smooth, "-", label=f"mean of {window}")
+        ax.plot(x[window - 1:], smooth, "-", label=f"mean of {window} (exploring)")
+        if len(evals):
+            ex = evals[:, col] / (3600.0 if col == 1 else 1.0)
+            ax.plot(ex, evals[:, 2], "o-", color="black", ms=4, label="greedy, device loop")
         ax.set_xlabel(label)
         ax.set_ylabel("return")
         ax.axhline(18, color="gray", ls="--", lw=0.8)

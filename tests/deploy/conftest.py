@@ -48,27 +48,31 @@ class Sshd:
         self.proc.wait(timeout=10)
 
 
-def start_sshd(root: Path, client_pub: Path) -> Sshd:
+def start_sshd(root: Path, client_pub: Path, listen: tuple[str, ...] = ("127.0.0.1",), port: int | None = None,
+               netns: str | None = None) -> Sshd:
+    """sshd on `listen` (inside network namespace `netns` when given); ready when its first address answers."""
     if not Path(SSHD).is_file():
         pytest.fail("deploy tests need a real OpenSSH server: apt-get install openssh-server (make test does it)")
     root.mkdir(parents=True, exist_ok=True)
     Path("/run/sshd").mkdir(parents=True, exist_ok=True)  # sshd's privilege-separation folder
     _keygen(root / "host_key")
     (root / "home").mkdir()
-    port = _free_port()
+    port = port or _free_port()
     config = root / "sshd_config"
+    listens = "".join(f"ListenAddress {a}\n" for a in listen)
     config.write_text(
-        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {root / 'host_key'}\n"
+        f"Port {port}\n{listens}HostKey {root / 'host_key'}\n"
         f"AuthorizedKeysFile {client_pub}\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n"
         "PubkeyAuthentication yes\nPermitRootLogin yes\nStrictModes no\nUsePAM no\n"
         f"PidFile {root / 'sshd.pid'}\nSubsystem sftp internal-sftp -d {root / 'home'}\n"
         "LogLevel ERROR\nMaxStartups 50\n"
     )
     log = root / "sshd.log"
-    proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(config)], stderr=open(log, "w"))
+    prefix = ["ip", "netns", "exec", netns] if netns else []
+    proc = subprocess.Popen([*prefix, SSHD, "-D", "-e", "-f", str(config)], stderr=open(log, "w"))
     for _ in range(100):
         try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            socket.create_connection((listen[0], port), timeout=0.2).close()
             break
         except OSError:
             if proc.poll() is not None:
@@ -160,3 +164,114 @@ def ssh_opts(ssh_world):
 def copy_bundle(src: Path, dest: Path) -> Path:
     shutil.copytree(src, dest)
     return dest
+
+
+# --- Boards behind a link we can cut: a network namespace joined to this one by a veth pair. ---
+
+NETNS_SUBNETS = "10.213.0.0/16"
+
+
+def _ip(*args: str, netns: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    prefix = ["ip", "netns", "exec", netns] if netns else []
+    done = subprocess.run([*prefix, "ip", *args], capture_output=True, text=True)
+    if check and done.returncode != 0:
+        pytest.fail(f"the link-fault tests build a network namespace and need root and iproute2: "
+                    f"`ip {' '.join(args)}` said {done.stderr.strip()}")
+    return done
+
+
+@pytest.fixture(scope="session")
+def blackhole_route():
+    # With the veth down, its connected route goes and traffic would leak to the default route: drop it instead.
+    added = _ip("route", "add", "blackhole", NETNS_SUBNETS, check=False).returncode == 0
+    yield
+    if added:
+        _ip("route", "del", "blackhole", NETNS_SUBNETS, check=False)
+
+
+@dataclass
+class NetnsBoard:
+    """An sshd in its own network namespace, reached over a veth pair whose link the test cuts and restores."""
+
+    netns: str
+    host_if: str
+    board_if: str
+    address: str
+    sshd: Sshd
+    known_hosts: Path
+    board: Path
+
+    def cut(self, side: str = "host") -> None:
+        if side == "host":
+            _ip("link", "set", self.host_if, "down")
+        else:
+            _ip("link", "set", self.board_if, "down", netns=self.netns)
+
+    def restore(self) -> None:
+        _ip("link", "set", self.board_if, "up", netns=self.netns)
+        _ip("link", "set", self.host_if, "up")
+
+    def opts(self, world: SshWorld, **kw):
+        from deploy.ssh import SshOptions
+
+        kw = {"silence_timeout": 4.0, "connect_timeout": 4.0, **kw}
+        return SshOptions(known_hosts=self.known_hosts, ssh_config=world.ssh_config, identity=world.key,
+                          board_dir=str(self.board), **kw)
+
+    def target(self, world: SshWorld, **kw):
+        from deploy.ssh import SshTarget
+
+        return SshTarget(world.user, self.address, None, self.opts(world, **kw))
+
+    def flags(self, world: SshWorld) -> list[str]:
+        return ["--known-hosts", str(self.known_hosts), "--ssh-config", str(world.ssh_config), "-i", str(world.key),
+                "--board-dir", str(self.board)]
+
+
+_NETNS_COUNT = [0]
+
+
+@pytest.fixture(scope="session")
+def shared_venv(ssh_world, bundles, tmp_path_factory):
+    """The device venv, installed once over loopback: a namespace board has no route to the package index."""
+    from deploy.release import DeployConfig, deploy
+    from deploy.ssh import SshOptions, SshTarget
+
+    board = tmp_path_factory.mktemp("venv-board")
+    (board / "venvs").symlink_to(ssh_world.venvs)
+    opts = SshOptions(known_hosts=ssh_world.known_hosts, ssh_config=ssh_world.ssh_config, identity=ssh_world.key,
+                      board_dir=str(board))
+    with SshTarget(ssh_world.user, "127.0.0.1", ssh_world.servers[0].port, opts) as target:
+        return deploy(target, DeployConfig(bundles["dqn"]), say=lambda _: None).venv
+
+
+@pytest.fixture
+def netns_board(ssh_world, blackhole_route, shared_venv, tmp_path):
+    _NETNS_COUNT[0] += 1
+    n = (os.getpid() + _NETNS_COUNT[0]) % 250 + 1
+    ns, host_if, board_if = f"edgerl-t{n}", f"veh{n}", f"veb{n}"
+    host_ip, board_ip = f"10.213.{n}.1", f"10.213.{n}.2"
+    _ip("netns", "del", ns, check=False)
+    _ip("link", "del", host_if, check=False)
+    _ip("netns", "add", ns)
+    _ip("link", "add", host_if, "type", "veth", "peer", "name", board_if)
+    _ip("link", "set", board_if, "netns", ns)
+    _ip("addr", "add", f"{host_ip}/24", "dev", host_if)
+    _ip("link", "set", host_if, "up")
+    _ip("addr", "add", f"{board_ip}/24", "dev", board_if, netns=ns)
+    _ip("link", "set", board_if, "up", netns=ns)
+    _ip("link", "set", "lo", "up", netns=ns)
+    sshd = start_sshd(tmp_path / "sshd-ns", Path(f"{ssh_world.key}.pub"), listen=(board_ip, "127.0.0.1"), port=22,
+                      netns=ns)
+    known = tmp_path / "known_hosts_ns"
+    known.write_text(f"{board_ip} {sshd.host_pub}\n")
+    board = tmp_path / "nsboard"
+    board.mkdir()
+    (board / "venvs").symlink_to(ssh_world.venvs)
+    yield NetnsBoard(ns, host_if, board_if, board_ip, sshd, known, board)
+    # Processes of the namespace (sshd, its sessions, board commands) go with it.
+    pids = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True).stdout.split()
+    for pid in pids:
+        subprocess.run(["kill", "-9", pid], capture_output=True)
+    _ip("netns", "del", ns, check=False)
+    _ip("link", "del", host_if, check=False)
