@@ -161,6 +161,20 @@ def ssh_opts(ssh_world):
     return make
 
 
+@pytest.fixture
+def small_disk_board(ssh_world, tmp_path):
+    board = tmp_path / "small"
+    board.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=11m", "tmpfs", str(board)], capture_output=True,
+                          text=True)
+    if done.returncode != 0:
+        pytest.fail(f"the disk-full test mounts a small tmpfs and needs root: {done.stderr.strip()}")
+    (board / "venvs").symlink_to(ssh_world.venvs)  # the venv lives elsewhere; releases fill the 11 MB
+    yield board
+    subprocess.run(["umount", "-l", str(board)], check=False)
+
+
+
 def copy_bundle(src: Path, dest: Path) -> Path:
     shutil.copytree(src, dest)
     return dest

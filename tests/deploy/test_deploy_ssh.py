@@ -39,8 +39,8 @@ def test_first_deploy_creates_the_board_folder(ssh_world, ssh_opts, bundles, tmp
     server = ssh_world.servers[0]
     with SshTarget(ssh_world.user, "127.0.0.1", server.port, ssh_opts(board)) as target:
         result = deploy(target, DeployConfig(bundles["dqn"]), say=lambda _: None)
+        assert status(target)["locked"] is False
     assert current_of(board) == result.release and not result.venv_reused
-    assert not (board / ".lock").exists()
 
 
 def test_ssh_config_alias_user_port_and_identity_are_honoured(ssh_world, board_dir, bundles):
@@ -232,7 +232,9 @@ def test_two_deploys_at_once_to_one_board(ssh_world, ssh_opts, board_dir, bundle
     assert oks, errors
     assert all("another deploy is running" in str(e) for e in errors)
     assert current_of(board) in {o.release for o in oks}
-    assert (board / "current" / ".verified").is_file() and not (board / ".lock").exists()
+    assert (board / "current" / ".verified").is_file()
+    with SshTarget(ssh_world.user, "127.0.0.1", server.port, ssh_opts(board)) as target:
+        assert status(target)["locked"] is False
 
 
 def test_fleet_deploys_in_parallel_and_reports_each_board(ssh_world, bundles, tmp_path):

@@ -80,3 +80,15 @@ def test_short_soak_does_not_grow_memory(bundles):
     for seed in range(6):
         play(PlayConfig(bundles["stacked"], episodes=1, seed=seed, max_steps=500))
     assert current_rss_mb() - before < 5.0
+
+
+def test_a_stochastic_bundle_plays_the_same_game_for_the_same_seed(bundles):
+    from device.play import PlayConfig, play
+
+    def game(seed):
+        episode = play(PlayConfig(bundles["dqn-stochastic"], episodes=1, seed=seed, max_steps=300))["episodes"][0]
+        return episode["actions_hex"], episode["screens_crc32"]
+
+    first, again, other = game(11), game(11), game(12)
+    assert first == again, "same --seed, same sampled actions and screens"
+    assert first[0] != other[0], "another seed samples other actions"

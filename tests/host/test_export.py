@@ -28,6 +28,8 @@ def test_cli_export_then_verify_dqn_with_every_backend(tmp_path):
     run = edgerl("export", "--untrained", "--out", out)
     assert run.returncode == 0, run.stderr
     assert "verify ok: 1000 steps" in run.stdout
+    assert "aoti  compiling" in run.stdout  # the compile is announced, not 15 s of silence
+    assert "CUDA" not in run.stdout + run.stderr  # torch's CPU-only toolchain note does not leak
     for backend in ("onnx", "pt2", "aoti"):
         assert f"{backend:<5}  actions 100.00%" in run.stdout
     manifest = load_bundle(out)

@@ -35,3 +35,19 @@ def test_replay_of_a_doctored_report_is_refused(bundles, tmp_path):
     run = edgerl("replay", report, bundles["dqn"])
     assert run.returncode == 1
     assert "differ from reported" in run.stderr.strip().splitlines()[-1]
+
+
+def test_replay_checks_every_screen_and_names_where_two_games_part(bundles, tmp_path):
+    report = tmp_path / "report.json"
+    play(PlayConfig(bundles["dqn"], episodes=1, seed=2, max_steps=350, report=report))
+    data = json.loads(report.read_text())
+    episode = data["episodes"][0]
+    assert len(episode["screens_crc32_marks"]) == 3 and episode["screens_crc32_every"] == 100
+    # The same actions and score, but the board claims other screens from step 200 on.
+    episode["screens_crc32_marks"][2] = "00000000"
+    episode["screens_crc32"] = "00000000"
+    report.write_text(json.dumps(data))
+    run = edgerl("replay", report, bundles["dqn"])
+    assert run.returncode == 1, run.stdout + run.stderr
+    errors = [line for line in run.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "screens differ from agent step 200" in errors[0], run.stderr

@@ -1,0 +1,190 @@
+"""Nothing runs or becomes current without its checksums; locks die with their deploy; Ctrl-C tells the truth."""
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from deploy.release import DeployConfig, deploy, rollback, status
+from deploy.remote_run import RunConfig, run_on
+from deploy.ssh import SshTarget
+from deploy.targets import DeployError, LocalTarget
+
+
+def current_of(board: Path) -> str:
+    return (board / "current").resolve().name
+
+
+def _ssh(ssh_world, ssh_opts, board, **kw):
+    return SshTarget(ssh_world.user, "127.0.0.1", ssh_world.servers[0].port, ssh_opts(board, **kw))
+
+
+def test_run_refuses_a_current_release_whose_code_was_modified_and_a_redeploy_repairs_it(
+        ssh_world, ssh_opts, board_dir, bundles, tmp_path):
+    board = board_dir()
+    with _ssh(ssh_world, ssh_opts, board) as target:
+        first = deploy(target, DeployConfig(bundles["dqn"]), say=lambda _: None)
+    (board / "current" / "device" / "play.py").write_text("print('not what was verified')\n")
+    run = ssh_world.cli("run", "--on", ssh_world.target(ssh_world.servers[0]), "--board-dir", board,
+                        "--reports", tmp_path / "r", *ssh_world.ssh_flags())
+    assert run.returncode == 2, run.stdout + run.stderr
+    assert "device/play.py was modified" in run.stderr and "Redeploy" in run.stderr
+    assert len(run.stderr.strip().splitlines()) == 1 and not (tmp_path / "r").exists()
+
+    lines = []
+    with _ssh(ssh_world, ssh_opts, board) as target:
+        repaired = deploy(target, DeployConfig(bundles["dqn"]), say=lines.append)
+        assert repaired.release == first.release
+        assert repaired.uploaded_bytes == (Path(__file__).parents[2] / "device" / "play.py").stat().st_size
+        assert any("damaged" in line and "repairing" in line for line in lines), lines
+        report, _ = run_on(target, RunConfig(max_steps=30, reports=tmp_path / "r"))
+    assert report["steps"] == 30 and report["release"] == first.release
+
+
+def test_redeploying_over_a_damaged_model_repairs_it_instead_of_failing(ssh_world, ssh_opts, board_dir, bundles):
+    board = board_dir()
+    with _ssh(ssh_world, ssh_opts, board) as target:
+        first = deploy(target, DeployConfig(bundles["stacked"]), say=lambda _: None)
+        model = board / "current" / "bundle" / "policy.onnx"
+        data = bytearray(model.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        model.write_bytes(bytes(data))
+        again = deploy(target, DeployConfig(bundles["stacked"]), say=lambda _: None)
+    assert again.release == first.release == current_of(board)
+    assert 0 < again.uploaded_bytes <= model.stat().st_size + 1000
+    assert (board / "current" / ".verified").is_file()
+
+
+def test_rollback_refuses_a_broken_previous_release_and_keeps_current(ssh_world, ssh_opts, board_dir, bundles):
+    board = board_dir()
+    with _ssh(ssh_world, ssh_opts, board) as target:
+        old = deploy(target, DeployConfig(bundles["dqn"]), say=lambda _: None)
+        new = deploy(target, DeployConfig(bundles["stacked"]), say=lambda _: None)
+        previous = board / "releases" / old.release
+        (previous / "device" / "atari.py").write_text("# edited on the board\n")
+        with pytest.raises(DeployError, match="device/atari.py was modified.*current is unchanged"):
+            rollback(target, say=lambda _: None)
+        assert current_of(board) == new.release
+        import shutil
+
+        shutil.rmtree(previous / "bundle")
+        with pytest.raises(DeployError, match="broken"):
+            rollback(target, say=lambda _: None)
+        assert current_of(board) == new.release
+        assert status(target)["locked"] is False
+
+
+def test_a_game_resolves_current_once_and_is_not_disturbed_by_a_rollback(ssh_world, bundles, tmp_path):
+    board = tmp_path / "board"
+    board.mkdir()
+    (board / "venvs").symlink_to(ssh_world.venvs)
+    target = LocalTarget(board)
+    old = deploy(target, DeployConfig(bundles["dqn"]), say=lambda _: None)
+    new = deploy(target, DeployConfig(bundles["lstm"]), say=lambda _: None)
+    flipped = []
+
+    def flip_when_playing(line):
+        if not flipped:
+            flipped.append(rollback(LocalTarget(board), say=lambda _: None))
+
+    report, _ = run_on(target, RunConfig(episodes=3, reports=tmp_path / "r"), on_line=flip_when_playing)
+    assert flipped == [old.release] and current_of(board) == old.release
+    assert report["release"] == new.release and report["bundle_id"].startswith("lstm-")
+    assert len(report["episodes"]) == 3
+
+
+def test_a_killed_deploy_leaves_no_lock_behind(ssh_world, board_dir, bundles):
+    board = board_dir()
+    with_target = [sys.executable, "-m", "host.cli", "deploy", str(bundles["lstm"]), "--to",
+                   ssh_world.target(ssh_world.servers[0]), "--board-dir", str(board), *map(str, ssh_world.ssh_flags())]
+    proc = subprocess.Popen(with_target, env=ssh_world.env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 120
+    while not list(board.glob("incoming/*/bundle/*.part")) and not (board / "current").exists():
+        assert time.monotonic() < deadline and proc.poll() is None, "the deploy never started uploading"
+        time.sleep(0.02)
+    proc.kill()
+    proc.wait()
+    started = time.monotonic()
+    run = ssh_world.cli("deploy", bundles["lstm"], "--to", ssh_world.target(ssh_world.servers[0]),
+                        "--board-dir", board, *ssh_world.ssh_flags())
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "another deploy" not in run.stdout + run.stderr
+    assert time.monotonic() - started < 60
+    assert current_of(board).startswith("lstm-")
+
+
+def test_a_lock_left_by_an_older_edgerl_is_cleared_with_a_note(ssh_world, ssh_opts, board_dir, bundles):
+    board = board_dir()
+    (board / ".lock").mkdir()
+    (board / ".lock" / "owner").write_text("pid 1 long ago")
+    lines = []
+    with _ssh(ssh_world, ssh_opts, board) as target:
+        deploy(target, DeployConfig(bundles["dqn"]), say=lines.append)
+    assert any("stale .lock" in line for line in lines) and not (board / ".lock").exists()
+
+
+def test_ctrl_c_during_the_upload_stops_before_the_switch_and_says_so(ssh_world, netns_board, bundles):
+    nb = netns_board
+    with nb.target(ssh_world) as target:
+        old = deploy(target, DeployConfig(bundles["dqn"]), say=lambda _: None)
+    # A slow link (4 Mbit/s) keeps the upload going long enough to interrupt it.
+    subprocess.run(["tc", "qdisc", "add", "dev", nb.host_if, "root", "tbf", "rate", "4mbit", "burst", "32kbit",
+                    "latency", "400ms"], check=True)
+    proc = subprocess.Popen([sys.executable, "-m", "host.cli", "deploy", str(bundles["stacked"]), "--to", nb.address,
+                             *map(str, nb.flags(ssh_world))], env=ssh_world.env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not any(p.stat().st_size > 100_000 for p in nb.board.glob("incoming/*/bundle/policy.onnx.part")):
+        assert time.monotonic() < deadline and proc.poll() is None, "the upload never started"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, out + err
+    assert "interrupted before the switch" in out + err and "still runs its old release" in out + err
+    assert "Traceback" not in out + err
+    assert current_of(nb.board) == old.release
+    subprocess.run(["tc", "qdisc", "del", "dev", nb.host_if, "root"], check=True)
+    with nb.target(ssh_world) as target:
+        done = deploy(target, DeployConfig(bundles["stacked"]), say=lambda _: None)
+        assert status(target)["locked"] is False
+    assert current_of(nb.board) == done.release
+
+
+def test_run_on_a_full_board_says_so_in_one_line(ssh_world, ssh_opts, bundles, small_disk_board, tmp_path):
+    with _ssh(ssh_world, ssh_opts, small_disk_board) as target:
+        deploy(target, DeployConfig(bundles["dqn"]), say=lambda _: None)
+    filler = small_disk_board / "filler"
+    subprocess.run(["dd", "if=/dev/zero", f"of={filler}", "bs=1M", "count=64"], capture_output=True)
+    run = ssh_world.cli("run", "--on", ssh_world.target(ssh_world.servers[0]), "--board-dir", small_disk_board,
+                        "--max-steps", 20, "--reports", tmp_path / "r", *ssh_world.ssh_flags())
+    assert run.returncode != 0
+    assert "No space left" in run.stderr and "free space" in run.stderr and "Traceback" not in run.stderr
+    errors = [line for line in run.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, run.stderr
+
+
+def test_local_run_on_a_missing_folder_creates_nothing(tmp_path):
+    missing = tmp_path / "nowhere"
+    run = subprocess.run([sys.executable, "-m", "host.cli", "run", "--on", f"local:{missing}"], capture_output=True,
+                         text=True, timeout=120)
+    assert run.returncode == 2 and "no such board folder" in run.stderr
+    assert not missing.exists()
+    status_run = subprocess.run([sys.executable, "-m", "host.cli", "status", "--on", f"local:{missing}"],
+                                capture_output=True, text=True, timeout=120)
+    assert status_run.returncode == 2 and not missing.exists()
+
+
+def test_concurrent_status_while_deploying_reports_the_lock(ssh_world, ssh_opts, board_dir, bundles):
+    board = board_dir()
+    seen = []
+    with _ssh(ssh_world, ssh_opts, board) as target:
+
+        def look(line):
+            if "verified by sha256" in line:
+                seen.append(status(LocalTarget(board))["locked"])
+
+        deploy(target, DeployConfig(bundles["dqn"]), say=look)
+        assert seen == [True] and status(target)["locked"] is False
