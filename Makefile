@@ -19,9 +19,10 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-# The deploy tests start a real OpenSSH server on loopback.
+# The deploy tests start real OpenSSH servers, on loopback and in network namespaces (ip, tc).
 sshd:
-	@test -x /usr/sbin/sshd || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq openssh-server openssh-client; }
+	@{ test -x /usr/sbin/sshd && command -v ip >/dev/null && command -v tc >/dev/null; } || \
+	  { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq openssh-server openssh-client iproute2; }
 
 # Main job: self-test the shipped policy on its golden frames (or export and
 # verify an untrained one if none is shipped), deploy it to a local board

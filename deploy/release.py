@@ -131,6 +131,25 @@ class BoardLock:
         proc.close()
         return None, answer
 
+    def ensure(self) -> None:
+        """Hold the lock again if a reconnect ended its holder (its channel died with the old connection).
+
+        Another deploy may have taken it in between; then the switch, which
+        checks the owner, refuses instead of mixing two deploys.
+        """
+        if self._proc is None or self._proc.alive():
+            return
+        self._proc.close()
+        deadline = time.monotonic() + self.target.silence_timeout
+        while True:
+            self._proc, answer = self._try()
+            if self._proc is not None:
+                return
+            if answer.get("held_by") != self.owner or time.monotonic() > deadline:
+                raise DeployError(f"{self.target.name}: the deploy lock was taken by another deploy "
+                                  f"({answer.get('held_by')}) while the link was down; nothing was switched")
+            time.sleep(0.2)  # our old holder has not seen its connection close yet
+
     def __enter__(self) -> BoardLock:
         t = self.target
         deadline = None
@@ -277,6 +296,7 @@ def deploy(target: Target, cfg: DeployConfig, say: Callable[[str], None] = print
         tested = staging if staging != "-" else target.path("releases", rid)
         say(f"{target.name}: {selftest(target, venv_python, tested, cfg.selftest_timeout)}")
         not_cancelled()
+        lock.ensure()
         try:
             done = json.loads(py(target, board_ops.FINISH, target.root, rid, staging, venv_name, str(cfg.keep),
                                  lock.owner, what="switching current"))

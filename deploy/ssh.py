@@ -226,6 +226,12 @@ class _SshProcess(Spawned):
         line, _, self._buffer = self._buffer.partition(b"\n")
         return line.decode(errors="replace")
 
+    def alive(self) -> bool:
+        """The command is still running and its channel open."""
+        transport = self.channel.get_transport()
+        return bool(transport and transport.is_active()) and not self.channel.closed \
+            and not self.channel.exit_status_ready()
+
     def write(self, data: bytes) -> None:
         """Send bytes to the command's stdin (dropped silently once the link is gone)."""
         try:
@@ -398,8 +404,8 @@ class SshTarget(Target):
                 since_alive = time.monotonic() - self.conn.last_alive if self.conn else 0.0
                 if attempt > self.opts.retries or since_alive > self.opts.silence_timeout:
                     lost = self.lost(what)
-                    raise DeployError(f"{lost}; the upload stopped after {attempt} attempt(s) and resumes from "
-                                      "where it stopped") from err
+                    raise DeployError(f"{lost}; the upload stopped after {attempt} attempt(s): rerun to resume it "
+                                      "from where it stopped") from err
                 time.sleep(min(0.5 * 2 ** attempt, 8.0))
                 try:
                     self.reconnect()

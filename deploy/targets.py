@@ -50,6 +50,10 @@ class Spawned:
         """Feed its stdin; never blocks on a dead link."""
         raise NotImplementedError
 
+    def alive(self) -> bool:
+        """Whether it is still running."""
+        raise NotImplementedError
+
     def close(self) -> None:
         """Close its stdin (it sees EOF) and let go of it."""
         raise NotImplementedError
@@ -63,6 +67,9 @@ class _LocalProcess(Spawned):
         assert self.proc.stdout is not None
         ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
         return self.proc.stdout.readline().decode(errors="replace").rstrip("\n") if ready else ""
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
 
     def write(self, data: bytes) -> None:
         try:

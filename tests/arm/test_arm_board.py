@@ -92,7 +92,7 @@ def test_wheelhouse_deploy_and_run_on_a_genuinely_aarch64_board(board, bundles, 
 
         deployed = edgerl("deploy", bundles["stacked"], "--to", f"root@127.0.0.1:{port}", "--wheelhouse", *flags)
         assert deployed.returncode == 0, deployed.stdout + deployed.stderr
-        assert "aarch64" in deployed.stdout and "(offline)" in deployed.stdout
+        assert "aarch64" in deployed.stdout and "(offline" in deployed.stdout
         wheels = sorted(p.name for p in (board / "root" / "edgerl" / "wheelhouse").rglob("*.whl"))
         binary = [w for w in wheels if not w.endswith("-none-any.whl")]  # pure-Python deps have no arch
         assert any(w.startswith("onnxruntime-") for w in binary) and all("aarch64" in w for w in binary), wheels

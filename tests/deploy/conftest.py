@@ -224,6 +224,14 @@ class NetnsBoard:
     def restore(self) -> None:
         _ip("link", "set", self.board_if, "up", netns=self.netns)
         _ip("link", "set", self.host_if, "up")
+        # A link that was just set up takes a moment to carry traffic (carrier, neighbour discovery).
+        for _ in range(100):
+            try:
+                socket.create_connection((self.address, 22), timeout=0.5).close()
+                return
+            except OSError:
+                time.sleep(0.1)
+        pytest.fail(f"the board at {self.address} did not come back after the link was restored")
 
     def opts(self, world: SshWorld, **kw):
         from deploy.ssh import SshOptions

@@ -135,7 +135,9 @@ def test_ctrl_c_during_the_upload_stops_before_the_switch_and_says_so(ssh_world,
                     "latency", "400ms"], check=True)
     proc = subprocess.Popen([sys.executable, "-m", "host.cli", "deploy", str(bundles["stacked"]), "--to", nb.address,
                              *map(str, nb.flags(ssh_world))], env=ssh_world.env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True,
+                            # A shell's background job ignores SIGINT, and its children inherit that: undo it.
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
     while not any(p.stat().st_size > 100_000 for p in nb.board.glob("incoming/*/bundle/policy.onnx.part")):
         assert time.monotonic() < deadline and proc.poll() is None, "the upload never started"
