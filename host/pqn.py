@@ -29,6 +29,8 @@ from __future__ import annotations
 
 import json
 import math
+import signal
+import threading
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -181,6 +183,7 @@ def _collector(cfg: PQNConfig, n_actions: int, weights: dict[str, torch.Tensor],
     from host.vector_games import VectorGames
 
     torch.set_num_threads(1)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the learner, which stops us cleanly
     try:
         games = VectorGames(cfg.env, cfg.envs, cfg.seed, episodes)
         net = FastQ(nature_cnn(n_actions, STACK, layer_norm=True), bool(cfg.bf16))
@@ -237,6 +240,12 @@ class CollectorError(EdgerlError):
     """The collector process failed."""
 
 
+class TrainingStopped(EdgerlError):
+    """The user stopped training (Ctrl-C, SIGTERM); the checkpoint is saved."""
+
+    exit_code = 130
+
+
 def train_pqn(cfg: PQNConfig, resume: bool = False, progress: bool = True,
               stop_after_iterations: int | None = None) -> Path:
     """Train until cfg.frames; checkpoint atomically every few minutes; return the run folder."""
@@ -287,8 +296,16 @@ def train_pqn(cfg: PQNConfig, resume: bool = False, progress: bool = True,
                             daemon=True)
     collector.start()
 
+    # Ctrl-C or SIGTERM: finish nothing half-way, save at the iteration boundary, exit.
+    stop = threading.Event()
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+
     def receive() -> Any:
-        while not conn.poll(5.0):
+        while not conn.poll(0.2):
+            if stop.is_set():
+                return None
             if not collector.is_alive():
                 raise CollectorError(f"the collector process died (exit code {collector.exitcode})")
         kind, payload = conn.recv()
@@ -304,7 +321,10 @@ def train_pqn(cfg: PQNConfig, resume: bool = False, progress: bool = True,
         last_end = time.perf_counter()
         while iteration < iterations:
             t0 = time.perf_counter()
-            finished, episodes, collect_s = receive()
+            received = receive()
+            if received is None:  # stopped while the collector played: its half rollout is dropped
+                break
+            finished, episodes, collect_s = received
             wait_s = time.perf_counter() - t0
             rollout = rollouts[slot]
             with torch.no_grad():
@@ -333,13 +353,19 @@ def train_pqn(cfg: PQNConfig, resume: bool = False, progress: bool = True,
                 next_eval += cfg.eval_every
             log.step(frames, finished, **scalars)
             done_iters += 1
-            stop = bool(stop_after_iterations and done_iters >= stop_after_iterations)
-            if time.monotonic() - last_ckpt > cfg.checkpoint_minutes * 60 or iteration == iterations or stop:
+            enough = bool(stop_after_iterations and done_iters >= stop_after_iterations) or stop.is_set()
+            if time.monotonic() - last_ckpt > cfg.checkpoint_minutes * 60 or iteration == iterations or enough:
                 checkpoint()
                 last_ckpt = time.monotonic()
-            if stop:
+            if enough:
                 break
+        if stop.is_set():
+            checkpoint()
+            raise TrainingStopped(f"stopped at {frames:,} frames; the checkpoint in {out} is saved, "
+                                  "`edgerl train --resume` continues it")
     finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         if collector.is_alive():
             try:
                 conn.send(None)

@@ -114,3 +114,28 @@ def test_pqn_refuses_semantics_it_cannot_reproduce_in_one_line(tmp_path):
     cfg = PQNConfig(out=tmp_path / "run", frames=1000, env=EnvSpec(noop_max=30), **TINY)
     with pytest.raises(UnsupportedEnvError, match="noop_max"):
         train_pqn(cfg, progress=False)
+
+
+def test_ctrl_c_stops_training_at_an_iteration_boundary_with_the_checkpoint_saved(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    run = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "host.cli", "train", "--algo", "pqn", "--frames", "10000000",
+                             "--envs", "2", "--out", str(run)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    scalars = run / "logs" / "train" / "scalars" / "loss.csv"
+    deadline = time.monotonic() + 180
+    while not (scalars.is_file() and len(scalars.read_text().splitlines()) >= 2):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, out + err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "--resume" in errors[0], err
+    saved = torch.load(run / "checkpoint.pt", weights_only=True)
+    logged = int(scalars.read_text().splitlines()[-1].split(",")[0])
+    assert saved["frames"] == logged and f"{saved['frames']:,}" in errors[0]
