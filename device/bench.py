@@ -39,9 +39,10 @@ def _loop(game: AtariGame, policy: Policy, steps: int) -> float:
 
 def bench(cfg: BenchConfig) -> dict[str, Any]:
     """Time the full loop, then the emulator alone and the policy alone on the same frames."""
-    manifest = load_bundle(cfg.bundle)
+    bundle = Path(cfg.bundle).resolve()  # once, like play and selftest
+    manifest = load_bundle(bundle)
     require_game(manifest)
-    policy = Policy(cfg.bundle, manifest, cfg.threads, model_file(manifest, cfg.int8))
+    policy = Policy(bundle, manifest, cfg.threads, model_file(manifest, cfg.int8))
     game = AtariGame(manifest.env, manifest.action_ids)
     game.seed(cfg.seed)
     _loop(game, policy, 50)  # warm-up: first calls allocate arenas

@@ -126,10 +126,11 @@ def require_game(manifest: Manifest) -> None:
 def play(cfg: PlayConfig, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Play `cfg.episodes` episodes from one seed and return the report (also written if asked)."""
     started = time.perf_counter()
-    manifest = load_bundle(cfg.bundle)
+    bundle = Path(cfg.bundle).resolve()  # once: a `current` link flipped meanwhile cannot mix two releases
+    manifest = load_bundle(bundle)
     require_game(manifest)
     _seed_sampling(cfg.seed)
-    policy = Policy(cfg.bundle, manifest, cfg.threads, model_file(manifest, cfg.int8))
+    policy = Policy(bundle, manifest, cfg.threads, model_file(manifest, cfg.int8))
     game = AtariGame(manifest.env, manifest.action_ids)
     game.seed(cfg.seed)
     latencies: list[float] = []

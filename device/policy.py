@@ -102,8 +102,9 @@ class Policy:
     @classmethod
     def load(cls, bundle: str | Path, threads: int | None = None, int8: bool = False) -> Policy:
         """Check the bundle's checksums and load its model (or its int8 model)."""
-        manifest = load_bundle(Path(bundle))
-        return cls(Path(bundle), manifest, threads, model_file(manifest, int8))
+        bundle = Path(bundle).resolve()  # once: a `current` link flipped meanwhile cannot mix two releases
+        manifest = load_bundle(bundle)
+        return cls(bundle, manifest, threads, model_file(manifest, int8))
 
     def reset(self) -> None:
         """Start an episode: every state to zeros, the episode-start flag up for the next call."""

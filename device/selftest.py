@@ -47,6 +47,7 @@ def read_golden(path: Path, names: list[str]) -> dict[str, np.ndarray]:
 
 def selftest(bundle: Path, threads: int | None = None, model_file: str | None = None) -> SelftestResult:
     """Run the recorded golden inputs through the model and compare with the recorded outputs."""
+    bundle = Path(bundle).resolve()  # once: a `current` link flipped meanwhile cannot mix two releases
     manifest = load_bundle(bundle)
     if manifest.env is not None:
         # Everything `play` will need, checked before the release can become current.

@@ -92,3 +92,35 @@ def test_a_stochastic_bundle_plays_the_same_game_for_the_same_seed(bundles):
     first, again, other = game(11), game(11), game(12)
     assert first == again, "same --seed, same sampled actions and screens"
     assert first[0] != other[0], "another seed samples other actions"
+
+
+def test_selftest_and_play_through_a_link_that_flips_meanwhile_use_one_release(bundles, tmp_path):
+    # What a rollback does to `current` while a reader is using it: every read goes to one release or the other.
+    import os
+    import threading
+
+    from device.play import PlayConfig, play
+    from device.selftest import selftest
+
+    link = tmp_path / "current"
+    link.symlink_to(bundles["dqn"])
+    stop = threading.Event()
+
+    def flip():
+        targets = [bundles["stacked"], bundles["dqn"]]
+        i = 0
+        while not stop.is_set():
+            tmp = tmp_path / "current.tmp"
+            tmp.symlink_to(targets[i % 2])
+            os.replace(tmp, link)
+            i += 1
+
+    flipper = threading.Thread(target=flip)
+    flipper.start()
+    try:
+        for _ in range(30):
+            assert selftest(link).ok
+            assert play(PlayConfig(link, episodes=1, max_steps=5))["steps"] == 5
+    finally:
+        stop.set()
+        flipper.join()
