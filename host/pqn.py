@@ -17,7 +17,7 @@ gracefully when anything else runs on the machine:
 TorchRL computes the Q(lambda) targets (`td_lambda_return_estimate` with
 max-Q as the next-state value) and logs; the loop itself is short enough
 to be written out. On a CPU with native bf16 both networks run under bf16
-autocast in channels-last layout; the exported network is fp32.
+autocast (channels-last is slower with LayerNorm); the exported network is fp32.
 
 Resuming restores weights, optimizer, RNG, frame count, wall time and each
 game slot's episode counter; the games themselves restart (ale-py's vector
@@ -83,7 +83,7 @@ class PQNConfig:
     """Frames between greedy evaluations on the device loop."""
     eval_games: int = 1
     bf16: bool | None = None
-    """bf16 autocast + channels-last (None: where the CPU has native bf16)."""
+    """bf16 autocast (None: where the CPU has native bf16)."""
     env: EnvSpec = field(default_factory=EnvSpec)
 
     def epsilon(self, frames: int) -> float:
@@ -103,20 +103,24 @@ def native_bf16() -> bool:
 
 
 class FastQ(nn.Module):
-    """The Q-network run the fast way for training: bf16 autocast, channels-last; fp32 Q-values out."""
+    """The Q-network run the fast way for training: bf16 autocast, fp32 Q-values out.
+
+    Not channels-last: with PQN's LayerNorms it is slower, not faster. Measured
+    side by side, one thread, a learner step at minibatch 256: bf16 NCHW
+    423 us/sample, bf16 channels-last 614, torch.compile'd 579 / 507
+    (`python bench/learner_layout.py`).
+    """
 
     def __init__(self, qnet: nn.Module, bf16: bool) -> None:
         super().__init__()
         self.qnet, self.bf16 = qnet, bf16
-        if bf16:
-            self.qnet.to(memory_format=torch.channels_last)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         """Q-values [B, actions] of observation stacks [B, 4, 84, 84]."""
         if not self.bf16:
             return self.qnet(obs)
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            return self.qnet(obs.contiguous(memory_format=torch.channels_last)).float()
+            return self.qnet(obs).float()
 
 
 @dataclass
