@@ -1,5 +1,5 @@
 """Old trainer vs new: PPO (Python games, 2 torch threads) against PQN (ale-py vector env, collector and learner
-overlapped on one core each), alternated in one run so both see the same machine load.
+overlapped on one core each) at its default 4 epochs and at 2, alternated in one run so all see the same load.
 
     python bench/train_speed.py [--rounds 2] [--ppo-iterations 4] [--pqn-iterations 12]
 
@@ -33,10 +33,10 @@ def ppo_rate(iterations: int) -> float:
         return 8 * 128 * 4 / statistics.median(per_iter[1:])
 
 
-def pqn_rate(iterations: int) -> float:
+def pqn_rate(iterations: int, epochs: int) -> float:
     with tempfile.TemporaryDirectory() as tmp:
         per_iter = PQNConfig().frames_per_rollout
-        cfg = PQNConfig(out=Path(tmp) / "run", frames=per_iter * iterations, eval_every=10**12)
+        cfg = PQNConfig(out=Path(tmp) / "run", frames=per_iter * iterations, eval_every=10**12, epochs=epochs)
         train_pqn(cfg, progress=False)
         return cfg.frames_per_rollout / statistics.median(column(cfg.out, "iteration_s")[1:])
 
@@ -47,13 +47,16 @@ def main() -> None:
     parser.add_argument("--ppo-iterations", type=int, default=4)
     parser.add_argument("--pqn-iterations", type=int, default=12)
     args = parser.parse_args()
-    old, new = [], []
+    old, new, light = [], [], []
     for r in range(args.rounds):
         old.append(ppo_rate(args.ppo_iterations))
-        new.append(pqn_rate(args.pqn_iterations))
-        print(f"round {r + 1}: ppo {old[-1]:.0f} frames/s, pqn {new[-1]:.0f} frames/s", flush=True)
-    o, n = statistics.median(old), statistics.median(new)
-    print(f"old trainer (ppo): {o:.0f} frames/s; new trainer (pqn): {n:.0f} frames/s; new/old {n / o:.2f}x "
+        new.append(pqn_rate(args.pqn_iterations, PQNConfig().epochs))
+        light.append(pqn_rate(args.pqn_iterations, 2))
+        print(f"round {r + 1}: ppo {old[-1]:.0f} frames/s, pqn {new[-1]:.0f}, pqn at 2 epochs {light[-1]:.0f}",
+              flush=True)
+    o, n, li = statistics.median(old), statistics.median(new), statistics.median(light)
+    print(f"old trainer (ppo): {o:.0f} frames/s; new trainer (pqn, {PQNConfig().epochs} epochs, the default): "
+          f"{n:.0f} frames/s, {n / o:.2f}x; pqn at 2 epochs: {li:.0f} frames/s, {li / o:.2f}x "
           f"(medians of {args.rounds} rounds)")
 
 
