@@ -44,6 +44,7 @@ from torchrl.objectives.value.functional import td_lambda_return_estimate
 from device.manifest import EdgerlError, EnvSpec
 from host.checkpoint import CHECKPOINT, save_checkpoint
 from host.policies import PolicyConfig, nature_cnn
+from host.ppo import native_bf16
 from host.training_log import TrainingLog, append_evaluation
 
 STACK = 4
@@ -95,11 +96,6 @@ class PQNConfig:
     def frames_per_rollout(self) -> int:
         """Emulator frames one rollout plays."""
         return self.envs * self.steps * self.env.frame_skip
-
-
-def native_bf16() -> bool:
-    """Whether this CPU runs bf16 convolutions natively (otherwise autocast is slower than fp32)."""
-    return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
 class FastQ(nn.Module):
@@ -207,15 +203,12 @@ def _collector(cfg: PQNConfig, n_actions: int, weights: dict[str, torch.Tensor],
 
 def evaluate_greedy(qnet: nn.Module, spec: EnvSpec, games: int, seed: int, max_steps: int = 27_000) -> list[float]:
     """Scores of deterministic games on the device's own loop (AtariGame), fp32, the exported graph's frames."""
-    from tensordict import TensorDict
-
     from device.atari import AtariGame
-    from host.envs import OBS_KEY, SCREEN_KEY, action_table, make_base_env, preprocess
-    from host.vector_games import nearest_rows_cols
+    from host.envs import action_table, make_base_env
+    from host.vector_games import GraphFrames
 
     ids, _ = action_table(make_base_env(spec))
-    pre = preprocess()
-    rows, cols = nearest_rows_cols()
+    frames_of = GraphFrames()
     scores = []
     for g in range(games):
         game = AtariGame(spec, ids)
@@ -225,9 +218,7 @@ def evaluate_greedy(qnet: nn.Module, spec: EnvSpec, games: int, seed: int, max_s
         score = 0.0
         with torch.no_grad():
             for _ in range(max_steps):
-                crop = np.ascontiguousarray(screen[rows][:, cols])[None]
-                obs = pre(TensorDict({SCREEN_KEY: torch.from_numpy(crop)}, batch_size=[1]))[OBS_KEY]
-                stack = torch.cat([stack[:, 1:], obs], dim=1)
+                stack = torch.cat([stack[:, 1:], frames_of(screen[None])], dim=1)
                 result = game.step(int(qnet(stack).argmax(1)))
                 score += result.reward
                 if result.done:

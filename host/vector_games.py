@@ -60,6 +60,19 @@ def check_spec(spec: EnvSpec) -> None:
                                   "train with frame skip and sticky actions only (ALE v5)")
 
 
+class GraphFrames:
+    """Full RGB screens [N, 210, 160, 3] -> the exported graph's preprocessed frames [N, 1, 84, 84], exactly."""
+
+    def __init__(self) -> None:
+        self._rows, self._cols = nearest_rows_cols()
+        self._pre = preprocess()
+
+    def __call__(self, screens: np.ndarray) -> torch.Tensor:
+        """Crop to the rows and columns the graph's resize keeps, then run the graph's own transforms."""
+        crop = np.ascontiguousarray(screens[:, self._rows][:, :, self._cols])
+        return self._pre(TensorDict({SCREEN_KEY: torch.from_numpy(crop)}, batch_size=[len(crop)]))[OBS_KEY]
+
+
 class VectorGames:
     """N games in ale-py's vector env; `screens` are their current RGB screens, `frames` their stacks."""
 
@@ -79,8 +92,7 @@ class VectorGames:
         self.episodes = np.zeros(n, dtype=np.int64) if episodes is None else np.asarray(episodes, np.int64).copy()
         self.returns = np.zeros(n)
         self.lengths = np.zeros(n, dtype=np.int64)
-        self._rows, self._cols = nearest_rows_cols()
-        self._pre = preprocess()
+        self.observe = GraphFrames()
         every = np.ones(n, dtype=bool)
         screens, info = self.env.reset(seed=self._seeds(every))
         self.screens = self._ordered(screens, info)[:, 0]
@@ -94,11 +106,6 @@ class VectorGames:
     def _ordered(screens: np.ndarray, info: dict) -> np.ndarray:
         ids = info["env_id"]
         return screens if np.all(ids[:-1] <= ids[1:]) else screens[np.argsort(ids)]
-
-    def observe(self, screens: np.ndarray) -> torch.Tensor:
-        """Full RGB screens [N, 210, 160, 3] -> the graph's preprocessed frames [N, 1, 84, 84]."""
-        crop = np.ascontiguousarray(screens[:, self._rows][:, :, self._cols])
-        return self._pre(TensorDict({SCREEN_KEY: torch.from_numpy(crop)}, batch_size=[len(crop)]))[OBS_KEY]
 
     def _observe(self, screens: np.ndarray, reset: torch.Tensor) -> torch.Tensor:
         obs = self.observe(screens)
