@@ -33,13 +33,13 @@ sys.exit(1 if bad else 0)
 # release id (whose suffix is the digest of the SHA256SUMS edgerl wrote), so editing both is caught too.
 _PROBLEMS = r"""
 import hashlib, os
+def digest(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 def release_problems(rel):
-    def digest(path):
-        h = hashlib.sha256()
-        with open(path, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
-        return h.hexdigest()
     if not os.path.isdir(rel):
         return ["the release folder is missing"]
     try:
@@ -161,7 +161,7 @@ while True:
 """
 
 BEGIN = _PROBLEMS + r"""
-import hashlib, json, os, platform, shutil, sys
+import json, os, platform, shutil, sys
 # One round trip at the start of a deploy (under the lock): probe, tidy, and what is already there.
 root, release = sys.argv[1:3]
 os.makedirs(root, exist_ok=True)
@@ -182,11 +182,7 @@ try:
     for line in open(os.path.join(current, "SHA256SUMS")):
         want, _, name = line.rstrip("\n").partition("  ")
         try:
-            h = hashlib.sha256()
-            with open(os.path.join(current, name), "rb") as fh:
-                for chunk in iter(lambda: fh.read(1 << 20), b""):
-                    h.update(chunk)
-            if h.hexdigest() == want:
+            if digest(os.path.join(current, name)) == want:
                 sums[name] = want
         except OSError:
             pass
@@ -204,8 +200,8 @@ print(json.dumps({"machine": platform.machine(), "python": "%d.%d" % sys.version
                   "release_state": state, "current_sums": sums, "notes": notes}))
 """
 
-REPAIR = r"""
-import hashlib, json, os, sys
+REPAIR = _PROBLEMS + r"""
+import json, os, sys
 # Make a damaged release uploadable again in place: drop what does not match edgerl's SHA256SUMS.
 rel, sums = sys.argv[1], sys.argv[2]
 try:
@@ -217,7 +213,7 @@ for line in sums.splitlines():
     want, _, name = line.partition("  ")
     path = os.path.join(rel, name)
     try:
-        h = hashlib.sha256(open(path, "rb").read()).hexdigest()
+        h = digest(path)
     except OSError:
         continue
     if h != want:
