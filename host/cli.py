@@ -57,7 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--epsilon", type=float, default=None, help="e-greedy rate of a stochastic built-in export")
     e.add_argument("--no-aoti", action="store_true", help="skip the AOTInductor package (export 17 s -> 2 s)")
     e.add_argument("--int8", action="store_true",
-                   help="also make policy.int8.onnx (static QDQ), kept only if it plays as well as fp32")
+                   help="also make policy.int8.onnx (static QDQ), kept only if it plays as well as fp32; "
+                        "a refused int8 model exits 3, with the fp32 bundle written and verified")
     e.add_argument("--no-verify", action="store_true", help="do not run `edgerl verify` afterwards")
     e.add_argument("--verify-frames", type=_positive, default=1000,
                    help="steps of real play (or example input) for the verification (default 1000)")

@@ -30,7 +30,9 @@ from host.frames import collect_frames
 class QuantizeError(EdgerlError):
     """The int8 model was refused; the fp32 bundle is unchanged."""
 
-    exit_code = 1
+    # Its own code: a script (`make model`) can go on with the fp32 bundle after a refusal and still stop on
+    # every other failure.
+    exit_code = 3
 
 
 @dataclass(frozen=True)

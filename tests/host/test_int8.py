@@ -57,3 +57,22 @@ def test_play_int8_without_an_int8_model_is_a_clear_error(bundles):
     run = subprocess.run([sys.executable, "-m", "device", "play", str(bundles["dqn"]), "--int8"],
                          capture_output=True, text=True)
     assert run.returncode == 2 and "export it with `edgerl export --int8`" in run.stderr
+
+
+def test_a_refused_int8_export_exits_3_and_the_fp32_bundle_plays(tmp_path, monkeypatch, capsys):
+    import functools
+
+    import host.quantize
+    from host.cli import main
+
+    # A bar no model can pass, so the refusal is certain; `make model` goes on past exit code 3 only.
+    strict = functools.partial(QuantizeConfig, check_frames=500, eval_episodes=1, eval_max_steps=50,
+                               min_agreement=1.01)
+    monkeypatch.setattr(host.quantize, "QuantizeConfig", strict)
+    out = tmp_path / "bundle"
+    code = main(["export", "--untrained", "--policy", "stacked", "--no-aoti", "--verify-frames", "50",
+                 "--out", str(out), "--int8"])
+    assert code == 3
+    assert "int8 model refused" in capsys.readouterr().err
+    assert not (out / INT8_FILE).exists() and load_bundle(out).backends["int8"]["status"] == "refused"
+    assert play(PlayConfig(out, episodes=1, seed=1, max_steps=20))["steps"] == 20
