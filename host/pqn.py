@@ -62,8 +62,8 @@ class PQNConfig:
     """
 
     out: Path = Path("runs/pong")
-    frames: int = 20_000_000
-    """Emulator frames to train for (agent steps x frame skip)."""
+    frames: int = 16_000_000
+    """Emulator frames to train for (agent steps x frame skip); 16 M fit 2.5 h on 2 cores at ~2,270 frames/s."""
     envs: int = 16
     steps: int = 64
     """Agent steps per env per rollout."""
