@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 from device.manifest import load_bundle
+from device.play import PlayConfig, play
 
 SHIPPED = Path(__file__).resolve().parents[2] / "models" / "pong"
 
@@ -16,13 +17,24 @@ def test_shipped_policy_passes_its_selftest():
     assert ": ok" in run.stdout
 
 
-def test_shipped_manifest_records_training_and_ten_device_loop_games():
+def test_shipped_policy_beats_the_game_and_says_how_it_was_made():
     manifest = load_bundle(SHIPPED)  # every shipped file matches its sha256
     training = manifest.provenance["training"]
-    assert training["algo"] == "ppo" and training["frames_trained"] > 10_000_000
-    assert training["wall_time_s"] > 0 and training["hyperparameters"]["lr"] > 0
+    assert training["algo"] == "pqn" and training["frames_trained"] > 10_000_000
+    assert 0 < training["wall_time_s"] <= 2.5 * 3600  # trained from scratch in one 2.5 h sitting's worth
+    assert training["hyperparameters"]["env"]["repeat_action_probability"] == 0.25
     assert manifest.provenance["git_commit"]
     evaluation = manifest.provenance["evaluation"]
     assert evaluation["episodes"] == len(evaluation["scores"]) == len(set(evaluation["seeds"])) == 10
-    assert evaluation["mean"] == sum(evaluation["scores"]) / 10
+    assert evaluation["env"]["repeat_action_probability"] == 0.25 and evaluation["max_steps"] is None
+    assert evaluation["mean"] == sum(evaluation["scores"]) / 10 >= 18
     assert (SHIPPED / "learning_curve.png").is_file()
+
+
+def test_the_recorded_evaluation_replays_game_for_game():
+    evaluation = load_bundle(SHIPPED).provenance["evaluation"]
+    seeds = evaluation["seeds"]
+    assert seeds == list(range(seeds[0], seeds[0] + 10))
+    # `edgerl evaluate` plays one game per seed on this very loop
+    scores = [play(PlayConfig(SHIPPED, episodes=1, seed=seed))["episodes"][0]["score"] for seed in seeds]
+    assert scores == evaluation["scores"]
