@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from device.manifest import EnvSpec
+from device.manifest import SCREEN_SHAPE, EnvSpec
 from host.envs import make_base_env
 
 
@@ -46,4 +47,37 @@ def collect_frames(spec: EnvSpec, count: int, seed: int = 0, segment: int = 250)
         if td["done"].item():
             td = None
     env.close()
+    return FrameSet(pixels, starts)
+
+
+def policy_frames(bundle: Path, count: int, seed: int = 0, segment: int = 250, explore: float = 0.05) -> FrameSet:
+    """Screens of the bundle's own fp32 policy playing its game on the device loop, in episode segments.
+
+    What an int8 model must get right are the states the policy visits: a
+    winning Pong policy sees long rallies that random play never reaches,
+    and calibrated on random play its int8 model lost every game. `explore`
+    of the steps take a random action, so nearby states are covered too.
+    """
+    from device.atari import AtariGame
+    from device.policy import Policy
+
+    policy = Policy.load(bundle, threads=1)
+    manifest = policy.manifest
+    game = AtariGame(manifest.env, manifest.action_ids)
+    game.seed(seed)
+    rng = np.random.default_rng(seed)
+    pixels = np.empty((count, *SCREEN_SHAPE), dtype=np.uint8)
+    starts = np.zeros(count, dtype=bool)
+    screen = None
+    for i in range(count):
+        if i % segment == 0 or screen is None:
+            screen = game.reset()
+            policy.reset()
+            starts[i] = True
+        pixels[i] = screen
+        action = policy.act(screen)
+        if rng.random() < explore:
+            action = int(rng.integers(len(manifest.action_ids)))
+        result = game.step(action)
+        screen = None if result.done else game.screen
     return FrameSet(pixels, starts)

@@ -1,8 +1,10 @@
 """`edgerl export --int8`: static int8 quantization, validated on how the policy plays.
 
 onnxruntime's static quantization (QDQ, per-channel int8 weights, uint8
-activations) calibrated on real Pong frames, with the states the fp32
-policy carries along the same sequence. Dynamic quantization is not used:
+activations) calibrated on the policy's own games (its fp32 model playing
+on the device loop, 5 % random actions), with the states the fp32 policy
+carries along the same sequence. Agreement is measured on other games of
+the same kind: what matters is the states the policy visits. Dynamic quantization is not used:
 it only touches MatMul/Gemm, so the convolutions (most of the cost) stay fp32.
 
 The int8 model joins the bundle only if it agrees with fp32 on at least
@@ -24,7 +26,7 @@ import numpy as np
 
 from device.manifest import INT8_FILE, EdgerlError, load_bundle, record_files, write_manifest
 from device.play import PlayConfig, play
-from host.frames import collect_frames
+from host.frames import policy_frames
 
 
 class QuantizeError(EdgerlError):
@@ -106,9 +108,9 @@ def judge_int8(bundle: Path, cfg: QuantizeConfig, say: Callable[[str], None] = p
     manifest = load_bundle(bundle)
     fp32 = _session(bundle / manifest.model_file)
     int8 = _session(bundle / INT8_FILE)
-    check = collect_frames(manifest.env, cfg.check_frames, seed=11, segment=500)
+    check = policy_frames(bundle, cfg.check_frames, seed=11, segment=500)
     agree = agreement(fp32, int8, _feeds([], check.pixels, check.starts, fp32, manifest), manifest.action_output)
-    say(f"  int8 agrees with fp32 on {agree:.2%} of {len(check)} real frames")
+    say(f"  int8 agrees with fp32 on {agree:.2%} of {len(check)} real frames (the policy's own games)")
     scores = {}
     for name, int8_flag in (("fp32", False), ("int8", True)):
         report = play(PlayConfig(bundle, episodes=cfg.eval_episodes, seed=cfg.eval_seed,
@@ -116,7 +118,8 @@ def judge_int8(bundle: Path, cfg: QuantizeConfig, say: Callable[[str], None] = p
         scores[name] = report["mean_score"]
     say(f"  mean score over {cfg.eval_episodes} games (seed {cfg.eval_seed}): fp32 {scores['fp32']:+.2f}, "
         f"int8 {scores['int8']:+.2f}")
-    figures = {"agreement": agree, "check_frames": len(check), "eval_episodes": cfg.eval_episodes,
+    figures = {"agreement": agree, "check_frames": len(check), "frames_from": "the fp32 policy's own games",
+               "eval_episodes": cfg.eval_episodes,
                "eval_seed": cfg.eval_seed, "mean_score": scores, "min_agreement": cfg.min_agreement,
                "max_score_loss": cfg.max_score_loss}
     problems = []
@@ -134,7 +137,7 @@ def quantize_bundle(cfg: QuantizeConfig, say: Callable[[str], None] = print) -> 
     if manifest.env is None:
         raise QuantizeError("int8 is judged on how the policy plays its game; this bundle has none, so it keeps fp32")
     fp32 = _session(bundle / manifest.model_file)
-    calib = collect_frames(manifest.env, cfg.calibration_frames, seed=7, segment=128)
+    calib = policy_frames(bundle, cfg.calibration_frames, seed=7, segment=128)
     with tempfile.TemporaryDirectory() as tmp:
         # Judge a trial copy of the bundle, so the real one changes only if int8 is accepted.
         trial = Path(tmp) / "trial"
