@@ -4,8 +4,9 @@ onnxruntime's static quantization (QDQ, per-channel int8 weights, uint8
 activations) calibrated on the policy's own games (its fp32 model playing
 on the device loop, 5 % random actions), with the states the fp32 policy
 carries along the same sequence. Agreement is measured on other games of
-the same kind: what matters is the states the policy visits. Dynamic quantization is not used:
-it only touches MatMul/Gemm, so the convolutions (most of the cost) stay fp32.
+the same kind: what matters is the states the policy visits. Dynamic
+quantization is not used: it only touches MatMul/Gemm, so the convolutions
+(most of the cost) stay fp32.
 
 The int8 model joins the bundle only if it agrees with fp32 on at least
 `min_agreement` of 10,000 real frames and loses at most `max_score_loss`
