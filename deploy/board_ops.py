@@ -6,22 +6,29 @@ path can inject anything. Only the board's stdlib is needed.
 
 from __future__ import annotations
 
-VERIFY = r"""
-import hashlib, os, sys
+# The board's sha256 of one file, read in 1 MiB chunks (a model can be larger than a small board likes to hold).
+_DIGEST = r"""
+import hashlib
+def digest(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+"""
+
+VERIFY = _DIGEST + r"""
+import os, sys
 root = sys.argv[1]
 bad = []
 for line in open(os.path.join(root, "SHA256SUMS")):
-    digest, name = line.rstrip("\n").split("  ", 1)
-    path = os.path.join(root, name)
-    h = hashlib.sha256()
+    want, name = line.rstrip("\n").split("  ", 1)
     try:
-        with open(path, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
+        if digest(os.path.join(root, name)) == want:
+            continue
     except OSError:
-        bad.append(name); continue
-    if h.hexdigest() != digest:
-        bad.append(name)
+        pass
+    bad.append(name)
 for name in bad:
     try: os.remove(os.path.join(root, name))
     except OSError: pass
@@ -31,14 +38,8 @@ sys.exit(1 if bad else 0)
 
 # Shared by the snippets that judge a release: every file against SHA256SUMS, and SHA256SUMS against the
 # release id (whose suffix is the digest of the SHA256SUMS edgerl wrote), so editing both is caught too.
-_PROBLEMS = r"""
+_PROBLEMS = _DIGEST + r"""
 import hashlib, os
-def digest(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 def release_problems(rel):
     if not os.path.isdir(rel):
         return ["the release folder is missing"]
