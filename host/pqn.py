@@ -348,13 +348,13 @@ def train_pqn(cfg: PQNConfig, resume: bool = False, progress: bool = True,
                 next_eval += cfg.eval_every
             log.step(frames, finished, **scalars)
             done_iters += 1
-            enough = bool(stop_after_iterations and done_iters >= stop_after_iterations) or stop.is_set()
+            enough = bool(stop_after_iterations and done_iters >= stop_after_iterations)
             if time.monotonic() - last_ckpt > cfg.checkpoint_minutes * 60 or iteration == iterations or enough:
                 checkpoint()
                 last_ckpt = time.monotonic()
-            if enough:
+            if enough or stop.is_set():
                 break
-        if stop.is_set():
+        if stop.is_set():  # the one save for a user's stop, whether it came during learning or collection
             checkpoint()
             raise TrainingStopped(f"stopped at {frames:,} frames; the checkpoint in {out} is saved, "
                                   "`edgerl train --resume` continues it")
