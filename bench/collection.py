@@ -2,11 +2,11 @@
 
     python bench/collection.py [--envs 8] [--steps 400]
 
-Each collects with random actions and turns screens into the policy's input
-(preprocess + frame stack where the candidate does not do it itself):
-- GameBatch: N device loops (device.atari) in this process; what edgerl trains with.
-- ale-py AtariVectorEnv (native threads), configured to v5 semantics with raw RGB output.
-- TorchRL SerialEnv and ParallelEnv of GymEnv with the preprocessing transforms.
+Each collects with random actions and turns screens into the network's input
+(84x84 frames, stacked by 4):
+- the baseline, held here: N device loops (`device.atari.AtariGame`) stepped in turn in this process;
+- `host.train.vector_games.VectorGames`: ale-py's AtariVectorEnv (C++), what the PQN trainer collects with;
+- TorchRL SerialEnv and ParallelEnv of GymEnv with the preprocessing transforms (no stack).
 """
 
 import argparse
@@ -18,39 +18,44 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from tensordict import TensorDict  # noqa: E402
 from torchrl.envs import ParallelEnv, SerialEnv  # noqa: E402
 
-from device.manifest import EnvSpec  # noqa: E402
-from host.envs import OBS_KEY, SCREEN_KEY, make_env, preprocess  # noqa: E402
-from host.vecenv import GameBatch  # noqa: E402
+from device.atari import AtariGame  # noqa: E402
+from device.manifest import FRAME_SHAPE, STACK_DEPTH, EnvSpec  # noqa: E402
+from host.envs import action_table, make_base_env, make_env  # noqa: E402
+from host.frame_stack import StackFrames  # noqa: E402
+from host.train.vector_games import Frames84, VectorGames  # noqa: E402
 
 
-def game_batch(n: int, steps: int) -> float:
-    batch = GameBatch(EnvSpec(), n, seed=0)
+def device_loops(n: int, steps: int) -> float:
+    spec = EnvSpec()
+    ids, _ = action_table(make_base_env(spec))
+    games = [AtariGame(spec, ids) for _ in range(n)]
+    for i, game in enumerate(games):
+        game.seed(i)
+        game.reset()
+    frames84, push = Frames84(), StackFrames(STACK_DEPTH)
+    stack = torch.zeros(n, STACK_DEPTH, *FRAME_SHAPE)
     rng = np.random.default_rng(0)
     t0 = time.perf_counter()
     for _ in range(steps):
-        batch.step(rng.integers(0, 6, n))
+        done = torch.zeros(n, dtype=torch.bool)
+        for i, (game, action) in enumerate(zip(games, rng.integers(0, len(ids), n), strict=True)):
+            if game.step(int(action)).done:
+                game.reset()
+                done[i] = True
+        stack = push(stack, frames84(np.stack([g.screen for g in games])), done)
     return n * steps / (time.perf_counter() - t0)
 
 
-def ale_vector(n: int, steps: int) -> float:
-    from ale_py.vector_env import AtariVectorEnv
-
-    env = AtariVectorEnv("pong", n, num_threads=2, img_height=210, img_width=160, grayscale=False, stack_num=1,
-                         frameskip=4, maxpool=False, noop_max=0, reward_clipping=False, use_fire_reset=False,
-                         repeat_action_probability=0.25, episodic_life=False)
-    pre = preprocess()
-    obs, _ = env.reset(seed=0)
+def vector_games(n: int, steps: int) -> float:
+    games = VectorGames(EnvSpec(), n, seed=0)
     rng = np.random.default_rng(0)
     t0 = time.perf_counter()
     for _ in range(steps):
-        obs, *_ = env.step(rng.integers(0, 6, n))
-        screens = torch.from_numpy(np.ascontiguousarray(obs.reshape(n, 210, 160, 3)))
-        pre(TensorDict({SCREEN_KEY: screens}, batch_size=[n]))[OBS_KEY]
+        games.step(rng.integers(0, games.n_actions, n))
     rate = n * steps / (time.perf_counter() - t0)
-    env.close()
+    games.close()
     return rate
 
 
@@ -71,14 +76,14 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=400)
     args = parser.parse_args()
     rates = {
-        "GameBatch (device loops, in process)": game_batch(args.envs, args.steps),
-        "ale-py AtariVectorEnv (2 threads)": ale_vector(args.envs, args.steps),
+        "device loops, in process (baseline)": device_loops(args.envs, args.steps),
+        "VectorGames (AtariVectorEnv, 1 thread)": vector_games(args.envs, args.steps),
         "TorchRL SerialEnv(GymEnv)": torchrl_env(SerialEnv, args.envs, args.steps),
         "TorchRL ParallelEnv(GymEnv)": torchrl_env(ParallelEnv, args.envs, args.steps),
     }
-    base = rates["GameBatch (device loops, in process)"]
+    base = rates["device loops, in process (baseline)"]
     for name, rate in rates.items():
-        print(f"{name:<40} {rate:8.0f} agent steps/s ({rate * 4:7.0f} frames/s)  {rate / base:5.2f}x GameBatch")
+        print(f"{name:<40} {rate:8.0f} agent steps/s ({rate * 4:7.0f} frames/s)  {rate / base:5.2f}x the baseline")
 
 
 if __name__ == "__main__":

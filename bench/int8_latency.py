@@ -19,8 +19,8 @@ import onnxruntime as ort  # noqa: E402
 from _bundles import bundle  # noqa: E402
 
 from device.manifest import load_bundle  # noqa: E402
-from host.frames import collect_frames  # noqa: E402
-from host.quantize import _feeds, _session, quantize  # noqa: E402
+from host.bundle.quantize import _feeds, _session, quantize  # noqa: E402
+from host.bundle.screens import collect_screens  # noqa: E402
 
 LEVELS = {"basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
           "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
@@ -43,9 +43,9 @@ def main() -> None:
     args = parser.parse_args()
     path = bundle(args.policy)
     manifest = load_bundle(path)
-    frames = collect_frames(manifest.env, 256, seed=7, segment=128)
+    played = collect_screens(manifest.env, 256, seed=7, segment=128)
     fp32 = _session(path / manifest.model_file)
-    feeds = _feeds([], frames.pixels, frames.starts, fp32, manifest)
+    feeds = _feeds(played.screens, played.starts, fp32, manifest)
     with tempfile.TemporaryDirectory() as tmp:
         int8_path = Path(tmp) / "int8.onnx"
         quantize(path / manifest.model_file, int8_path, feeds)

@@ -17,7 +17,7 @@ from torchrl.envs.utils import ExplorationType, set_exploration_type  # noqa: E4
 from device.atari import AtariGame  # noqa: E402
 from device.manifest import load_bundle  # noqa: E402
 from device.policy import Policy  # noqa: E402
-from host.sources import builtin_source  # noqa: E402
+from host.bundle.sources import builtin_source  # noqa: E402
 
 
 def rollout_steps_per_s(path: Path, steps: int) -> float:

@@ -19,11 +19,11 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from deploy import board_client
 from deploy.targets import DeployError, Target
+from device import layout
 
 DEVICE_DEPS = ("numpy", "onnxruntime", "ale-py")
-_PIP_TO_STDERR = ("import runpy, sys; sys.stdout = sys.stderr; sys.argv[0] = 'pip'; "
-                  "runpy.run_module('pip', run_name='__main__')")
 NO_WHEELS = {"armv7l", "armv6l", "i686"}
 
 
@@ -83,26 +83,30 @@ def ensure_venv(target: Target, board: dict[str, Any], cfg: InstallConfig,
     """(venv python path, venv name, reused?) for the device's requirements on this board."""
     requirements = pinned_requirements(cfg)
     key = venv_key(requirements, board)
-    venv = target.path("venvs", key)
+    venv = target.path(layout.VENVS, key)
     python = f"{venv}/bin/python"
-    if target.exists(f"{venv}/.complete"):
+    if target.exists(f"{venv}/{layout.VENV_COMPLETE}"):
         say(f"{target.name}: reusing venv {key}")
         return python, key, True
     wheels = download_wheels(requirements, board, cfg, key) if cfg.wheelhouse else None
     target.run(["rm", "-rf", venv])
-    target.check(["mkdir", "-p", target.path("venvs")], "creating venvs/")
+    target.check(["mkdir", "-p", target.path(layout.VENVS)], "creating venvs/")
     target.check(["python3", "-m", "venv", venv], "creating the venv (install python3-venv on the board)",
                  timeout=600)
-    # pip's progress goes to stdout; this constant wrapper sends it to stderr, which is streamed line by line.
-    pip = [python, "-c", _PIP_TO_STDERR, "install", "--disable-pip-version-check", "--progress-bar", "off"]
+    pip_flags = ["install", "--disable-pip-version-check", "--progress-bar", "off"]
 
     def progress(line: str) -> None:
         if line.startswith(("Collecting", "Installing", "Successfully")):
             say(f"{target.name}:   {line.strip()}")
 
+    def pip(what: str, *args: str) -> None:
+        # The board module's pip op sends pip's stdout to stderr, which is streamed line by line.
+        board_client.expect(target, "pip", *pip_flags, *args, what=what, python=python, timeout=900,
+                            on_line=progress)
+
     started = time.monotonic()
     if wheels is not None:
-        remote = target.path("wheelhouse", key)
+        remote = target.path(layout.WHEELHOUSE, key)
         target.check(["mkdir", "-p", remote], "creating the wheelhouse")
         for wheel in sorted(wheels.glob("*.whl")):
             if not target.exists(f"{remote}/{wheel.name}"):
@@ -110,13 +114,11 @@ def ensure_venv(target: Target, board: dict[str, Any], cfg: InstallConfig,
                 target.rename(f"{remote}/{wheel.name}.part", f"{remote}/{wheel.name}")
         say(f"{target.name}: installing {' '.join(requirements)} from the pushed wheelhouse (offline; once per "
             "kind of board, about a minute)")
-        target.check([*pip, "--no-index", "--find-links", remote, *requirements], "offline pip install", timeout=900,
-                     on_line=progress)
+        pip("offline pip install", "--no-index", "--find-links", remote, *requirements)
     else:
         say(f"{target.name}: installing {' '.join(requirements)} with pip (online; once per kind of board, "
             "about a minute)")
-        target.check([*pip, *requirements], "pip install on the board (no internet there? use --wheelhouse)",
-                     timeout=900, on_line=progress)
-    target.check(["touch", f"{venv}/.complete"], "marking the venv complete")
+        pip("pip install on the board (no internet there? use --wheelhouse)", *requirements)
+    target.check(["touch", f"{venv}/{layout.VENV_COMPLETE}"], "marking the venv complete")
     say(f"{target.name}: venv {key} ready in {time.monotonic() - started:.0f} s")
     return python, key, False

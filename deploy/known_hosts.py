@@ -23,6 +23,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from deploy.targets import DeployError
+
 KNOWN, UNKNOWN, CHANGED, REVOKED = "known", "unknown", "changed", "revoked"
 
 
@@ -89,6 +91,9 @@ def read_host_keys(path: Path, name: str) -> HostKeys:
         text = Path(path).read_text(errors="replace")
     except FileNotFoundError:
         return found
+    except OSError as err:  # a folder, unreadable: the user named the wrong thing
+        raise DeployError(f"cannot read the known_hosts file {path}: {err.strerror or err}; pass --known-hosts "
+                          "with the path of a file (OpenSSH's is ~/.ssh/known_hosts)") from err
     for line in text.splitlines():
         fields = line.split()
         if not fields or fields[0].startswith("#"):
@@ -106,13 +111,21 @@ def read_host_keys(path: Path, name: str) -> HostKeys:
 def append_host_key(path: Path, name: str, key_type: str, key_b64: str) -> None:
     """Add one line for the host at the end of the file; every other byte stays as it was."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _append(path, f"{name} {key_type} {key_b64}\n".encode())
+    except OSError as err:
+        raise DeployError(f"cannot record the host key in {path}: {err.strerror or err}; pass --known-hosts "
+                          "with the path of a writable file") from err
+
+
+def _append(path: Path, line: bytes) -> None:
     with open(path, "ab") as fh:
         if fh.tell() > 0:
             with open(path, "rb") as tail:
                 tail.seek(-1, os.SEEK_END)
                 if tail.read(1) != b"\n":
                     fh.write(b"\n")
-        fh.write(f"{name} {key_type} {key_b64}\n".encode())
+        fh.write(line)
         fh.flush()
         os.fsync(fh.fileno())

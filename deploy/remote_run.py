@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from deploy import board_ops
+from deploy import board_client
 from deploy.ssh import SshOptions, SshTarget
 from deploy.targets import DeployError, LocalTarget, Target, parse_target
+from device import layout
+from device.manifest import IntegrityError
+from device.report import read_report
 
 
 @dataclass(frozen=True)
@@ -26,6 +28,12 @@ class RunConfig:
     """Host folder the report is fetched into."""
 
 
+class ReleaseBroken(DeployError, IntegrityError):
+    """The board's current release fails its checksums: a failed check, and nothing was run."""
+
+    exit_code = IntegrityError.exit_code
+
+
 def open_target(text: str, opts: SshOptions, create: bool = False) -> Target:
     """`local:DIR` or `[user@]host[:port]` / ssh config alias -> a connected Target (local: created if asked)."""
     kind, user, host, port = parse_target(text)
@@ -36,19 +44,19 @@ def open_target(text: str, opts: SshOptions, create: bool = False) -> Target:
 
 def run_on(target: Target, cfg: RunConfig, on_line: Callable[[str], None] | None = None) -> tuple[dict[str, Any], Path]:
     """Play on the current release; returns the report and where it was saved on the host."""
-    checked = json.loads(target.check(["python3", "-c", board_ops.CHECK_CURRENT, target.root],
-                                      "checking the current release").stdout)
+    checked = board_client.expect(target, "check-current", target.root, what="checking the current release")
     current = checked["release"]
     if current is None:
         raise DeployError(f"{target.name} has no current release; deploy one first with `edgerl deploy`")
     if checked["problems"]:
-        raise DeployError(f"{target.name}: the current release {Path(current).name} fails its checksums "
-                          f"({'; '.join(checked['problems'][:3])}); nothing was run. Redeploy it to repair it")
+        raise ReleaseBroken(f"{target.name}: the current release {Path(current).name} fails its checksums "
+                            f"({'; '.join(checked['problems'][:3])}); nothing was run. Redeploy it to repair it")
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    remote = target.path("reports", f"{stamp}.json")
-    target.check(["mkdir", "-p", target.path("reports")], "creating reports/")
+    remote = target.path(layout.REPORTS, f"{stamp}.json")
+    target.check(["mkdir", "-p", target.path(layout.REPORTS)], "creating reports/")
     # `current` was resolved once above: a rollback meanwhile cannot mix two releases into one game.
-    argv = [f"{current}/venv/bin/python", "-m", "device", "play", f"{current}/bundle", "--episodes", str(cfg.episodes),
+    argv = [f"{current}/{layout.VENV_LINK}/bin/python", "-m", "device", "play", f"{current}/{layout.BUNDLE_DIR}",
+            "--episodes", str(cfg.episodes),
             "--seed", str(cfg.seed), "--report", remote]
     if cfg.max_steps:
         argv += ["--max-steps", str(cfg.max_steps)]
@@ -60,6 +68,6 @@ def run_on(target: Target, cfg: RunConfig, on_line: Callable[[str], None] | None
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in target.name)
     local = cfg.reports / f"{safe}-{stamp}.json"
     target.get(remote, local)
-    report = json.loads(local.read_text())
+    report = read_report(local)
     report["release"] = report_release
     return report, local

@@ -19,9 +19,6 @@ from typing import Any, BinaryIO
 
 from device.manifest import EdgerlError
 
-DEFAULT_BOARD_DIR = "edgerl"
-"""Board folder, relative to the login user's home (an absolute path is kept as is)."""
-
 
 class DeployError(EdgerlError):
     """A deploy step failed; the message says what to do, the old release is still current."""
@@ -102,6 +99,8 @@ class Target:
     """Seconds of silence after which the board is given up (and its deploy lock expires)."""
     heartbeat: float = 1.0
     """Seconds between the deploy lock's heartbeats."""
+    board_code_checked: str | None = None
+    """The board module's folder once it has been shipped or checked on this board (deploy.board_client)."""
 
     def run(self, argv: list[str], timeout: float | None = None, on_line: Callable[[str], None] | None = None,
             env: dict[str, str] | None = None, what: str | None = None) -> Completed:

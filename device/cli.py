@@ -7,10 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from device.manifest import EdgerlError
-
-EXIT_BAD_INPUT = 2
-EXIT_SELFTEST_FAILED = 3
+from device.manifest import EXIT_CODES_HELP, EXIT_FAILED_CHECK, EXIT_INTERRUPTED, EXIT_OK, EdgerlError
 
 
 def _positive(text: str) -> int:
@@ -24,12 +21,13 @@ def build_parser() -> argparse.ArgumentParser:
     """The board CLI's arguments."""
     parser = argparse.ArgumentParser(prog="python -m device",
                                      description="Run an edgerl bundle on this board: play its game, self-test it, "
-                                                 "or time its loop. Needs only numpy, onnxruntime and ale-py.")
+                                                 "or time its loop. Needs only numpy, onnxruntime and ale-py.",
+                                     epilog=EXIT_CODES_HELP)
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("play", help="play the bundle's game with its policy and write a JSON report",
                        description="Play the bundle's Atari game with its policy (the training env's semantics) "
-                                   "and report scores, speed and latency.")
+                                   "and report scores, speed and latency.", epilog=EXIT_CODES_HELP)
     p.add_argument("bundle", type=Path, help="bundle folder (manifest.json, policy.onnx, golden.npz)")
     p.add_argument("--episodes", type=_positive, default=1, help="episodes to play (default 1)")
     p.add_argument("--seed", type=int, default=0, help="emulator seed for the whole run (default 0)")
@@ -41,12 +39,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("selftest", help="check checksums and run the golden frames on this hardware",
                        description="Check every file's sha256, the model's I/O, the game it will play, and that "
-                                   "the golden inputs give the recorded outputs here; exit 3 if they do not.")
+                                   "the golden inputs give the recorded outputs here; exit 1 if they do not.",
+                       epilog=EXIT_CODES_HELP)
     s.add_argument("bundle", type=Path, help="bundle folder")
     s.add_argument("--threads", type=_positive, default=None, help="onnxruntime intra-op threads (default 1)")
 
     b = sub.add_parser("bench", help="time the control loop and its parts",
-                       description="Time the full loop, then the emulator alone and the policy alone; print JSON.")
+                       description="Time the full loop, then the emulator alone and the policy alone; print JSON.",
+                       epilog=EXIT_CODES_HELP)
     b.add_argument("bundle", type=Path, help="bundle folder")
     b.add_argument("--steps", type=_positive, default=2000, help="agent steps per round (default 2000)")
     b.add_argument("--threads", type=_positive, default=None, help="onnxruntime intra-op threads (default 1)")
@@ -56,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _run(args: argparse.Namespace) -> int:
     if args.command == "play":
-        from device.play import PlayConfig, play
+        from device.play import PlayConfig, play  # deferred: numpy, onnxruntime and ale-py load in seconds
 
         cfg = PlayConfig(args.bundle, args.episodes, args.seed, args.max_steps, args.threads, args.int8, args.report)
         say = None if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
@@ -68,7 +68,7 @@ def _run(args: argparse.Namespace) -> int:
         )
         return 0
     if args.command == "selftest":
-        from device.selftest import selftest
+        from device.selftest import selftest  # deferred, as play
 
         result = selftest(args.bundle, args.threads)
         verdict = "ok" if result.ok else "FAILED: " + "; ".join(result.problems)
@@ -76,8 +76,8 @@ def _run(args: argparse.Namespace) -> int:
             f"selftest {result.bundle_id}: {result.frames} golden frames, max |diff| {result.max_abs_diff:.3g} "
             f"(tolerance {result.atol:g}), actions {result.action_agreement:.0%}: {verdict}"
         )
-        return 0 if result.ok else EXIT_SELFTEST_FAILED
-    from device.bench import BenchConfig, bench
+        return EXIT_OK if result.ok else EXIT_FAILED_CHECK
+    from device.bench import BenchConfig, bench  # deferred, as play
 
     print(json.dumps(bench(BenchConfig(args.bundle, args.steps, 0, args.threads, args.int8)), indent=2))
     return 0
@@ -90,10 +90,10 @@ def main(argv: list[str] | None = None) -> int:
         return _run(args)
     except EdgerlError as err:
         print(f"error: {err}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return err.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -15,6 +15,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from device.layout import sha256_file
+
 FORMAT_VERSION = 2
 READABLE_VERSIONS = (1, 2)
 """Version 1 bundles (one screen input, no episode-start flag) are read as version 2."""
@@ -33,19 +35,41 @@ SCREEN_SHAPE = (210, 160, 3)
 """The raw ALE screen, uint8 RGB: what a pixel policy's graph takes."""
 FRAME_SHAPE = (84, 84)
 """The tutorial's preprocessed frame (grayscale, nearest-neighbour resize)."""
+STACK_DEPTH = 4
+"""Frames in the stack of edgerl's own stacked policies (the built-in `stacked` and the PQN trainer's)."""
 ACTION_OUTPUT = "action"
 EPISODE_START_INPUT = "is_init"
 """Optional bool input, True on the first step of an episode (TorchRL's InitTracker key)."""
 
 
+# The exit codes of both command lines, `edgerl` on the host and `python -m device` on the board.
+EXIT_OK = 0
+EXIT_FAILED_CHECK = 1
+"""A check ran and failed: a bundle's checksums, its self-test, verify's parity, a replay, a deploy step."""
+EXIT_BAD_INPUT = 2
+"""The command cannot start: a missing file, a malformed manifest, a bad argument, a missing extra."""
+EXIT_INT8_REFUSED = 3
+"""`edgerl export --int8`: the int8 model was refused; the fp32 bundle was written and verified."""
+EXIT_INTERRUPTED = 130
+EXIT_CODES_HELP = ("exit codes: 0 ok; 1 a check failed (checksums, self-test, parity, replay, a deploy step); "
+                   "2 bad input (missing file, malformed manifest, bad argument); 3 int8 refused, fp32 bundle "
+                   "written; 130 interrupted")
+
+
 class EdgerlError(Exception):
     """Base of every error edgerl reports as one line; `exit_code` is what the CLI exits with."""
 
-    exit_code = 2
+    exit_code = EXIT_BAD_INPUT
 
 
 class BundleError(EdgerlError):
-    """A bundle is missing, damaged or does not match what the code expects."""
+    """A bundle is missing, malformed or does not match what the code expects."""
+
+
+class IntegrityError(BundleError):
+    """A bundle's file does not match its recorded sha256: a failed check, not bad input."""
+
+    exit_code = EXIT_FAILED_CHECK
 
 
 @dataclass(frozen=True)
@@ -229,15 +253,6 @@ def _known(cls: type, data: dict[str, Any], what: str) -> dict[str, Any]:
     return dict(data)
 
 
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file, streamed."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     """Write JSON so that a reader sees either the old file or the whole new one."""
     path = Path(path)
@@ -284,9 +299,9 @@ def check_files(bundle: Path, manifest: Manifest) -> None:
         if Path(name).is_absolute() or ".." in Path(name).parts:
             raise BundleError(f"manifest lists an unsafe path {name!r}; refusing the bundle")
         if not path.is_file():
-            raise BundleError(f"{name} is missing from {bundle}; copy the whole bundle folder again")
+            raise IntegrityError(f"{name} is missing from {bundle}; copy the whole bundle folder again")
         if sha256_file(path) != expected:
-            raise BundleError(
+            raise IntegrityError(
                 f"{name} in {bundle} does not match its sha256 in the manifest (tampered or "
                 "damaged in transfer); copy the bundle again or re-export it"
             )

@@ -7,9 +7,8 @@ import platform
 import resource
 import sys
 import time
-import zlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +17,7 @@ import numpy as np
 from device.atari import AtariGame
 from device.manifest import BundleError, EdgerlError, Manifest, load_bundle, write_json_atomic
 from device.policy import Policy, model_file
-
-REPORT_VERSION = 2
-"""2: each episode carries a CRC-32 chain of its screens (ScreenChain)."""
-CHAIN_EVERY = 100
+from device.report import REPORT_VERSION, ScreenChain, episode_record
 
 
 @dataclass(frozen=True)
@@ -92,35 +88,47 @@ class PlayError(EdgerlError):
     """The game was played but its report cannot be written."""
 
 
-class ScreenChain:
-    """A running CRC-32 over every screen of an episode, with checkpoints every CHAIN_EVERY steps.
-
-    Two games with the same chain showed the same screens in the same order
-    at every step, not just the same final score; `edgerl replay` rebuilds
-    the chain on the host and names the first stretch where they part.
-    """
-
-    def __init__(self) -> None:
-        self.crc, self.steps, self.marks = 0, -1, []
-
-    def add(self, screen: np.ndarray) -> None:
-        """Fold in the screen after a step (the first call takes the reset screen)."""
-        self.crc = zlib.crc32(memoryview(np.ascontiguousarray(screen)).cast("B"), self.crc)
-        self.steps += 1
-        if self.steps and self.steps % CHAIN_EVERY == 0:
-            self.marks.append(f"{self.crc:08x}")
-
-    def report(self) -> dict[str, Any]:
-        """The report fields: final chain value and the checkpoints."""
-        return {"screens_crc32": f"{self.crc:08x}", "screens_crc32_every": CHAIN_EVERY,
-                "screens_crc32_marks": self.marks}
-
-
 def require_game(manifest: Manifest) -> None:
     """Refuse, in one line, a bundle that has no game to play."""
     if manifest.env is None:
         raise BundleError("this bundle has no game to play (its policy reads your own sensors); run it in your "
                           "loop with `from device import Policy`, and check it with `python -m device selftest`")
+
+
+@dataclass
+class _Timing:
+    policy: list[float] = field(default_factory=list)
+    emulator: list[float] = field(default_factory=list)
+    first_action: float | None = None
+    """perf_counter() when the first action was chosen: what a cold start costs."""
+
+
+def _play_episode(game: AtariGame, policy: Policy, episode: int, max_steps: int | None, timing: _Timing
+                  ) -> dict[str, Any]:
+    """One episode from the game's reset to its end (or `max_steps`), timing policy and emulator per step."""
+    clock = time.perf_counter
+    screen = game.reset()
+    policy.reset()
+    chain = ScreenChain()
+    chain.add(screen)
+    actions = bytearray()
+    score, result = 0.0, None
+    while True:
+        t0 = clock()
+        index = policy.act(screen)
+        t1 = clock()
+        result = game.step(index)
+        timing.policy.append(t1 - t0)
+        timing.emulator.append(clock() - t1)
+        if timing.first_action is None:
+            timing.first_action = t1
+        chain.add(game.screen)
+        actions.append(index)
+        score += result.reward
+        if result.done or (max_steps and len(actions) >= max_steps):
+            break
+    return episode_record(episode, score, bytes(actions), result.terminated, result.truncated or not result.done,
+                          chain)
 
 
 def play(cfg: PlayConfig, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
@@ -133,52 +141,30 @@ def play(cfg: PlayConfig, progress: Callable[[str], None] | None = None) -> dict
     policy = Policy(bundle, manifest, cfg.threads, model_file(manifest, cfg.int8))
     game = AtariGame(manifest.env, manifest.action_ids)
     game.seed(cfg.seed)
-    latencies: list[float] = []
-    emulator: list[float] = []
+    timing = _Timing()
     episodes = []
-    first_action_s = None
-    clock = time.perf_counter
-    loop_started = clock()
+    loop_started = time.perf_counter()
     for episode in range(cfg.episodes):
-        screen = game.reset()
-        policy.reset()
-        chain = ScreenChain()
-        chain.add(screen)
-        actions = bytearray()
-        score, steps, result = 0.0, 0, None
-        while True:
-            t0 = clock()
-            index = policy.act(screen)
-            t1 = clock()
-            result = game.step(index)
-            t2 = clock()
-            if first_action_s is None:
-                first_action_s = t1 - started
-            latencies.append(t1 - t0)
-            emulator.append(t2 - t1)
-            chain.add(game.screen)
-            actions.append(index)
-            score += result.reward
-            steps += 1
-            if result.done or (cfg.max_steps and steps >= cfg.max_steps):
-                break
-        episodes.append(
-            {
-                "episode": episode,
-                "score": score,
-                "steps": steps,
-                "terminated": result.terminated,
-                "truncated": result.truncated or not result.done,
-                # One byte per action, hex: a whole Pong game is a few KB.
-                "actions_hex": bytes(actions).hex(),
-                **chain.report(),
-            }
-        )
+        episodes.append(_play_episode(game, policy, episode, cfg.max_steps, timing))
         if progress:
-            progress(f"episode {episode + 1}/{cfg.episodes}: score {score:+.0f} in {steps} steps")
+            e = episodes[-1]
+            progress(f"episode {episode + 1}/{cfg.episodes}: score {e['score']:+.0f} in {e['steps']} steps")
+    report = _report(cfg, manifest, episodes, timing, time.perf_counter() - loop_started)
+    report["cold_start_s"] = None if timing.first_action is None else timing.first_action - started
+    if cfg.report:
+        try:
+            write_json_atomic(cfg.report, report)
+        except OSError as err:
+            raise PlayError(f"cannot write the report {cfg.report}: {err.strerror or err}; free space on the "
+                            "board (or pass another --report path) and play again") from None
+    return report
+
+
+def _report(cfg: PlayConfig, manifest: Manifest, episodes: list[dict[str, Any]], timing: _Timing, wall_s: float
+            ) -> dict[str, Any]:
     total_steps = sum(e["steps"] for e in episodes)
-    loop_s = sum(latencies) + sum(emulator)
-    report = {
+    loop_s = sum(timing.policy) + sum(timing.emulator)
+    return {
         "report_version": REPORT_VERSION,
         "bundle_id": manifest.bundle_id,
         "files": manifest.files,
@@ -191,23 +177,10 @@ def play(cfg: PlayConfig, progress: Callable[[str], None] | None = None) -> dict
         "episodes": episodes,
         "mean_score": float(np.mean([e["score"] for e in episodes])),
         "steps": total_steps,
-        "steps_per_s": total_steps / max(clock() - loop_started, 1e-9),
+        "steps_per_s": total_steps / max(wall_s, 1e-9),
         "loop_steps_per_s": total_steps / loop_s if loop_s else 0.0,
-        "policy_latency": _percentiles(latencies),
-        "emulator_ms_per_step": float(np.mean(emulator) * 1000.0) if emulator else 0.0,
-        "cold_start_s": first_action_s,
+        "policy_latency": _percentiles(timing.policy),
+        "emulator_ms_per_step": float(np.mean(timing.emulator) * 1000.0) if timing.emulator else 0.0,
         "peak_rss_mb": peak_rss_mb(),
         "machine": machine_info(),
     }
-    if cfg.report:
-        try:
-            write_json_atomic(cfg.report, report)
-        except OSError as err:
-            raise PlayError(f"cannot write the report {cfg.report}: {err.strerror or err}; free space on the "
-                            "board (or pass another --report path) and play again") from None
-    return report
-
-
-def replay_actions(episode: dict[str, Any]) -> list[int]:
-    """The action indices of one reported episode."""
-    return list(bytes.fromhex(episode["actions_hex"]))

@@ -170,7 +170,3 @@ class Policy:
         """Run the graph once on explicit inputs (self-test); the carried state is not touched."""
         checked = {name: self._checked(name, feed[name], "input") for name in self._specs}
         return dict(zip(self._output_names, self.session.run(self._output_names, checked), strict=True))
-
-
-PolicySession = Policy
-"""The name earlier releases used."""

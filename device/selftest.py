@@ -50,7 +50,8 @@ def selftest(bundle: Path, threads: int | None = None, model_file: str | None = 
     bundle = Path(bundle).resolve()  # once: a `current` link flipped meanwhile cannot mix two releases
     manifest = load_bundle(bundle)
     if manifest.env is not None:
-        # Everything `play` will need, checked before the release can become current.
+        # Everything `play` will need, checked before the release can become current. Deferred: a sensor
+        # bundle's self-test never loads ale-py.
         from device.atari import AtariGame
 
         AtariGame(manifest.env, manifest.action_ids)

@@ -14,6 +14,7 @@ from deploy.release import DeployConfig, rollback, status
 from deploy.remote_run import RunConfig, open_target, run_on
 from deploy.ssh import SshOptions
 from deploy.targets import DeployError
+from device.manifest import EXIT_FAILED_CHECK, EXIT_INTERRUPTED, EXIT_OK, load_bundle
 
 _print_lock = threading.Lock()
 
@@ -60,8 +61,6 @@ def _progress_bar(name: str):  # noqa: ANN202
 
 def deploy_cmd(args: argparse.Namespace) -> int:
     """Deploy to every target in parallel; one board failing does not stop the others."""
-    from device.manifest import load_bundle
-
     load_bundle(args.bundle)  # a bad bundle is refused once, before any board is touched
     targets = _targets(args)
     cfg = DeployConfig(args.bundle, keep=args.keep, install=InstallConfig(wheelhouse=args.wheelhouse))
@@ -80,8 +79,10 @@ def deploy_cmd(args: argparse.Namespace) -> int:
     if failed and len(targets) == 1:
         print(f"error: {results[0][1]}", file=sys.stderr)
     if cancel.is_set():
-        return 130
-    return 1 if failed else 0
+        return EXIT_INTERRUPTED
+    if failed and len(targets) == 1:
+        return results[0][1].exit_code
+    return EXIT_FAILED_CHECK if failed else EXIT_OK
 
 
 def run_cmd(args: argparse.Namespace) -> int:
@@ -94,18 +95,18 @@ def run_cmd(args: argparse.Namespace) -> int:
     print(f"{args.on}: scores {scores} (mean {report['mean_score']:+.1f}); {report['steps_per_s']:.0f} steps/s; "
           f"policy p50 {lat['p50_ms']:.2f} ms p99 {lat['p99_ms']:.2f} ms; {report['machine']['machine']}")
     print(f"report: {local}")
-    return 0
+    return EXIT_OK
 
 
 def status_cmd(args: argparse.Namespace) -> int:
     """Print the board's state as JSON."""
     with open_target(args.on, ssh_options(args)) as target:
         print(json.dumps(status(target), indent=2))
-    return 0
+    return EXIT_OK
 
 
 def rollback_cmd(args: argparse.Namespace) -> int:
     """Switch current back to the previous release."""
     with open_target(args.on, ssh_options(args)) as target:
         print(f"{args.on}: current is now {rollback(target, say=_say)}")
-    return 0
+    return EXIT_OK

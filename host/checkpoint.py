@@ -56,7 +56,10 @@ def load_checkpoint(source: Path) -> dict[str, Any]:
     if not isinstance(payload, dict) or payload.get("version") != CHECKPOINT_VERSION:
         raise CheckpointError(f"{path} is not an edgerl checkpoint of version {CHECKPOINT_VERSION}")
     try:
-        payload["policy"] = PolicyConfig(**payload["policy"])
+        policy = dict(payload["policy"])
+        if "kind" in policy:  # checkpoints written before the field was named for what it is
+            policy["network"] = policy.pop("kind")
+        payload["policy"] = PolicyConfig(**policy)
         payload["env"] = EnvSpec(**payload["env"])
     except (KeyError, TypeError) as err:
         raise CheckpointError(f"{path} has malformed configs ({err})") from err

@@ -6,15 +6,15 @@ import argparse
 import logging
 import os
 import sys
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 
-from device.manifest import EdgerlError
+from device.layout import BOARD_DIR
+from device.manifest import EXIT_BAD_INPUT, EXIT_CODES_HELP, EXIT_INTERRUPTED, EXIT_OK, MANIFEST, EdgerlError
 from host.errors import UsageError
 
-EXIT_FAILED_CHECK = 1
-EXIT_BAD_INPUT = 2
+NETWORKS = ("dqn", "stacked", "lstm")
+"""The built-in networks of `--untrained` (host.policies.NETWORKS; not imported here, that loads torch)."""
 
 
 def _seconds(text: str) -> float:
@@ -34,23 +34,18 @@ def _positive(text: str) -> int:
     return value
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """Every host subcommand and its options."""
-    parser = argparse.ArgumentParser(
-        prog="edgerl", description="Train, export, verify and ship RL policies to small boards."
-    )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
+def _export_parser(sub: argparse._SubParsersAction) -> None:
     e = sub.add_parser("export", help="any TorchRL policy -> bundle (pt2, AOTInductor, ONNX, golden, manifest)",
                        description="Export a policy to a bundle folder, then verify it. The policy comes from your "
                                    "own factory (--from FILE.py:FUNC, returning (policy, env) or (policy, None, "
-                                   "example)), a run folder of `edgerl train`, or a built-in network (--untrained).")
+                                   "example)), a run folder of `edgerl train`, or a built-in network (--untrained).",
+                       epilog=EXIT_CODES_HELP)
     e.add_argument("source", nargs="?", type=Path, help="run folder or checkpoint.pt from `edgerl train`")
     e.add_argument("--from", dest="factory", metavar="FILE.py:FUNC",
                    help="your factory: FUNC() returns (policy, env) or (policy, None, example)")
     e.add_argument("--out", type=Path, required=True, help="bundle folder to write")
     e.add_argument("--untrained", action="store_true", help="export a freshly initialised built-in network")
-    e.add_argument("--policy", choices=["dqn", "stacked", "lstm"], default="dqn",
+    e.add_argument("--policy", choices=NETWORKS, default="dqn",
                    help="built-in network of an --untrained export (default dqn)")
     e.add_argument("--stochastic", action="store_true",
                    help="keep the policy's exploration (e-greedy, sampling) inside the graph (RANDOM mode)")
@@ -60,40 +55,43 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also make policy.int8.onnx (static QDQ), kept only if it plays as well as fp32; "
                         "a refused int8 model exits 3, with the fp32 bundle written and verified")
     e.add_argument("--no-verify", action="store_true", help="do not run `edgerl verify` afterwards")
-    e.add_argument("--verify-frames", type=_positive, default=1000,
+    e.add_argument("--verify-steps", "--verify-frames", dest="verify_steps", type=_positive, default=1000,
                    help="steps of real play (or example input) for the verification (default 1000)")
     e.add_argument("--seed", type=int, default=0, help="initialisation seed of an --untrained export")
 
+
+def _verify_parser(sub: argparse._SubParsersAction) -> None:
     v = sub.add_parser("verify", help="parity of ONNX, pt2 and AOTInductor through time on real inputs",
                        description="Check every backend against the eager TorchRL policy (rebuilt with --from) or, "
-                                   "without it, the bundle's own torch.export program; exit 1 on disagreement.")
+                                   "without it, the bundle's own torch.export program; exit 1 on disagreement.",
+                       epilog=EXIT_CODES_HELP)
     v.add_argument("bundle", type=Path)
     v.add_argument("--from", dest="factory", metavar="FILE.py:FUNC", help="rebuild the eager policy to compare with")
-    v.add_argument("--frames", type=_positive, default=1000, help="steps of real inputs (default 1000)")
+    v.add_argument("--steps", "--frames", dest="steps", type=_positive, default=1000,
+                   help="steps of real inputs (default 1000)")
     v.add_argument("--seed", type=int, default=1, help="seed of the inputs' game (default 1)")
 
     r = sub.add_parser("replay", help="rebuild a board's game from its report and write a GIF",
                        description="Replay a `python -m device play` report on the host env; exit 1 if the "
-                                   "replayed scores differ from the reported ones.")
+                                   "replayed scores differ from the reported ones.", epilog=EXIT_CODES_HELP)
     r.add_argument("report", type=Path, help="report.json from the board")
     r.add_argument("bundle", type=Path, help="the bundle the board played")
     r.add_argument("--out", type=Path, default=None, help="animated GIF to write")
     r.add_argument("--stride", type=_positive, default=2, help="draw every N-th agent step (default 2)")
 
-    tr = sub.add_parser("train", help="train a Pong policy (resumable, progress bar, CSV logs)",
-                        description="Train with PQN (default: the fastest to a winning Pong policy), PPO, or the "
-                                    "tutorial's DQN. Checkpoints atomically "
-                                    "every few minutes; --resume continues exactly where the last one stopped.")
-    tr.add_argument("--algo", choices=["pqn", "ppo", "dqn"], default="pqn",
-                    help="pqn (fastest to win: Parallel Q-learning on ale-py's vector env, collection overlapped "
-                         "with learning; default), ppo, or dqn (the tutorial's algorithm)")
-    tr.add_argument("--frames", type=_positive, default=10_000_000, help="emulator frames in total (default 10M)")
+
+def _train_parser(sub: argparse._SubParsersAction) -> None:
+    tr = sub.add_parser("train", help="train a Pong policy with PQN (resumable, progress bar, CSV logs)",
+                        description="Train with PQN (Parallel Q-learning on ale-py's vector env, collection "
+                                    "overlapped with learning). Checkpoints atomically every few minutes; --resume "
+                                    "continues where the last one stopped.", epilog=EXIT_CODES_HELP)
+    tr.add_argument("--algo", choices=["pqn"], default="pqn", help="the training algorithm (pqn, the only one)")
+    tr.add_argument("--frames", type=_positive, default=None,
+                    help="emulator frames in total (default 16,000,000: what fits 2.5 h on two cores)")
     tr.add_argument("--out", type=Path, default=Path("runs/pong"), help="run folder (default runs/pong)")
     tr.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoint")
-    tr.add_argument("--envs", type=_positive, default=None, help="parallel games (default 16 for pqn, 8 for ppo)")
+    tr.add_argument("--envs", type=_positive, default=None, help="parallel games (default 16)")
     tr.add_argument("--seed", type=int, default=1, help="seed of the games and the initialisation (default 1)")
-    tr.add_argument("--threads", type=_positive, default=2,
-                    help="torch threads of ppo and dqn (default 2); pqn always runs one per process")
     tr.add_argument("--checkpoint-minutes", type=float, default=5.0,
                     help="minutes between atomic checkpoints (default 5)")
     tr.add_argument("--eval-episodes", type=int, default=0,
@@ -101,7 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     ev = sub.add_parser("evaluate", help="play N games on the device loop and record the scores in the manifest",
                         description="Play one deterministic game per seed with the device's own loop (what the "
-                                    "board runs) and write the scores into the bundle's manifest.")
+                                    "board runs) and write the scores into the bundle's manifest.",
+                        epilog=EXIT_CODES_HELP)
     ev.add_argument("bundle", type=Path)
     ev.add_argument("--episodes", type=_positive, default=10, help="games, one per seed (default 10)")
     ev.add_argument("--seed", type=int, default=100, help="first seed (default 100)")
@@ -109,18 +108,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     pm = sub.add_parser("promote", help="replace a shipped bundle only by one with a higher evaluated mean",
                         description="Compare the mean device-loop scores `edgerl evaluate` recorded in both "
-                                    "manifests; copy CANDIDATE over --to only if it is higher (or --to is empty).")
+                                    "manifests; copy CANDIDATE over --to only if it is higher (or --to is empty).",
+                        epilog=EXIT_CODES_HELP)
     pm.add_argument("candidate", type=Path)
     pm.add_argument("--to", type=Path, required=True, help="the shipped bundle folder, e.g. models/pong")
 
     pl = sub.add_parser("plot", help="learning curve of a run as PNG (return vs frames and vs wall time)",
-                        description="Draw a run's learning curve from its episodes.csv.")
+                        description="Draw a run's learning curve from its episodes.csv.", epilog=EXIT_CODES_HELP)
     pl.add_argument("run", type=Path)
     pl.add_argument("--out", type=Path, default=None, help="PNG path (default RUN/learning_curve.png)")
 
+
+def _board_parsers(sub: argparse._SubParsersAction) -> None:
     d = sub.add_parser("deploy", help="push a bundle to boards as a verified release and switch to it",
                        description="Upload, verify sha256 on the board, install/reuse the venv, self-test, switch "
-                                   "`current` atomically. Any failure leaves the old release current.")
+                                   "`current` atomically. Any failure leaves the old release current.",
+                       epilog=EXIT_CODES_HELP)
     d.add_argument("bundle", type=Path)
     d.add_argument("--to", action="append", default=[], metavar="TARGET",
                    help="[user@]host[:port], an ~/.ssh/config alias, or local:DIR (repeat for a fleet)")
@@ -131,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     u = sub.add_parser("run", help="play on a board's current release and fetch the report",
                        description="Play the board's current release (python -m device play there), stream its "
-                                   "progress and bring the JSON report back.")
+                                   "progress and bring the JSON report back.", epilog=EXIT_CODES_HELP)
     u.add_argument("--on", required=True, metavar="TARGET", help="[user@]host[:port], an ssh alias, or local:DIR")
     u.add_argument("--episodes", type=_positive, default=1, help="games to play (default 1)")
     u.add_argument("--seed", type=int, default=0, help="emulator seed (default 0)")
@@ -140,14 +143,26 @@ def build_parser() -> argparse.ArgumentParser:
     _ssh_args(u)
 
     t = sub.add_parser("status", help="current and previous releases, venvs, the board's arch and Python",
-                       description="Print the board's releases and environment as JSON.")
+                       description="Print the board's releases and environment as JSON.", epilog=EXIT_CODES_HELP)
     t.add_argument("--on", required=True, metavar="TARGET", help="[user@]host[:port], an ssh alias, or local:DIR")
     _ssh_args(t)
 
     b = sub.add_parser("rollback", help="make the previous release current again",
-                       description="Switch the board's `current` back to the previous release, atomically.")
+                       description="Switch the board's `current` back to the previous release, atomically.",
+                       epilog=EXIT_CODES_HELP)
     b.add_argument("--on", required=True, metavar="TARGET", help="[user@]host[:port], an ssh alias, or local:DIR")
     _ssh_args(b)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Every host subcommand and its options."""
+    parser = argparse.ArgumentParser(prog="edgerl", description="Train, export, verify and ship RL policies to "
+                                     "small boards.", epilog=EXIT_CODES_HELP)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _export_parser(sub)
+    _verify_parser(sub)
+    _train_parser(sub)
+    _board_parsers(sub)
     return parser
 
 
@@ -157,119 +172,120 @@ def _ssh_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--accept-new", action="store_true",
                    help="trust an unknown host key and record it (a changed key is always refused)")
     p.add_argument("-i", "--identity", type=Path, default=None, help="private key file (the agent is used too)")
-    p.add_argument("--board-dir", default="edgerl", help="folder on the board, relative to home (default edgerl)")
+    p.add_argument("--board-dir", default=BOARD_DIR,
+                   help=f"folder on the board, relative to home (default {BOARD_DIR})")
     p.add_argument("--silence-timeout", type=_seconds, default=60.0, metavar="S",
                    help="give a board up after S seconds without any answer from it (default 60)")
 
 
 def _export(args: argparse.Namespace) -> int:
-    from host.export import ExportConfig, export_bundle
+    from host.bundle.pipeline import ExportConfig, export_bundle  # deferred: torch loads in seconds
 
     sources = sum([bool(args.factory), bool(args.untrained), args.source is not None])
     if sources != 1:
         raise UsageError("give exactly one source: --from FILE.py:FUNC, a run folder, or --untrained")
     cfg = ExportConfig(out=args.out, source=args.source, factory=args.factory, untrained=args.untrained,
-                       kind=args.policy, stochastic=args.stochastic, epsilon=args.epsilon, aoti=not args.no_aoti,
-                       verify=not args.no_verify, verify_steps=args.verify_frames, seed=args.seed)
+                       network=args.policy, stochastic=args.stochastic, epsilon=args.epsilon, aoti=not args.no_aoti,
+                       verify=not args.no_verify, verify_steps=args.verify_steps, int8=args.int8, seed=args.seed)
     what = args.factory or (f"untrained {args.policy}" if args.untrained else args.source)
     print(f"exporting {what} to {args.out}")
-    out = export_bundle(cfg, progress=sys.stderr.isatty())
+    export_bundle(cfg, progress=sys.stderr.isatty())
     if not args.no_verify:
-        print(f"verify ok: {args.verify_frames} steps")
-    if args.int8:
-        from host.quantize import QuantizeConfig, quantize_bundle
-
-        print(f"quantizing {out} to int8 and checking how it plays")
-        quantize_bundle(QuantizeConfig(out))
-    return 0
+        print(f"verify ok: {args.verify_steps} steps")
+    return EXIT_OK
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from host.verify import VerifyConfig, verify_bundle
+    from host.bundle.pipeline import VerifyConfig, check_bundle  # deferred: torch
 
-    print(f"verifying {args.bundle} on {args.frames} steps of real inputs")
-    parity = verify_bundle(VerifyConfig(args.bundle, steps=args.frames, seed=args.seed, progress=sys.stderr.isatty(),
-                                        source=args.factory))
+    print(f"verifying {args.bundle} on {args.steps} steps of real inputs")
+    parity = check_bundle(VerifyConfig(args.bundle, steps=args.steps, seed=args.seed, progress=sys.stderr.isatty(),
+                                       source=args.factory))
     print(f"verify ok: {parity['frames']} steps, {parity['episode_starts']} episode starts, mode {parity['mode']}, "
           f"reference {parity['reference']}")
-    return 0
+    return EXIT_OK
 
 
 def _train(args: argparse.Namespace) -> int:
-    from host.checkpoint import CHECKPOINT
+    from host.checkpoint import CHECKPOINT  # deferred: torch
+    from host.train.pqn import PQNConfig  # deferred: torch
+    from host.train.trainer import train_pqn  # deferred: torch
 
     if args.resume and not (args.out / CHECKPOINT).is_file():
         raise UsageError(f"nothing to resume: {args.out / CHECKPOINT} does not exist")
     if not args.resume and (args.out / CHECKPOINT).is_file():
         raise UsageError(f"{args.out} already holds a run; pass --resume to continue it or choose another --out")
-    if args.algo == "pqn":
-        from host.pqn import PQNConfig, train_pqn
-
-        cfg = PQNConfig(out=args.out, frames=args.frames, envs=args.envs or 16, seed=args.seed,
-                        checkpoint_minutes=args.checkpoint_minutes)
-        run = train_pqn(cfg, resume=args.resume, progress=sys.stderr.isatty())
-    elif args.algo == "ppo":
-        from host.ppo import PPOConfig, train_ppo
-
-        cfg = PPOConfig(out=args.out, frames=args.frames, envs=args.envs or 8, seed=args.seed, threads=args.threads,
-                        checkpoint_minutes=args.checkpoint_minutes)
-        run = train_ppo(cfg, resume=args.resume, progress=sys.stderr.isatty())
-    else:
-        from host.dqn import DQNConfig, train_dqn
-
-        cfg = DQNConfig(out=args.out, frames=args.frames, seed=args.seed, threads=args.threads,
-                        checkpoint_minutes=args.checkpoint_minutes)
-        run = train_dqn(cfg, resume=args.resume, progress=sys.stderr.isatty())
+    given = {k: v for k, v in (("frames", args.frames), ("envs", args.envs)) if v is not None}
+    cfg = PQNConfig(out=args.out, seed=args.seed, checkpoint_minutes=args.checkpoint_minutes, **given)
+    run = train_pqn(cfg, resume=args.resume, progress=sys.stderr.isatty())
     print(f"run saved in {run}")
     if args.eval_episodes:
-        from host.evaluate import evaluate_run
+        from host.bundle.evaluate import evaluate_run  # deferred: torch
 
         scores = evaluate_run(run, args.eval_episodes)
         print(f"evaluation on the device loop: mean {sum(scores) / len(scores):+.1f} over {len(scores)} episodes")
-    return 0
+    return EXIT_OK
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from host.evaluate import EvaluateConfig, record_evaluation
+    from host.bundle.evaluate import EvaluateConfig, record_evaluation  # deferred: torch
 
     print(f"playing {args.episodes} games of {args.bundle} on the device loop")
     figures = record_evaluation(EvaluateConfig(args.bundle, args.episodes, args.seed, args.max_steps))
     print(f"mean score {figures['mean']:+.2f} over {figures['episodes']} games (worst {figures['min']:+.0f}); "
-          f"recorded in {args.bundle / 'manifest.json'}")
-    return 0
+          f"recorded in {args.bundle / MANIFEST}")
+    return EXIT_OK
 
 
 def _promote(args: argparse.Namespace) -> int:
-    from host.promote import PromoteConfig, promote
+    from host.bundle.promote import PromoteConfig, promote  # deferred: torch
 
     _, why = promote(PromoteConfig(args.candidate, args.to))
     print(why)
-    return 0
+    return EXIT_OK
 
 
 def _plot(args: argparse.Namespace) -> int:
-    from host.training_log import plot_run
+    from host.train.training_log import plot_run  # deferred: matplotlib and torchrl
 
     try:
         print(f"wrote {plot_run(args.run, args.out)}")
     except ValueError as err:
         raise UsageError(str(err)) from err
-    return 0
+    return EXIT_OK
 
 
 def _replay(args: argparse.Namespace) -> int:
-    from host.replay import ReplayConfig, replay
+    from host.bundle.replay import ReplayConfig, replay  # deferred: torch
 
     replay(ReplayConfig(args.report, args.bundle, args.out, args.stride))
     print("replay ok: scores match the report")
-    return 0
+    return EXIT_OK
+
+
+BOARD_COMMANDS = ("deploy", "run", "status", "rollback")
+
+
+def _board(name: str) -> Callable[[argparse.Namespace], int]:
+    """The board commands import paramiko; only they do, so `edgerl plot` works without the deploy extra."""
+
+    def handler(args: argparse.Namespace) -> int:
+        from host import board_cli  # deferred: paramiko is the deploy extra's
+
+        return getattr(board_cli, name)(args)
+
+    return handler
+
+
+def _quiet_torch() -> None:
+    """Torch's own log notices are not the user's concern (export silences its CUDA one by name); warnings show."""
+    logging.getLogger("torch").setLevel(logging.ERROR)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: known failures become one line on stderr and a non-zero exit code."""
+    """Entry point: known failures become one line on stderr and their documented exit code."""
     args = build_parser().parse_args(argv)
-    warnings.filterwarnings("ignore")
-    logging.getLogger("torch").setLevel(logging.ERROR)
+    _quiet_torch()
     os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(Path.home() / ".cache" / "edgerl" / "inductor"))
     handlers = {"export": _export, "verify": _verify, "replay": _replay, "train": _train, "plot": _plot,
                 "promote": _promote, "evaluate": _evaluate, "deploy": _board("deploy_cmd"), "run": _board("run_cmd"),
@@ -285,24 +301,10 @@ def main(argv: list[str] | None = None) -> int:
         # Board commands report per board what an interrupt left there; elsewhere only files written
         # through a temporary name exist, so a half-written one cannot be left under its real name.
         print("interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     except EdgerlError as err:
         print(f"error: {err}", file=sys.stderr)
         return err.exit_code
-
-
-BOARD_COMMANDS = ("deploy", "run", "status", "rollback")
-
-
-def _board(name: str) -> Callable[[argparse.Namespace], int]:
-    """The board commands import paramiko; only they do, so `edgerl plot` works without the deploy extra."""
-
-    def handler(args: argparse.Namespace) -> int:
-        from host import board_cli
-
-        return getattr(board_cli, name)(args)
-
-    return handler
 
 
 if __name__ == "__main__":

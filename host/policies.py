@@ -4,10 +4,10 @@
 - `stacked`: the same network on the last 4 frames, stacked by TorchRL's `CatFrames` in the env.
 - `lstm`: the tutorial's recurrent policy (python-based LSTMModule), with `InitTracker` and its primer.
 
-`nature_cnn` is the one network factory: PPO, DQN and these policies all
-build their Q-network (or logits) with it, so a checkpoint's weights fit
-every one of them. The built-ins then go through the same export path as a
-user's policy (`host.export.export_policy`): no second code path.
+`nature_cnn` is the one network factory: the PQN trainer and these
+policies build their Q-network with it, so a checkpoint's weights fit the
+`stacked` policy. The built-ins then go through the same export path as a
+user's policy (`host.bundle.pipeline.export_policy`): no second code path.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from torchrl.modules import MLP, ConvNet, EGreedyModule, LSTMModule, QValueModul
 from device.manifest import FRAME_SHAPE, EnvSpec
 from host.envs import OBS_KEY, make_env
 
-KINDS = ("dqn", "stacked", "lstm")
+NETWORKS = ("dqn", "stacked", "lstm")
 VALUES = "action_value"
 
 
@@ -32,7 +32,7 @@ VALUES = "action_value"
 class PolicyConfig:
     """Which network, and how it explores."""
 
-    kind: str = "dqn"
+    network: str = "dqn"
     """One of dqn, stacked, lstm."""
     epsilon: float = 0.1
     """E-greedy rate of the stochastic export (the tutorial's eps_init)."""
@@ -42,14 +42,6 @@ class PolicyConfig:
     """Hidden size of the `lstm` policy."""
     layer_norm: bool = False
     """LayerNorm after every layer of the Nature CNN (PQN's network; dqn and stacked only)."""
-
-
-class FrameStack(nn.Module):
-    """Next stack = previous stack without its oldest frame, plus the new frame (the training collector's stack)."""
-
-    def forward(self, frames: torch.Tensor, obs: torch.Tensor) -> torch.Tensor:
-        """Shift the stack along the channel axis."""
-        return torch.cat([frames[..., 1:, :, :], obs], dim=-3)
 
 
 def nature_cnn(n_actions: int, in_channels: int = 4, layer_norm: bool = False) -> nn.Module:
@@ -80,7 +72,7 @@ def nature_cnn(n_actions: int, in_channels: int = 4, layer_norm: bool = False) -
 class BuiltPolicy:
     """A built-in policy: the actor to export, its trainable part (what a checkpoint stores) and its env."""
 
-    kind: str
+    network: str
     actor: Seq
     qnet: nn.Module
     env: TransformedEnv
@@ -89,8 +81,8 @@ class BuiltPolicy:
 def build_env(cfg: PolicyConfig, spec: EnvSpec, lstm: LSTMModule | None = None) -> TransformedEnv:
     """The env a built-in policy acts in: the tutorial's preprocessing, plus a frame stack or the LSTM's state."""
     env = make_env(spec)
-    if cfg.kind == "stacked":
-        # Zero padding: what the training collector's FrameStack starts each episode with.
+    if cfg.network == "stacked":
+        # Zero padding: what the PQN trainer's stacks start each episode with (host.frame_stack).
         env.append_transform(CatFrames(N=cfg.stack, dim=-3, in_keys=[OBS_KEY], padding="constant"))
     if lstm is not None:
         env.append_transform(InitTracker())
@@ -100,11 +92,11 @@ def build_env(cfg: PolicyConfig, spec: EnvSpec, lstm: LSTMModule | None = None) 
 
 def build_policy(cfg: PolicyConfig, spec: EnvSpec, seed: int = 0) -> BuiltPolicy:
     """Build one of the three policies with freshly initialised, materialised weights, and its env."""
-    if cfg.kind not in KINDS:
-        raise ValueError(f"unknown policy kind {cfg.kind!r}; choose one of {', '.join(KINDS)}")
+    if cfg.network not in NETWORKS:
+        raise ValueError(f"unknown built-in network {cfg.network!r}; choose one of {', '.join(NETWORKS)}")
     torch.manual_seed(seed)
     lstm = None
-    if cfg.kind == "lstm":
+    if cfg.network == "lstm":
         lstm = LSTMModule(
             input_size=64 * 7 * 7,
             hidden_size=cfg.lstm_hidden,
@@ -117,7 +109,8 @@ def build_policy(cfg: PolicyConfig, spec: EnvSpec, seed: int = 0) -> BuiltPolicy
     head = [QValueModule(spec=action_spec, action_value_key=VALUES), EGreedyModule(spec=action_spec,
                                                                                      eps_init=cfg.epsilon)]
     if lstm is None:
-        qnet = nature_cnn(n_actions, in_channels=cfg.stack if cfg.kind == "stacked" else 1, layer_norm=cfg.layer_norm)
+        qnet = nature_cnn(n_actions, in_channels=cfg.stack if cfg.network == "stacked" else 1,
+                          layer_norm=cfg.layer_norm)
         body = [Mod(qnet, in_keys=[OBS_KEY], out_keys=[VALUES])]
     else:
         conv = ConvNet(activation_class=nn.ReLU, num_cells=[32, 64, 64], kernel_sizes=[8, 4, 3], strides=[4, 2, 1])
@@ -127,7 +120,7 @@ def build_policy(cfg: PolicyConfig, spec: EnvSpec, seed: int = 0) -> BuiltPolicy
         body = [Mod(conv, in_keys=[OBS_KEY], out_keys=["embed"]), lstm,
                 Mod(mlp, in_keys=["embed_lstm"], out_keys=[VALUES])]
     actor = Seq(*body, *head)
-    return BuiltPolicy(cfg.kind, actor, qnet, env)
+    return BuiltPolicy(cfg.network, actor, qnet, env)
 
 
 def set_epsilon(actor: Seq, epsilon: float) -> None:

@@ -10,9 +10,9 @@ import pytest
 
 
 def _export(out: Path, kind: str, stochastic: bool = False, aoti: bool = False) -> Path:
-    from host.export import ExportConfig, export_bundle
+    from host.bundle.pipeline import ExportConfig, export_bundle
 
-    return export_bundle(ExportConfig(out=out, untrained=True, kind=kind, stochastic=stochastic, aoti=aoti),
+    return export_bundle(ExportConfig(out=out, untrained=True, network=kind, stochastic=stochastic, aoti=aoti),
                          say=lambda _: None)
 
 

@@ -175,6 +175,20 @@ def small_disk_board(ssh_world, tmp_path):
 
 
 
+@pytest.fixture
+def few_inodes_board(ssh_world, tmp_path):
+    """A board whose disk has bytes to spare but room for few files (a tmpfs with a small inode count)."""
+    board = tmp_path / "few-inodes"
+    board.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m,nr_inodes=400", "tmpfs", str(board)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.fail(f"the inode test mounts a small tmpfs and needs root: {done.stderr.strip()}")
+    (board / "venvs").symlink_to(ssh_world.venvs)
+    yield board
+    subprocess.run(["umount", "-l", str(board)], check=False)
+
+
 def copy_bundle(src: Path, dest: Path) -> Path:
     shutil.copytree(src, dest)
     return dest
@@ -236,9 +250,8 @@ class NetnsBoard:
     def opts(self, world: SshWorld, **kw):
         from deploy.ssh import SshOptions
 
-        kw = {"silence_timeout": 4.0, "connect_timeout": 4.0, **kw}
-        return SshOptions(known_hosts=self.known_hosts, ssh_config=world.ssh_config, identity=world.key,
-                          board_dir=str(self.board), **kw)
+        kw = {"silence_timeout": 4.0, "connect_timeout": 4.0, "board_dir": str(self.board), **kw}
+        return SshOptions(known_hosts=self.known_hosts, ssh_config=world.ssh_config, identity=world.key, **kw)
 
     def target(self, world: SshWorld, **kw):
         from deploy.ssh import SshTarget

@@ -30,6 +30,34 @@ def test_full_disk_on_the_board_gives_a_clear_error_and_keeps_the_old_release(ss
     assert not list((small_disk_board / "incoming").glob("*"))
 
 
+def _use_up_inodes(folder: Path) -> int:
+    folder.mkdir()
+    n = 0
+    while True:
+        try:
+            (folder / str(n)).touch()
+        except OSError as err:
+            assert err.errno == 28
+            return n
+        n += 1
+
+
+def test_a_board_out_of_inodes_gives_a_clear_error_and_keeps_the_old_release(ssh_world, ssh_opts, bundles,
+                                                                            few_inodes_board):
+    board = few_inodes_board
+    server = ssh_world.servers[0]
+    with SshTarget(ssh_world.user, "127.0.0.1", server.port, ssh_opts(board)) as target:
+        old = deploy(target, DeployConfig(bundles["dqn"]), say=lambda _: None)
+        assert _use_up_inodes(board / "filler") > 0
+        with pytest.raises(DeployError) as err:
+            deploy(target, DeployConfig(bundles["lstm"]), say=lambda _: None)
+    message = str(err.value)
+    assert "out of inodes" in message and "old release is still current" in message, message
+    assert "Errno" not in message and "Traceback" not in message
+    assert (board / "current").resolve().name == old.release
+    assert not list((board / "incoming").glob("*"))
+
+
 def test_offline_wheelhouse_install_with_this_platforms_wheels(ssh_world, ssh_opts, bundles, tmp_path):
     board = tmp_path / "offline"
     board.mkdir()  # no shared venvs: this board installs its own, from pushed wheels only

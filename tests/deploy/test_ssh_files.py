@@ -164,3 +164,13 @@ def test_known_hosts_patterns_as_openssh_reads_them():
     assert not host_matches("pi-*.lan,!pi-bad.lan", "pi-bad.lan")
     assert host_matches("10.0.0.?", "10.0.0.7") and not host_matches("10.0.0.?", "10.0.0.17")
     assert host_matches(_hashed("board.lan"), "board.lan") and not host_matches(_hashed("board.lan"), "other.lan")
+
+
+def test_a_known_hosts_path_that_is_a_folder_is_one_line(ssh_world, tmp_path):
+    folder = tmp_path / "known_hosts.d"
+    folder.mkdir()
+    run = ssh_world.cli("status", "--on", ssh_world.target(ssh_world.servers[0]), "--known-hosts", folder,
+                        "--ssh-config", ssh_world.ssh_config, "-i", ssh_world.key)
+    assert run.returncode == 2, run.stderr
+    assert run.stderr.startswith("error: cannot read the known_hosts file") and "Is a directory" in run.stderr
+    assert len(run.stderr.strip().splitlines()) == 1 and "Traceback" not in run.stderr

@@ -9,7 +9,7 @@ import pytest
 
 from device.atari import AtariGame, GameError
 from device.manifest import EnvSpec, load_bundle, write_json_atomic
-from device.policy import PolicyError, PolicySession
+from device.policy import Policy, PolicyError
 
 
 def device(*args):
@@ -17,8 +17,8 @@ def device(*args):
                           timeout=300)
 
 
-def refused(run, *words):
-    assert run.returncode == 2, run.stdout + run.stderr
+def refused(run, *words, code=2):
+    assert run.returncode == code, run.stdout + run.stderr
     last = run.stderr.strip().splitlines()[-1]
     assert last.startswith("error: ") and "Traceback" not in run.stderr, run.stderr
     for word in words:
@@ -41,7 +41,7 @@ def test_tampered_model(bundle_copy):
     with open(bundle / "policy.onnx", "r+b") as fh:
         fh.seek(100_000)
         fh.write(b"\xff" * 8)
-    refused(device("selftest", bundle), "policy.onnx", "sha256")
+    refused(device("selftest", bundle), "policy.onnx", "sha256", code=1)  # a failed check, not bad input
 
 
 def test_unknown_manifest_version(bundle_copy):
@@ -110,7 +110,7 @@ def test_missing_rom(bundle_copy):
 
 def test_wrong_shape_or_dtype_state_is_refused(bundles):
     manifest = load_bundle(bundles["stacked"])
-    session = PolicySession(bundles["stacked"], manifest)
+    session = Policy(bundles["stacked"], manifest)
     (stack,) = [p.input for p in manifest.state]
     with pytest.raises(PolicyError, match=stack):
         session.set_state({stack: np.zeros((3, 84, 84), dtype=np.float32)})
@@ -121,8 +121,8 @@ def test_wrong_shape_or_dtype_state_is_refused(bundles):
 def test_nan_in_policy_output_is_refused(tmp_path):
     import torch
 
+    from host.bundle.pipeline import ExportConfig, export_bundle
     from host.checkpoint import save_checkpoint
-    from host.export import ExportConfig, export_bundle
     from host.policies import PolicyConfig, build_policy
 
     policy = build_policy(PolicyConfig("dqn"), EnvSpec())
@@ -139,7 +139,7 @@ def test_action_index_outside_the_action_table_is_refused(bundles):
     manifest = load_bundle(bundles["dqn"])
     manifest.action_ids = manifest.action_ids[:1]
     manifest.action_meanings = manifest.action_meanings[:1]
-    session = PolicySession(bundles["dqn"], manifest)
+    session = Policy(bundles["dqn"], manifest)
     screens = np.random.default_rng(0).integers(0, 255, (50, 210, 160, 3), dtype=np.uint8)
     with pytest.raises(PolicyError, match="outside 0..0"):
         for screen in screens:

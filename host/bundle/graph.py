@@ -26,6 +26,7 @@ from torchrl.envs import CatFrames, Compose, EnvBase, ObservationNorm, Transform
 
 from device.manifest import ACTION_OUTPUT, EPISODE_START_INPUT, StatePair, TensorSpec
 from host.errors import ExportError
+from host.frame_stack import StackFrames
 
 NestedKey = str | tuple[str, ...]
 VALUE_KEYS = ("action_value", "logits")
@@ -82,29 +83,6 @@ class GraphPlan:
     def outputs(self) -> list[Slot]:
         """Action, then values, then next states."""
         return [self.action, *([self.values] if self.values else []), *self.state_out]
-
-
-class StackFrames(nn.Module):
-    """`CatFrames` as explicit state: the previous stack (padded on `is_init`) without its oldest frame, plus the new.
-
-    Inside a TorchRL env, CatFrames keeps a buffer that it fills at reset
-    with the first frame ("same") or a constant; here the buffer is an input
-    and the padding happens when `is_init` says the episode starts.
-    """
-
-    def __init__(self, n: int, dim: int, padding: str, padding_value: float) -> None:
-        super().__init__()
-        self.n, self.dim, self.padding, self.padding_value = n, dim, padding, padding_value
-
-    def forward(self, stack: torch.Tensor, frame: torch.Tensor, is_init: torch.Tensor) -> torch.Tensor:
-        """The next stack."""
-        if self.padding == "same":
-            pad = torch.cat([frame] * self.n, dim=self.dim)
-        else:
-            pad = torch.full_like(stack, self.padding_value)
-        stack = torch.where(is_init.reshape(-1)[0], pad, stack)
-        width = frame.shape[self.dim]
-        return torch.cat([stack.narrow(self.dim, width, stack.shape[self.dim] - width), frame], dim=self.dim)
 
 
 class Affine(nn.Module):
@@ -210,12 +188,9 @@ def state_keys(policy: TensorDictModuleBase) -> list[NestedKey]:
     return [k for k in policy.in_keys if k != EPISODE_START_INPUT and _writes(policy, k) is not None]
 
 
-def plan_graph(policy: TensorDictModuleBase, raw: TensorDictBase, one_hot: bool,
-               env: EnvBase | None = None) -> tuple[PolicyGraph, tuple[torch.Tensor, ...]]:
-    """Build the graph for `policy` fed by the raw observations in `raw` (one real input, states included)."""
-    pre, stacks = preprocessing(env)
-    chain = TensorDictSequential(*pre, policy) if pre else TensorDictSequential(policy)
-
+def _example(policy: TensorDictModuleBase, raw: TensorDictBase, pre: list[TensorDictModuleBase], stacks: list[dict]
+             ) -> tuple[TensorDict, list[NestedKey], list[NestedKey], torch.Tensor | None]:
+    """One graph input as a TensorDict (observations, zeroed states, is_init True), its observation and state keys."""
     states = state_keys(policy)
     needs_init = EPISODE_START_INPUT in policy.in_keys or bool(stacks)
     reserved = {*states, EPISODE_START_INPUT}
@@ -223,7 +198,6 @@ def plan_graph(policy: TensorDictModuleBase, raw: TensorDictBase, one_hot: bool,
                     if k not in reserved and k not in ("done", "terminated", "truncated", "reward")]
     if not observations:
         raise ExportError("the policy reads no observation the env or example provides; check its in_keys")
-
     example = TensorDict({}, batch_size=[])
     for k in observations:
         example.set(k, raw.get(k))
@@ -244,7 +218,10 @@ def plan_graph(policy: TensorDictModuleBase, raw: TensorDictBase, one_hot: bool,
         n_dim = list(frame.shape)
         n_dim[s["dim"]] *= s["n"]
         example.set(s["state"], torch.zeros(n_dim, dtype=frame.dtype))
+    return example, observations, states, init_value
 
+
+def _first_step(chain: TensorDictModuleBase, example: TensorDict) -> TensorDictBase:
     try:
         with torch.no_grad():
             result = chain(example.clone())
@@ -254,18 +231,17 @@ def plan_graph(policy: TensorDictModuleBase, raw: TensorDictBase, one_hot: bool,
     if "action" not in result.keys(include_nested=True):
         raise ExportError("the policy writes no 'action'; export the actor that acts (e.g. QValueActor, "
                           "ProbabilisticActor), not a value network")
-    action = result.get("action")
-    if one_hot:
-        action = action.argmax(-1).reshape(())
-    values_key = next((k for k in VALUE_KEYS if k in result.keys()), None)
+    return result
 
+
+def _state_slots(policy: TensorDictModuleBase, example: TensorDict, result: TensorDictBase, states: list[NestedKey],
+                 stacks: list[dict]) -> tuple[list[Slot], list[Slot]]:
+    """State inputs and outputs: the policy's own (recurrent) first, then the CatFrames stacks."""
     def slot(key: NestedKey, name: str, value: torch.Tensor) -> Slot:
         return Slot(key, _spec(name, value))
 
-    obs_slots = [slot(k, flat_name(k), example.get(k)) for k in observations]
     module_in = [slot(k, flat_name(k), example.get(k)) for k in states]
-    module_out = [slot(_writes(policy, k), f"next_{flat_name(k)}", result.get(_writes(policy, k)))
-                  for k in states]
+    module_out = [slot(_writes(policy, k), f"next_{flat_name(k)}", result.get(_writes(policy, k))) for k in states]
     stack_in = [slot(s["state"], s["state"], example.get(s["state"])) for s in stacks]
     stack_out = [slot(s["out"], f"next_{s['state']}", result.get(s["out"])) for s in stacks]
     state_in, state_out = [*module_in, *stack_in], [*module_out, *stack_out]
@@ -273,15 +249,31 @@ def plan_graph(policy: TensorDictModuleBase, raw: TensorDictBase, one_hot: bool,
         if i.spec.shape != o.spec.shape or i.spec.dtype != o.spec.dtype:
             raise ExportError(f"state {i.spec.name!r} goes in as {i.spec.dtype}{i.spec.shape} but comes out as "
                               f"{o.spec.dtype}{o.spec.shape}; a carried state must keep its shape")
+    return state_in, state_out
+
+
+def plan_graph(policy: TensorDictModuleBase, raw: TensorDictBase, one_hot: bool,
+               env: EnvBase | None = None) -> tuple[PolicyGraph, tuple[torch.Tensor, ...]]:
+    """Build the graph for `policy` fed by the raw observations in `raw` (one real input, states included)."""
+    pre, stacks = preprocessing(env)
+    chain = TensorDictSequential(*pre, policy) if pre else TensorDictSequential(policy)
+    example, observations, states, init_value = _example(policy, raw, pre, stacks)
+    result = _first_step(chain, example)
+    action = result.get("action")
+    if one_hot:
+        action = action.argmax(-1).reshape(())
+    values_key = next((k for k in VALUE_KEYS if k in result.keys()), None)
+    state_in, state_out = _state_slots(policy, example, result, states, stacks)
     plan = GraphPlan(
-        observations=obs_slots,
+        observations=[Slot(k, _spec(flat_name(k), example.get(k))) for k in observations],
         state_in=state_in,
-        episode_start=slot(EPISODE_START_INPUT, EPISODE_START_INPUT, init_value) if needs_init else None,
+        episode_start=Slot(EPISODE_START_INPUT, _spec(EPISODE_START_INPUT, init_value)) if init_value is not None
+        else None,
         action=Slot("action", _spec(ACTION_OUTPUT, action)),
-        values=slot(values_key, values_key, result.get(values_key)) if values_key else None,
+        values=Slot(values_key, _spec(values_key, result.get(values_key))) if values_key else None,
         state_out=state_out,
         one_hot_action=one_hot,
-        module_states=len(module_in),
+        module_states=len(states),
         state=[StatePair(i.spec.name, o.spec.name, i.spec.shape, i.spec.dtype) for i, o in zip(state_in, state_out,
                                                                                               strict=True)],
     )

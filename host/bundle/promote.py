@@ -6,7 +6,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from device.manifest import EdgerlError, load_bundle
+from device.manifest import MANIFEST, EdgerlError, load_bundle
 
 
 class PromoteError(EdgerlError):
@@ -32,7 +32,7 @@ def promote(cfg: PromoteConfig) -> tuple[bool, str]:
     new = evaluated_mean(cfg.candidate)
     if new is None:
         raise PromoteError(f"{cfg.candidate} has no evaluation; run `edgerl evaluate {cfg.candidate}` first")
-    old = evaluated_mean(cfg.target) if (cfg.target / "manifest.json").is_file() else None
+    old = evaluated_mean(cfg.target) if (cfg.target / MANIFEST).is_file() else None
     if old is not None and new <= old:
         return False, f"kept {cfg.target}: its mean {old:+.2f} is not beaten by {cfg.candidate}'s {new:+.2f}"
     # Build the new copy beside the target and swap: a failure half-way leaves the old bundle in place.

@@ -21,8 +21,8 @@ from tensordict.nn import TensorDictModuleBase
 from torchrl.envs import EnvBase
 from torchrl.envs.utils import ExplorationType, set_exploration_type, step_mdp
 
+from host.bundle.graph import GraphPlan
 from host.envs import base_env
-from host.graph import GraphPlan
 
 Progress = Callable[[Iterable[int]], Iterable[int]] | None
 

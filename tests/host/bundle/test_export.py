@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from device.manifest import FORMAT_VERSION, load_bundle, sha256_file
+from host.bundle.pipeline import ExportConfig, export_bundle
+from host.bundle.verify import VerifyConfig, VerifyError, verify_bundle
 from host.checkpoint import save_checkpoint
-from host.export import ExportConfig, export_bundle
 from host.policies import PolicyConfig, build_policy
-from host.verify import VerifyConfig, VerifyError, verify_bundle
 
 PONG_MINIMAL_ACTIONS = [0, 1, 3, 4, 11, 12]
 

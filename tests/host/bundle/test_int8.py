@@ -7,7 +7,7 @@ import pytest
 
 from device.manifest import load_bundle
 from device.play import PlayConfig, play
-from host.quantize import INT8_FILE, QuantizeConfig, QuantizeError, quantize_bundle
+from host.bundle.quantize import INT8_FILE, QuantizeConfig, QuantizeError, quantize_bundle
 
 
 def quick(bundle, **kw):
@@ -62,13 +62,13 @@ def test_play_int8_without_an_int8_model_is_a_clear_error(bundles):
 def test_a_refused_int8_export_exits_3_and_the_fp32_bundle_plays(tmp_path, monkeypatch, capsys):
     import functools
 
-    import host.quantize
+    import host.bundle.pipeline
     from host.cli import main
 
     # A bar no model can pass, so the refusal is certain; `make model` goes on past exit code 3 only.
     strict = functools.partial(QuantizeConfig, check_frames=500, eval_episodes=1, eval_max_steps=50,
                                min_agreement=1.01)
-    monkeypatch.setattr(host.quantize, "QuantizeConfig", strict)
+    monkeypatch.setattr(host.bundle.pipeline, "QuantizeConfig", strict)
     out = tmp_path / "bundle"
     code = main(["export", "--untrained", "--policy", "stacked", "--no-aoti", "--verify-frames", "50",
                  "--out", str(out), "--int8"])
@@ -83,7 +83,7 @@ def test_int8_of_the_winning_policy_is_calibrated_on_its_own_games_and_keeps_win
     from pathlib import Path
 
     shipped = tmp_path / "pong"
-    shutil.copytree(Path(__file__).resolve().parents[2] / "models" / "pong", shipped)
+    shutil.copytree(Path(__file__).resolve().parents[3] / "models" / "pong", shipped)
     cfg = QuantizeConfig(shipped, check_frames=2000, eval_episodes=2)
     # Calibrated on random play, this policy's int8 model lost 28 points a game; on its own games it keeps the
     # score. Its Q-values are close together in many states, so it is still refused on the 99 % agreement bar.

@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(__import__('pathlib').Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(__import__('pathlib').Path(__file__).resolve().parents[2]))
 from tests_own import OWN_POLICIES, REPO, export_from  # noqa: E402
 
 from device import Policy  # noqa: E402

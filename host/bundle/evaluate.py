@@ -12,7 +12,7 @@ from typing import Any
 
 from device.manifest import load_bundle, write_manifest
 from device.play import PlayConfig, play
-from host.export import ExportConfig, export_bundle
+from host.bundle.pipeline import ExportConfig, export_bundle
 
 
 @dataclass(frozen=True)
@@ -23,7 +23,8 @@ class EvaluateConfig:
     episodes: int = 10
     """Games, one per seed: seed, seed+1, ..."""
     seed: int = 100
-    """First seed (training's own games are seeded 1000 and up, so these games are unseen)."""
+    """First seed, fed to the device loop's `AtariGame.seed` as `python -m device play --seed` does (the PQN
+    trainer seeds its games by `episode_seed`, raw ALE seeds of another derivation, so these are not its games)."""
     max_steps: int | None = None
     """Cut each game after this many agent steps (tests); a full Pong game is at most 27,000."""
 

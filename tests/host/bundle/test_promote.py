@@ -5,9 +5,9 @@ import shutil
 import pytest
 
 from device.manifest import load_bundle, write_manifest
+from host.bundle.evaluate import EvaluateConfig, record_evaluation
+from host.bundle.promote import PromoteConfig, PromoteError, promote
 from host.cli import main
-from host.evaluate import EvaluateConfig, record_evaluation
-from host.promote import PromoteConfig, PromoteError, promote
 
 
 def _evaluated_copy(bundle, dest):

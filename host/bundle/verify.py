@@ -25,9 +25,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from device.manifest import Manifest, load_bundle, write_manifest
+from device.manifest import MANIFEST, Manifest, load_bundle, write_manifest
+from device.policy import session_options
+from device.selftest import read_golden
+from host.bundle.rollout import Sequence, Trace, graph_rollout
+from host.bundle.screens import collect_screens
+from host.bundle.sources import load_factory
+from host.bundle.tracing import build_graph, exploration_type, reference
 from host.errors import VerifyError
-from host.rollout import Sequence, Trace, graph_rollout
 
 
 @dataclass(frozen=True)
@@ -49,8 +54,6 @@ class VerifyConfig:
 def onnx_step(path: Path, manifest: Manifest) -> Callable[[dict], dict]:
     """onnxruntime on the ONNX file, with the device's session options."""
     import onnxruntime as ort
-
-    from device.policy import session_options
 
     session = ort.InferenceSession(str(path), session_options(1), providers=["CPUExecutionProvider"])
     names = [t.name for t in manifest.outputs]
@@ -109,13 +112,9 @@ def _pt2_reference(bundle: Path, manifest: Manifest, cfg: VerifyConfig) -> tuple
         raise VerifyError("this bundle has no torch.export program to verify against; pass --from FILE.py:FUNC "
                           "to rebuild the eager policy")
     if manifest.env is not None:
-        from host.frames import collect_frames
-
-        frames = collect_frames(manifest.env, cfg.steps, seed=cfg.seed)
-        seq = Sequence({manifest.screen_input: frames.pixels}, frames.starts)
+        played = collect_screens(manifest.env, cfg.steps, seed=cfg.seed)
+        seq = Sequence({manifest.screen_input: played.screens}, played.starts)
     else:
-        from device.selftest import read_golden
-
         golden = read_golden(bundle / manifest.golden_file, manifest.observations)
         rng = np.random.default_rng(cfg.seed)
         inputs = {}
@@ -145,11 +144,8 @@ def _run(step: Callable, seq: Sequence, manifest: Manifest, cfg: VerifyConfig, l
 
 def eager_from_source(source: str, manifest: Manifest, cfg: VerifyConfig) -> tuple[Sequence, Trace]:
     """Rebuild the eager policy with the user's factory and step it in its env (or around its example)."""
-    from host.export import _mode, build_graph, reference
-    from host.sources import load_factory
-
     made = load_factory(source)
-    mode = _mode(manifest.exploration.mode)
+    mode = exploration_type(manifest.exploration.mode)
     graph, _ = build_graph(made.policy.eval(), made.env, made.example, mode)
     names = [s.spec.name for s in graph.plan.inputs] + [s.spec.name for s in graph.plan.outputs]
     declared = [t.name for t in manifest.inputs] + [t.name for t in manifest.outputs]
@@ -213,10 +209,7 @@ def verify_bundle(cfg: VerifyConfig, say: Callable[[str], None] = print,
     failed = [n for n, f in results.items() if not f.get("ok", True)]
     if failed:
         raise VerifyError(f"backends {', '.join(failed)} disagree with the {reference_name} policy beyond tolerance "
-                          f"(figures in {bundle / 'manifest.json'}); do not ship this bundle")
-    from host.quantize import recheck_int8
-
-    recheck_int8(bundle, say)
+                          f"(figures in {bundle / MANIFEST}); do not ship this bundle")
     return manifest.parity
 
 

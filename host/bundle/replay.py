@@ -7,7 +7,6 @@ host played the same game.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +16,7 @@ import numpy as np
 import torch
 
 from device.manifest import BundleError, EdgerlError, load_bundle
-from device.play import ScreenChain, replay_actions
+from device.report import ScreenChain, read_report, replay_actions
 from host.envs import make_base_env
 
 
@@ -39,16 +38,9 @@ class ReplayConfig:
     fps: int = 30
 
 
-def _read_report(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(Path(path).read_text())
-    except (OSError, ValueError) as err:
-        raise ReplayError(f"cannot read report {path}: {err}") from err
-
-
 def replay(cfg: ReplayConfig, say: Callable[[str], None] = print) -> list[float]:
     """Replay every episode; return the replayed scores; raise ReplayError if they differ."""
-    report = _read_report(cfg.report)
+    report = read_report(cfg.report)
     manifest = load_bundle(cfg.bundle)
     if report.get("bundle_id") != manifest.bundle_id:
         raise BundleError(f"report was played with bundle {report.get('bundle_id')}, not {manifest.bundle_id}; "

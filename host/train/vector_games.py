@@ -1,7 +1,7 @@
 """ale-py's native vector env (C++ threads) as the PQN trainer's games, with the device loop's semantics.
 
-`AtariVectorEnv` steps the emulators in C++ at ~0.3 ms per agent step,
-against ~0.5 ms for edgerl's Python `GameBatch`. It is set up to play
+`AtariVectorEnv` steps the emulators in C++ threads, several times faster
+than Python loops over single games (`bench/collection.py`). It is set up to play
 exactly what `device.atari.AtariGame` plays: full RGB screens (no ALE
 resize, grayscale, max-pool, no-op starts or fire reset), the spec's frame
 skip and sticky actions inside ALE, unclipped rewards. Every episode is
@@ -24,8 +24,9 @@ import numpy as np
 import torch
 from tensordict import TensorDict
 
-from device.manifest import FRAME_SHAPE, SCREEN_SHAPE, EnvSpec
+from device.manifest import FRAME_SHAPE, SCREEN_SHAPE, STACK_DEPTH, EnvSpec
 from host.envs import OBS_KEY, SCREEN_KEY, UnsupportedEnvError, preprocess
+from host.frame_stack import StackFrames
 
 
 def episode_seed(run_seed: int, env: int, episode: int) -> int:
@@ -60,7 +61,7 @@ def check_spec(spec: EnvSpec) -> None:
                                   "train with frame skip and sticky actions only (ALE v5)")
 
 
-class GraphFrames:
+class Frames84:
     """Full RGB screens [N, 210, 160, 3] -> the exported graph's preprocessed frames [N, 1, 84, 84], exactly."""
 
     def __init__(self) -> None:
@@ -74,9 +75,10 @@ class GraphFrames:
 
 
 class VectorGames:
-    """N games in ale-py's vector env; `screens` are their current RGB screens, `frames` their stacks."""
+    """N games in ale-py's vector env; `screens` are their current RGB screens, `stack` their frame stacks."""
 
-    def __init__(self, spec: EnvSpec, n: int, seed: int, episodes: np.ndarray | None = None, stack: int = 4) -> None:
+    def __init__(self, spec: EnvSpec, n: int, seed: int, episodes: np.ndarray | None = None,
+                 depth: int = STACK_DEPTH) -> None:
         from ale_py.vector_env import AtariVectorEnv
 
         check_spec(spec)
@@ -92,12 +94,13 @@ class VectorGames:
         self.episodes = np.zeros(n, dtype=np.int64) if episodes is None else np.asarray(episodes, np.int64).copy()
         self.returns = np.zeros(n)
         self.lengths = np.zeros(n, dtype=np.int64)
-        self.observe = GraphFrames()
+        self.frames84 = Frames84()
+        self.push = StackFrames(depth)
         every = np.ones(n, dtype=bool)
         screens, info = self.env.reset(seed=self._seeds(every))
         self.screens = self._ordered(screens, info)[:, 0]
-        self.frames = torch.zeros(n, stack, *FRAME_SHAPE)
-        self.frames = self._observe(self.screens, torch.from_numpy(every))
+        self.stack = torch.zeros(n, depth, *FRAME_SHAPE)
+        self.stack = self.push(self.stack, self.frames84(self.screens), torch.from_numpy(every))
 
     def _seeds(self, which: np.ndarray) -> np.ndarray:
         return np.array([episode_seed(self.seed, i, int(self.episodes[i])) for i in np.flatnonzero(which)])
@@ -106,11 +109,6 @@ class VectorGames:
     def _ordered(screens: np.ndarray, info: dict) -> np.ndarray:
         ids = info["env_id"]
         return screens if np.all(ids[:-1] <= ids[1:]) else screens[np.argsort(ids)]
-
-    def _observe(self, screens: np.ndarray, reset: torch.Tensor) -> torch.Tensor:
-        obs = self.observe(screens)
-        prev = torch.where(reset.view(-1, 1, 1, 1), torch.zeros_like(self.frames), self.frames)
-        return torch.cat([prev[:, 1:], obs], dim=1)  # the exported graph's FrameStack
 
     def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[tuple[float, int]]]:
         """Act in every game; returns (rewards, dones, finished (return, length)); finished games restart seeded."""
@@ -129,7 +127,7 @@ class VectorGames:
             screens, info = self.env.reset(seed=self._seeds(dones), options={"reset_mask": dones})
             screens = self._ordered(screens, info)
         self.screens = screens[:, 0]
-        self.frames = self._observe(self.screens, torch.from_numpy(dones))
+        self.stack = self.push(self.stack, self.frames84(self.screens), torch.from_numpy(dones))
         return rewards, dones, finished
 
     def close(self) -> None:

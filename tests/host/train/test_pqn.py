@@ -6,11 +6,12 @@ import torch
 
 from device.atari import AtariGame
 from device.manifest import EnvSpec, load_bundle
+from host.bundle.pipeline import ExportConfig, export_bundle
 from host.envs import OBS_KEY, SCREEN_KEY, UnsupportedEnvError, action_table, make_base_env, preprocess
-from host.export import ExportConfig, export_bundle
-from host.pqn import PQNConfig, Rollout, q_lambda_targets, train_pqn
-from host.training_log import read_episodes, read_evaluations
-from host.vector_games import VectorGames, episode_seed
+from host.train.pqn import PQNConfig, Rollout, q_lambda_targets
+from host.train.trainer import train_pqn
+from host.train.training_log import read_episodes, read_evaluations
+from host.train.vector_games import VectorGames, episode_seed
 
 
 def _device_game(spec, ids, run_seed, slot, episode):
@@ -54,10 +55,10 @@ def test_training_frames_are_the_exported_graphs_frames(bundles):
     rng = np.random.default_rng(0)
     for step in range(400):
         screen = games.screens[0].copy()
-        frames = policy.step(screen)[stack]
-        assert np.array_equal(frames, games.frames[0].numpy()), f"step {step}"
+        graph_stack = policy.step(screen)[stack]
+        assert np.array_equal(graph_stack, games.stack[0].numpy()), f"step {step}"
         full = pre(_td(screen))[OBS_KEY]
-        assert torch.equal(full, games.frames[0, -1:]), f"step {step}: crop path differs from preprocess()"
+        assert torch.equal(full, games.stack[0, -1:]), f"step {step}: crop path differs from preprocess()"
         _, done, _ = games.step(rng.integers(0, 6, size=1))
         if done[0]:
             policy.reset()

@@ -1,7 +1,7 @@
 """Where a policy to export comes from: the user's factory, a built-in network, or an `edgerl train` checkpoint.
 
 Each source gives the same thing, a TorchRL actor and the env it acts in
-(or an example input), and `host.export.export_policy` takes it from there.
+(or an example input), and `host.bundle.export.export_policy` takes it from there.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from tensordict.nn import TensorDictModuleBase
 from torchrl.envs import EnvBase
 
 from device.manifest import EnvSpec
+from host.checkpoint import load_checkpoint
 from host.errors import ExportError
 from host.policies import PolicyConfig, build_policy
 
@@ -28,7 +29,8 @@ class Source:
     policy: TensorDictModuleBase
     env: EnvBase | None
     example: TensorDictBase | None = None
-    kind: str = "custom"
+    label: str = "custom"
+    """Names the policy in the manifest: the factory's file stem or the built-in network."""
     training: dict[str, Any] = field(default_factory=dict)
     description: str = ""
 
@@ -66,21 +68,19 @@ def load_factory(spec: str) -> Source:
     if env is None and example is None:
         raise ExportError(f"--from: {func_name}() returned no env; return (policy, None, example) with an example "
                           "TensorDict holding one input of every key the policy reads")
-    return Source(policy, env, example, kind=path.stem.replace("_", "-"), description=spec)
+    return Source(policy, env, example, label=path.stem.replace("_", "-"), description=spec)
 
 
-def builtin_source(kind: str, spec: EnvSpec, seed: int = 0, epsilon: float | None = None) -> Source:
+def builtin_source(network: str, spec: EnvSpec, seed: int = 0, epsilon: float | None = None) -> Source:
     """One of edgerl's networks, freshly initialised, with its env."""
-    cfg = PolicyConfig(kind=kind) if epsilon is None else PolicyConfig(kind=kind, epsilon=epsilon)
+    cfg = PolicyConfig(network=network) if epsilon is None else PolicyConfig(network=network, epsilon=epsilon)
     built = build_policy(cfg, spec, seed=seed)
-    return Source(built.actor, built.env, kind=kind, training={"frames_trained": 0, "untrained": True},
-                  description=f"untrained {kind}")
+    return Source(built.actor, built.env, label=network, training={"frames_trained": 0, "untrained": True},
+                  description=f"untrained {network}")
 
 
 def checkpoint_source(path: Path, epsilon: float | None = None) -> Source:
     """The network an `edgerl train` run saved, rebuilt as a built-in policy with its weights."""
-    from host.checkpoint import load_checkpoint
-
     ckpt = load_checkpoint(path)
     cfg: PolicyConfig = ckpt["policy"]
     if epsilon is not None:
@@ -89,7 +89,7 @@ def checkpoint_source(path: Path, epsilon: float | None = None) -> Source:
     try:
         built.qnet.load_state_dict(ckpt["weights"])
     except RuntimeError as err:
-        raise ExportError(f"checkpoint weights do not fit a {cfg.kind} policy: {str(err).splitlines()[0]}") from err
+        raise ExportError(f"checkpoint weights do not fit a {cfg.network} policy: {str(err).splitlines()[0]}") from err
     training = {k: v for k, v in ckpt.items() if k in ("frames", "wall_time_s", "eval", "hyperparameters", "algo")}
     training["frames_trained"] = int(ckpt.get("frames", 0))
-    return Source(built.actor, built.env, kind=cfg.kind, training=training, description=str(path))
+    return Source(built.actor, built.env, label=cfg.network, training=training, description=str(path))

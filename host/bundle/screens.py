@@ -1,4 +1,4 @@
-"""Real Pong frames from play, for verification, golden frames and calibration."""
+"""Raw screens from real play (random, or the bundle's own policy), for verification and int8 calibration."""
 
 from __future__ import annotations
 
@@ -8,23 +8,25 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from device.atari import AtariGame
 from device.manifest import SCREEN_SHAPE, EnvSpec
-from host.envs import make_base_env
+from device.policy import Policy
+from host.envs import SCREEN_KEY, make_base_env
 
 
 @dataclass
-class FrameSet:
-    """Raw screens in play order; `starts[i]` marks the first frame of an episode segment."""
+class ScreenSet:
+    """Raw screens [N, 210, 160, 3] in play order; `starts[i]` marks the first screen of an episode segment."""
 
-    pixels: np.ndarray
+    screens: np.ndarray
     starts: np.ndarray
 
     def __len__(self) -> int:
-        """Number of frames."""
-        return len(self.pixels)
+        """Number of screens."""
+        return len(self.screens)
 
 
-def collect_frames(spec: EnvSpec, count: int, seed: int = 0, segment: int = 250) -> FrameSet:
+def collect_screens(spec: EnvSpec, count: int, seed: int = 0, segment: int = 250) -> ScreenSet:
     """Play seeded random actions and keep the screens, in segments that each start an episode.
 
     Segments make stateful policies cross several episode starts in one
@@ -34,23 +36,24 @@ def collect_frames(spec: EnvSpec, count: int, seed: int = 0, segment: int = 250)
     env.set_seed(seed)
     rng = np.random.default_rng(seed)
     n_actions = env.action_spec.space.n
-    pixels = np.empty((count, 210, 160, 3), dtype=np.uint8)
+    screens = np.empty((count, *SCREEN_SHAPE), dtype=np.uint8)
     starts = np.zeros(count, dtype=bool)
     td = None
     for i in range(count):
         if i % segment == 0 or td is None:
             td = env.reset()
             starts[i] = True
-        pixels[i] = td["pixels"].numpy()
+        screens[i] = td[SCREEN_KEY].numpy()
         td["action"] = torch.tensor(int(rng.integers(n_actions)))
         td = env.step(td)["next"]
         if td["done"].item():
             td = None
     env.close()
-    return FrameSet(pixels, starts)
+    return ScreenSet(screens, starts)
 
 
-def policy_frames(bundle: Path, count: int, seed: int = 0, segment: int = 250, explore: float = 0.05) -> FrameSet:
+def policy_screens(bundle: Path, count: int, seed: int = 0, segment: int = 250, explore: float = 0.05
+                   ) -> ScreenSet:
     """Screens of the bundle's own fp32 policy playing its game on the device loop, in episode segments.
 
     What an int8 model must get right are the states the policy visits: a
@@ -58,15 +61,12 @@ def policy_frames(bundle: Path, count: int, seed: int = 0, segment: int = 250, e
     and calibrated on random play its int8 model lost every game. `explore`
     of the steps take a random action, so nearby states are covered too.
     """
-    from device.atari import AtariGame
-    from device.policy import Policy
-
     policy = Policy.load(bundle, threads=1)
     manifest = policy.manifest
     game = AtariGame(manifest.env, manifest.action_ids)
     game.seed(seed)
     rng = np.random.default_rng(seed)
-    pixels = np.empty((count, *SCREEN_SHAPE), dtype=np.uint8)
+    screens = np.empty((count, *SCREEN_SHAPE), dtype=np.uint8)
     starts = np.zeros(count, dtype=bool)
     screen = None
     for i in range(count):
@@ -74,10 +74,10 @@ def policy_frames(bundle: Path, count: int, seed: int = 0, segment: int = 250, e
             screen = game.reset()
             policy.reset()
             starts[i] = True
-        pixels[i] = screen
+        screens[i] = screen
         action = policy.act(screen)
         if rng.random() < explore:
             action = int(rng.integers(len(manifest.action_ids)))
         result = game.step(action)
         screen = None if result.done else game.screen
-    return FrameSet(pixels, starts)
+    return ScreenSet(screens, starts)

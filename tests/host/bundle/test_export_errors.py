@@ -8,8 +8,8 @@ import sys
 import pytest
 import torch
 
+from host.bundle.pipeline import ExportConfig, export_bundle
 from host.errors import ExportError
-from host.export import ExportConfig, export_bundle
 
 
 def edgerl(*args):

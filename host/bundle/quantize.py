@@ -25,9 +25,18 @@ from typing import Any
 
 import numpy as np
 
-from device.manifest import INT8_FILE, EdgerlError, load_bundle, record_files, write_manifest
+from device.manifest import (
+    EXIT_INT8_REFUSED,
+    INT8_FILE,
+    EdgerlError,
+    Manifest,
+    load_bundle,
+    record_files,
+    write_manifest,
+)
 from device.play import PlayConfig, play
-from host.frames import policy_frames
+from device.policy import session_options
+from host.bundle.screens import policy_screens
 
 
 class QuantizeError(EdgerlError):
@@ -35,7 +44,7 @@ class QuantizeError(EdgerlError):
 
     # Its own code: a script (`make model`) can go on with the fp32 bundle after a refusal and still stop on
     # every other failure.
-    exit_code = 3
+    exit_code = EXIT_INT8_REFUSED
 
 
 @dataclass(frozen=True)
@@ -52,14 +61,14 @@ class QuantizeConfig:
     max_score_loss: float = 1.0
 
 
-def _feeds(session_inputs: list[str], pixels: np.ndarray, starts: np.ndarray, fp32: Any, manifest: Any) -> list[dict]:
+def _feeds(screens: np.ndarray, starts: np.ndarray, fp32: Any, manifest: Manifest) -> list[dict]:
     """Inputs along a played sequence, states carried by the fp32 model and zeroed at episode starts."""
     feeds, states = [], {p.input: np.zeros(p.shape, dtype=p.dtype) for p in manifest.state}
     outputs = [p.output for p in manifest.state]
-    for i in range(len(pixels)):
+    for i in range(len(screens)):
         if starts[i]:
             states = {k: np.zeros_like(v) for k, v in states.items()}
-        feed = {manifest.screen_input: pixels[i], **states}
+        feed = {manifest.screen_input: screens[i], **states}
         if manifest.episode_start_input:
             shape = next(t.shape for t in manifest.inputs if t.name == manifest.episode_start_input)
             feed[manifest.episode_start_input] = np.full(shape, bool(starts[i]), dtype=bool)
@@ -72,8 +81,6 @@ def _feeds(session_inputs: list[str], pixels: np.ndarray, starts: np.ndarray, fp
 
 def _session(path: Path) -> Any:
     import onnxruntime as ort
-
-    from device.policy import session_options
 
     return ort.InferenceSession(str(path), session_options(1), providers=["CPUExecutionProvider"])
 
@@ -109,8 +116,8 @@ def judge_int8(bundle: Path, cfg: QuantizeConfig, say: Callable[[str], None] = p
     manifest = load_bundle(bundle)
     fp32 = _session(bundle / manifest.model_file)
     int8 = _session(bundle / INT8_FILE)
-    check = policy_frames(bundle, cfg.check_frames, seed=11, segment=500)
-    agree = agreement(fp32, int8, _feeds([], check.pixels, check.starts, fp32, manifest), manifest.action_output)
+    check = policy_screens(bundle, cfg.check_frames, seed=11, segment=500)
+    agree = agreement(fp32, int8, _feeds(check.screens, check.starts, fp32, manifest), manifest.action_output)
     say(f"  int8 agrees with fp32 on {agree:.2%} of {len(check)} real frames (the policy's own games)")
     scores = {}
     for name, int8_flag in (("fp32", False), ("int8", True)):
@@ -138,12 +145,12 @@ def quantize_bundle(cfg: QuantizeConfig, say: Callable[[str], None] = print) -> 
     if manifest.env is None:
         raise QuantizeError("int8 is judged on how the policy plays its game; this bundle has none, so it keeps fp32")
     fp32 = _session(bundle / manifest.model_file)
-    calib = policy_frames(bundle, cfg.calibration_frames, seed=7, segment=128)
+    calib = policy_screens(bundle, cfg.calibration_frames, seed=7, segment=128)
     with tempfile.TemporaryDirectory() as tmp:
         # Judge a trial copy of the bundle, so the real one changes only if int8 is accepted.
         trial = Path(tmp) / "trial"
         shutil.copytree(bundle, trial)
-        calibration = _feeds([], calib.pixels, calib.starts, fp32, manifest)
+        calibration = _feeds(calib.screens, calib.starts, fp32, manifest)
         quantize(bundle / manifest.model_file, trial / INT8_FILE, calibration)
         trial_manifest = load_bundle(trial)
         trial_manifest.files = record_files(trial, [*trial_manifest.files, INT8_FILE])
@@ -168,8 +175,6 @@ def quantize_bundle(cfg: QuantizeConfig, say: Callable[[str], None] = print) -> 
 def recheck_int8(bundle: Path, say: Callable[[str], None] = print) -> None:
     """Re-judge a bundle's int8 model against its fp32 one (after a re-verify); refuse it if it no longer holds."""
     bundle = Path(bundle)
-    if INT8_FILE not in load_bundle(bundle).files:
-        return
     say(f"checking {INT8_FILE} against fp32")
     figures, problems = judge_int8(bundle, QuantizeConfig(bundle), say)
     manifest = load_bundle(bundle)

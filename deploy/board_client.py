@@ -1,0 +1,112 @@
+"""The host's end of `deploy/board_side.py`: ship it to the board once per version, call its ops, read replies.
+
+The board module and the layout it imports are put under
+`<board folder>/.board/<digest>/` the first time a host of this version
+reaches the board, and checked against this host's bytes on every new
+connection before anything runs from there: the code that judges a release
+is always the deploying host's, and a damaged copy is replaced, not run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from deploy import board_side
+from deploy.targets import DeployError, Spawned, Target
+from device import layout
+
+_DEVICE = Path(layout.__file__).resolve().parent
+SHIPPED = {
+    "board_side.py": Path(board_side.__file__).resolve(),
+    "device/__init__.py": _DEVICE / "__init__.py",
+    "device/layout.py": _DEVICE / "layout.py",
+}
+"""What the board module needs on the board, by its path there."""
+
+
+def code_digest() -> str:
+    """One digest of every shipped file, names included: the folder the code lives in on the board."""
+    h = hashlib.sha256()
+    for name, path in sorted(SHIPPED.items()):
+        h.update(name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return h.hexdigest()[:16]
+
+
+CODE_DIGEST = code_digest()
+
+
+def _same(target: Target, remote: str, local: Path) -> bool:
+    if not target.exists(remote):
+        return False
+    with tempfile.TemporaryDirectory(prefix="edgerl-board-") as tmp:
+        copy = Path(tmp) / "copy"
+        target.get(remote, copy)
+        return copy.read_bytes() == local.read_bytes()
+
+
+def ensure_code(target: Target) -> str:
+    """The board module's folder on the board, shipped or checked once per connection."""
+    folder = target.path(layout.BOARD_CODE, CODE_DIGEST)
+    if getattr(target, "board_code_checked", None) == folder:
+        return folder
+    try:
+        missing = [(f"{folder}/{name}", local) for name, local in sorted(SHIPPED.items())
+                   if not _same(target, f"{folder}/{name}", local)]
+        if missing:
+            target.check(["mkdir", "-p", f"{folder}/{layout.DEVICE_DIR}"], "making the board module's folder")
+        # The folder is named by the content, so a partial file left by a cut upload is a prefix of the same
+        # bytes: put() resumes it.
+        for remote, local in missing:
+            target.put(local, remote + layout.PART)
+            target.rename(remote + layout.PART, remote)
+    except OSError as err:
+        raise DeployError(f"cannot put edgerl's board module on {target.name} ({err}); the board may be out of disk "
+                          "space or inodes (`df -h -i` there): free some and rerun, nothing was changed") from err
+    target.board_code_checked = folder
+    return folder
+
+
+def argv(target: Target, op: str, *args: str, python: str = "python3") -> list[str]:
+    """The command line that runs `op` on the board."""
+    return [python, f"{ensure_code(target)}/board_side.py", op, *args]
+
+
+def parse_reply(text: str) -> dict[str, Any] | None:
+    """The last JSON object line of an op's stdout (pip may print above it), or None."""
+    for line in reversed(text.strip().splitlines()):
+        try:
+            reply = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(reply, dict) and "ok" in reply:
+            return reply
+    return None
+
+
+def call(target: Target, op: str, *args: str, what: str, timeout: float = 120, python: str = "python3",
+         env: dict[str, str] | None = None, on_line: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Run an op and return its reply, refusals included (`reply["ok"]` is False); a crash raises DeployError."""
+    done = target.run(argv(target, op, *args, python=python), timeout=timeout, what=what, env=env, on_line=on_line)
+    reply = parse_reply(done.stdout)
+    if reply is None:
+        detail = (done.stderr.strip() or done.stdout.strip()).splitlines()
+        raise DeployError(f"{what} failed on {target.name}: {detail[-1] if detail else f'exit {done.returncode}'}")
+    return reply
+
+
+def expect(target: Target, op: str, *args: str, what: str, **kw: Any) -> dict[str, Any]:
+    """Run an op that must succeed; a refusal raises DeployError with the board's one line."""
+    reply = call(target, op, *args, what=what, **kw)
+    if not reply["ok"]:
+        raise DeployError(f"{what} failed on {target.name}: {reply['error']}")
+    return reply
+
+
+def spawn(target: Target, op: str, *args: str, what: str) -> Spawned:
+    """Start an op that keeps running (the deploy lock's holder), its stdin kept open."""
+    return target.spawn(argv(target, op, *args), what=what)

@@ -1,0 +1,73 @@
+"""The board's folder layout and its checksum file: the names every board-side step and the host agree on.
+
+Stdlib only and importing nothing of ours: this module travels to the board
+with `deploy/board_side.py`, which runs on the board's own python3 before
+any release (or venv) exists there.
+
+    <board folder>/                        default ~/edgerl
+      releases/<id>/bundle/ device/ SHA256SUMS .verified venv -> ../../venvs/<key>
+      incoming/<id>/                       uploads in progress (files end in .part until complete)
+      venvs/<key>/ (.complete)             one per dependency set, shared by releases
+      wheelhouse/<key>/                    wheels pushed for an offline install
+      current -> releases/<id>             what runs; only ever a verified release
+      previous -> releases/<id>            what `rollback` returns to
+      reports/                             play reports
+      .deploy.lock                         flock held by the deploy in progress
+      .board/<code digest>/                the board module of the host that deployed
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+BOARD_DIR = "edgerl"
+"""Default board folder, relative to the login user's home (an absolute path is kept as is)."""
+RELEASES = "releases"
+INCOMING = "incoming"
+VENVS = "venvs"
+WHEELHOUSE = "wheelhouse"
+REPORTS = "reports"
+CURRENT = "current"
+PREVIOUS = "previous"
+DEPLOY_LOCK = ".deploy.lock"
+BOARD_CODE = ".board"
+SUMS = "SHA256SUMS"
+"""sha256sum's format, one `<hex>  <relative path>` line per file of the release."""
+VERIFIED = ".verified"
+"""Marks a release whose self-test passed on this board (written just before the switch)."""
+VENV_LINK = "venv"
+VENV_COMPLETE = ".complete"
+BUNDLE_DIR = "bundle"
+DEVICE_DIR = "device"
+PART = ".part"
+"""Suffix of a file still being uploaded."""
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks (a model can be larger than a small board likes to hold)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def format_sums(digests: dict[str, str]) -> str:
+    """SHA256SUMS text for {relative path: hex digest}, sorted by path."""
+    return "".join(f"{digest}  {name}\n" for name, digest in sorted(digests.items()))
+
+
+def parse_sums(text: str) -> dict[str, str]:
+    """{relative path: hex digest} from SHA256SUMS text; a line without the two-space separator is skipped."""
+    sums = {}
+    for line in text.splitlines():
+        digest, sep, name = line.partition("  ")
+        if sep and name:
+            sums[name] = digest
+    return sums
+
+
+def sums_digest(text: str) -> str:
+    """The short digest of a SHA256SUMS text that ends a release id: editing the file and its sums is caught."""
+    return hashlib.sha256(text.encode()).hexdigest()[:8]

@@ -1,0 +1,1 @@
+"""Making, checking and judging bundles: any TorchRL actor -> graph -> pt2 / AOTInductor / ONNX -> verified."""

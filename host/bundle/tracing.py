@@ -1,0 +1,87 @@
+"""What export and verify both need: a policy's graph, built the one way, and the eager reference it is judged by.
+
+`build_graph` turns an eval-mode policy fed by its env's raw observations
+(or the user's example) into the positional graph every backend is made
+from; `reference` steps the eager policy in its own env (or around the
+example) to get the inputs and outputs every backend must reproduce.
+"""
+
+from __future__ import annotations
+
+import torch
+from tensordict import TensorDict, TensorDictBase
+from tensordict.nn import TensorDictModuleBase
+from torchrl.envs import EnvBase
+from torchrl.envs.utils import ExplorationType, set_exploration_type
+from torchrl.modules.utils import get_primers_from_module
+
+from device.manifest import EPISODE_START_INPUT
+from host.bundle.graph import GraphPlan, PolicyGraph, plan_graph, state_keys
+from host.bundle.rollout import RawTap, Sequence, Trace, eager_env_rollout, eager_example_rollout
+from host.envs import base_env
+from host.errors import ExportError
+
+
+def exploration_type(exploration: str) -> ExplorationType:
+    """TorchRL's exploration type for a manifest's mode: deterministic or random."""
+    if exploration not in ("deterministic", "random"):
+        raise ExportError(f"exploration must be 'deterministic' or 'random', not {exploration!r}")
+    return ExplorationType.RANDOM if exploration == "random" else ExplorationType.DETERMINISTIC
+
+
+def _is_one_hot(env: EnvBase | None) -> bool:
+    return env is not None and type(env.action_spec).__name__ == "OneHot"
+
+
+def _raw_example(policy: TensorDictModuleBase, env: EnvBase | None, example: TensorDictBase | None
+                 ) -> TensorDictBase:
+    """One real input as the board will feed it: raw observations, and the states the env or module primes."""
+    if env is None:
+        if example is None:
+            raise ExportError("a policy without an env needs an example input: a TensorDict with one value "
+                              "of every key the policy reads")
+        if not isinstance(example, TensorDictBase):
+            raise ExportError(f"the example must be a TensorDict, not {type(example).__name__}")
+        return example.clone()
+    if not isinstance(env, EnvBase):
+        raise ExportError(f"the env must be a TorchRL env (EnvBase), not {type(env).__name__}")
+    keys = list(base_env(env).observation_spec.keys(include_nested=True, leaves_only=True))
+    with RawTap(env, keys) as tap:
+        transformed = env.reset()
+    raw = TensorDict(dict(tap.last), batch_size=[])
+    # Besides raw observations, the graph takes what the policy carries: its states and is_init. Keys the
+    # transforms produce are made inside the graph, so they are not taken from the transformed reset.
+    carried = [k for k in policy.in_keys if k == EPISODE_START_INPUT or k in state_keys(policy)]
+    for key in carried:
+        if key not in raw.keys(include_nested=True) and key in transformed.keys(include_nested=True):
+            raw.set(key, transformed.get(key))
+    primer = get_primers_from_module(policy, warn=False)
+    if primer is not None:
+        for key, spec in primer.primers.items(include_nested=True, leaves_only=True):
+            if key in carried and key not in raw.keys(include_nested=True):
+                raw.set(key, spec.zero())
+    return raw
+
+
+def build_graph(policy: TensorDictModuleBase, env: EnvBase | None, example: TensorDictBase | None,
+                mode: ExplorationType) -> tuple[PolicyGraph, tuple[torch.Tensor, ...]]:
+    """The graph of an eval-mode policy fed by its env's raw observations (or the example), and one input for it."""
+    raw = _raw_example(policy, env, example)
+    with set_exploration_type(mode):
+        return plan_graph(policy, raw, _is_one_hot(env), env)
+
+
+def reference(policy: TensorDictModuleBase, env: EnvBase | None, example: TensorDictBase | None, plan: GraphPlan,
+              steps: int, seed: int, mode: ExplorationType, progress: bool = False) -> tuple[Sequence, Trace]:
+    """Real inputs and the eager policy's outputs on them (the env's own stepping, or around the example)."""
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        def bar(it):  # noqa: ANN001, ANN202
+            return tqdm(it, desc=" eager", unit="step", leave=False)
+    if env is not None:
+        return eager_env_rollout(policy, env, plan, steps, seed, mode, progress=bar)
+    return eager_example_rollout(policy, example, plan, steps, seed, mode, progress=bar)
+
+
