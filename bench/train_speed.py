@@ -3,7 +3,7 @@
     python bench/train_speed.py [--rounds 2] [--iterations 4] [--busy N]
 
 The baseline is held here, written as TorchRL's own recipes write a DQN-style
-loop: a `SyncDataCollector` over a `SerialEnv` of edgerl's stacked Pong env
+loop: a `Collector` (SyncDataCollector before torchrl 0.14) over a `SerialEnv` of edgerl's stacked Pong env
 (the env's transforms do the preprocessing), then `DQNLoss` on the collected
 batch, one after the other in one process with two torch threads. It learns
 from the same network (PQN's LayerNorm Nature CNN), the same batch
@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 from tensordict.nn import TensorDictSequential  # noqa: E402
-from torchrl.collectors import SyncDataCollector  # noqa: E402
+from torchrl.collectors import Collector  # noqa: E402  (SyncDataCollector, renamed in torchrl 0.14)
 from torchrl.envs import SerialEnv  # noqa: E402
 from torchrl.objectives import DQNLoss  # noqa: E402
 
@@ -62,7 +62,7 @@ def torchrl_rate(iterations: int) -> float:
     built = build_policy(policy_cfg, EnvSpec())
     env = SerialEnv(pqn.envs, lambda: build_env(policy_cfg, EnvSpec()))
     per = pqn.envs * pqn.steps
-    collector = SyncDataCollector(env, built.actor, frames_per_batch=per, total_frames=per * iterations)
+    collector = Collector(env, built.actor, frames_per_batch=per, total_frames=per * iterations)
     loss = DQNLoss(TensorDictSequential(*list(built.actor)[:2]), action_space=env.action_spec, delay_value=False)
     optim = torch.optim.RAdam(built.qnet.parameters(), lr=pqn.lr)
     times, last = [], time.perf_counter()

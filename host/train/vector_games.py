@@ -1,7 +1,8 @@
 """ale-py's native vector env (C++ threads) as the PQN trainer's games, with the device loop's semantics.
 
-`AtariVectorEnv` steps the emulators in C++ threads, several times faster
-than Python loops over single games (`bench/collection.py`). It is set up to play
+`AtariVectorEnv` steps the emulators in C++ and restarts finished games
+itself (`bench/collection.py` times it beside N device loops in one
+process: 1.07x on one thread, frames and stacks included). It is set up to play
 exactly what `device.atari.AtariGame` plays: full RGB screens (no ALE
 resize, grayscale, max-pool, no-op starts or fire reset), the spec's frame
 skip and sticky actions inside ALE, unclipped rewards. Every episode is
