@@ -35,7 +35,7 @@ from deploy.install import InstallConfig, ensure_venv
 from deploy.lock import BoardLock
 from deploy.targets import DeployError, Target
 from device import layout
-from device.manifest import MANIFEST, load_bundle, sha256_file
+from device.manifest import EXIT_INTERRUPTED, MANIFEST, load_bundle, sha256_file
 
 DEVICE_DIR = Path(__file__).resolve().parents[1] / "device"
 
@@ -88,7 +88,7 @@ def release_id(bundle: Path, sums: str) -> str:
 class Cancelled(DeployError):
     """The user interrupted the deploy before the board switched; the board still runs its old release."""
 
-    exit_code = 130
+    exit_code = EXIT_INTERRUPTED
 
 
 def _space_error(target: Target, err: object, need: int, files: int, staging: str) -> DeployError:
@@ -161,7 +161,7 @@ def verify_upload(target: Target, staging: str) -> None:
 
 def selftest(target: Target, python: str, release_dir: str, timeout: float) -> str:
     """`python -m device selftest` in the release, with the release's own device package."""
-    done = target.run([python, "-m", "device", "selftest", f"{release_dir}/bundle"], timeout=timeout,
+    done = target.run([python, "-m", "device", "selftest", f"{release_dir}/{layout.BUNDLE_DIR}"], timeout=timeout,
                       env={"PYTHONPATH": release_dir}, what="the self-test")
     line = (done.stdout.strip() or done.stderr.strip()).splitlines()
     if done.returncode != 0:

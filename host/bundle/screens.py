@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+from tensordict import TensorDictBase
 
 from device.atari import AtariGame
 from device.manifest import SCREEN_SHAPE, EnvSpec
@@ -26,8 +28,23 @@ class ScreenSet:
         return len(self.screens)
 
 
+def _in_segments(count: int, segment: int, reset: Callable[[], np.ndarray],
+                 step: Callable[[np.ndarray], np.ndarray | None]) -> ScreenSet:
+    """`count` screens of play that restarts every `segment` steps and whenever `step` says the episode ended."""
+    screens = np.empty((count, *SCREEN_SHAPE), dtype=np.uint8)
+    starts = np.zeros(count, dtype=bool)
+    screen = None
+    for i in range(count):
+        if i % segment == 0 or screen is None:
+            screen = reset()
+            starts[i] = True
+        screens[i] = screen
+        screen = step(screen)
+    return ScreenSet(screens, starts)
+
+
 def collect_screens(spec: EnvSpec, count: int, seed: int = 0, segment: int = 250) -> ScreenSet:
-    """Play seeded random actions and keep the screens, in segments that each start an episode.
+    """Play seeded random actions in the host env and keep the screens, in segments that each start an episode.
 
     Segments make stateful policies cross several episode starts in one
     sequence, so state resets are exercised, not just one long episode.
@@ -36,20 +53,23 @@ def collect_screens(spec: EnvSpec, count: int, seed: int = 0, segment: int = 250
     env.set_seed(seed)
     rng = np.random.default_rng(seed)
     n_actions = env.action_spec.space.n
-    screens = np.empty((count, *SCREEN_SHAPE), dtype=np.uint8)
-    starts = np.zeros(count, dtype=bool)
-    td = None
-    for i in range(count):
-        if i % segment == 0 or td is None:
-            td = env.reset()
-            starts[i] = True
-        screens[i] = td[SCREEN_KEY].numpy()
+    td: TensorDictBase | None = None
+
+    def reset() -> np.ndarray:
+        nonlocal td
+        td = env.reset()
+        return td[SCREEN_KEY].numpy()
+
+    def step(_: np.ndarray) -> np.ndarray | None:
+        nonlocal td
+        assert td is not None  # reset() came first
         td["action"] = torch.tensor(int(rng.integers(n_actions)))
         td = env.step(td)["next"]
-        if td["done"].item():
-            td = None
+        return None if td["done"].item() else td[SCREEN_KEY].numpy()
+
+    played = _in_segments(count, segment, reset, step)
     env.close()
-    return ScreenSet(screens, starts)
+    return played
 
 
 def policy_screens(bundle: Path, count: int, seed: int = 0, segment: int = 250, explore: float = 0.05
@@ -66,18 +86,15 @@ def policy_screens(bundle: Path, count: int, seed: int = 0, segment: int = 250, 
     game = AtariGame(manifest.env, manifest.action_ids)
     game.seed(seed)
     rng = np.random.default_rng(seed)
-    screens = np.empty((count, *SCREEN_SHAPE), dtype=np.uint8)
-    starts = np.zeros(count, dtype=bool)
-    screen = None
-    for i in range(count):
-        if i % segment == 0 or screen is None:
-            screen = game.reset()
-            policy.reset()
-            starts[i] = True
-        screens[i] = screen
+
+    def reset() -> np.ndarray:
+        policy.reset()
+        return game.reset()
+
+    def step(screen: np.ndarray) -> np.ndarray | None:
         action = policy.act(screen)
         if rng.random() < explore:
             action = int(rng.integers(len(manifest.action_ids)))
-        result = game.step(action)
-        screen = None if result.done else game.screen
-    return ScreenSet(screens, starts)
+        return None if game.step(action).done else game.screen
+
+    return _in_segments(count, segment, reset, step)
