@@ -45,7 +45,7 @@ from device.layout import (
 )
 
 INPUT_FD = 0
-"""Where `hold-lock` hears the deploy's heartbeat (tests point it at a pipe)."""
+"""Where `hold-lock` hears the deploy's heartbeat: its stdin, fed by the host (`deploy.lock.BoardLock`)."""
 NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 
 

@@ -113,3 +113,11 @@ def test_commands_without_boards_do_not_need_paramiko(tmp_path):
                           "from host.cli import main\nsys.exit(main(['status', '--on', 'local:/x']))"],
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 2 and "edgerl[deploy]" in run.stderr, run.stderr
+
+
+def test_the_cli_offers_exactly_the_built_in_networks():
+    # The CLI keeps its own copy of the names so `edgerl --help` does not load torch; it must not drift.
+    from host.cli import NETWORKS as offered
+    from host.policies import NETWORKS
+
+    assert offered == NETWORKS
