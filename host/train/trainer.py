@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -130,7 +130,7 @@ class Progress:
     iteration: int = 0
     wall_time_s: float = 0.0
     next_eval: int = 0
-    episodes: list[int] | None = None
+    episodes: list[int] = field(default_factory=list)
     """Finished games per game slot: each slot's next game is seeded by its count."""
 
 
@@ -167,7 +167,7 @@ class Run:
         save_checkpoint(self.out / CHECKPOINT, PolicyConfig(network="stacked", layer_norm=True), self.cfg.env,
                         self.qnet.state_dict(), algo="pqn", frames=p.frames, iteration=p.iteration,
                         wall_time_s=self.wall(), optimizer=self.optim.state_dict(), torch_rng=torch.get_rng_state(),
-                        episodes=list(p.episodes or []), next_eval=p.next_eval,
+                        episodes=list(p.episodes), next_eval=p.next_eval,
                         hyperparameters=_config_json(self.cfg))
 
     def evaluate_if_due(self, scalars: dict[str, float], last: bool) -> None:
