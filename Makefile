@@ -9,7 +9,7 @@ DEMO   ?= build/demo
 POLICY ?= stacked
 EPISODES ?= 1
 
-.PHONY: venv sshd demo model test test-arm lint bench clean
+.PHONY: venv sshd demo model test test-arm test-board power-cuts lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -60,12 +60,24 @@ test: venv sshd
 test-arm: venv sshd
 	$(PY) -m pytest -m arm tests/arm
 
+# The booting aarch64 board (qemu-system-aarch64, its own kernel, systemd as PID 1): the service, its health
+# gate and power cuts. Built from test-arm's userland the first time (cached after); boots once per run.
+# CI runs a few power-cut trials; `make power-cuts` runs the 20 docs/results.md reports.
+POWER_CUTS ?= 3
+test-board: venv sshd
+	EDGERL_POWER_CUTS=$(POWER_CUTS) $(PY) -m pytest -m board tests/board
+
+power-cuts: venv sshd
+	EDGERL_POWER_CUTS=20 $(PY) -m pytest -m board tests/board/test_power_cuts.py
+
 lint: venv
 	$(VENV)/bin/ruff check host device deploy
 
 bench: venv
 	$(PY) bench/loop_vs_rollout.py
 	$(PY) bench/loop_overhead.py
+	$(PY) bench/serve_rate.py
+	$(PY) bench/cold_start.py
 
 clean:
 	rm -rf build .pytest_cache

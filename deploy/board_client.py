@@ -16,13 +16,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from deploy import board_side
+from deploy import board_runner, board_service, board_side
 from deploy.targets import DeployError, Spawned, Target
 from device import layout
 
 _DEVICE = Path(layout.__file__).resolve().parent
 SHIPPED = {
     "board_side.py": Path(board_side.__file__).resolve(),
+    "board_service.py": Path(board_service.__file__).resolve(),
+    "board_runner.py": Path(board_runner.__file__).resolve(),
     "device/__init__.py": _DEVICE / "__init__.py",
     "device/layout.py": _DEVICE / "layout.py",
 }
@@ -72,8 +74,9 @@ def ensure_code(target: Target) -> str:
 
 
 def argv(target: Target, op: str, *args: str, python: str = "python3") -> list[str]:
-    """The command line that runs `op` on the board."""
-    return [python, f"{ensure_code(target)}/board_side.py", op, *args]
+    """The command line that runs `op` on the board (a service op is board_service.py's)."""
+    script = "board_service.py" if op in board_service.OPS else "board_side.py"
+    return [python, f"{ensure_code(target)}/{script}", op, *args]
 
 
 def parse_reply(text: str) -> dict[str, Any] | None:

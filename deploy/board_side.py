@@ -15,9 +15,7 @@ the op answered, 2 for a wrong command line, 1 for an unexpected crash.
 
 from __future__ import annotations
 
-import errno
 import fcntl
-import inspect
 import json
 import os
 import platform
@@ -44,23 +42,20 @@ from device.layout import (
     sums_digest,
 )
 
+# These files sit side by side on the board (`.board/<digest>/`); on the host they are the deploy package.
+try:
+    from board_runner import NO_SPACE, Refused, emit, run_op, space
+except ImportError:
+    from deploy.board_runner import NO_SPACE, Refused, emit, run_op, space
+
 INPUT_FD = 0
 """Where `hold-lock` hears the deploy's heartbeat: its stdin, fed by the host (`deploy.lock.BoardLock`)."""
-NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 
 
-class Refused(Exception):
-    """The op ran and says no: its message (and fields) go into the reply."""
-
-    def __init__(self, message: str, **fields: Any) -> None:
-        super().__init__(message)
-        self.fields = fields
-
-
-def emit(reply: dict[str, Any]) -> None:
-    """Write one reply line."""
-    sys.stdout.write(json.dumps(reply) + "\n")
-    sys.stdout.flush()
+def read_text(path: str) -> str:
+    """A small text file's content."""
+    with open(path) as fh:
+        return fh.read()
 
 
 def read_sums(folder: str) -> dict[str, str] | None:
@@ -107,11 +102,19 @@ def judged(rel: str) -> list[str]:
     return problems
 
 
+def fsync_dir(path: str) -> None:
+    """Make a rename in this folder survive a power cut."""
+    fd = os.open(path, os.O_RDONLY)
+    os.fsync(fd)
+    os.close(fd)
+
+
 def relink(link: str, target: str) -> None:
     """Point `link` at `target` by renaming a fresh symlink over it: readers see the old or the new, never none."""
     tmp = f"{link}.tmp-{os.getpid()}"
     os.symlink(target, tmp)
     os.replace(tmp, link)
+    fsync_dir(os.path.dirname(link) or ".")
 
 
 def try_lock(fd: int) -> bool:
@@ -123,16 +126,21 @@ def try_lock(fd: int) -> bool:
         return False
 
 
+def is_locked(root: str) -> bool:
+    """Whether a deploy holds the board's lock now (a lock file left by a dead one is not held)."""
+    path = os.path.join(root, DEPLOY_LOCK)
+    if not os.path.exists(path):
+        return False
+    fd = os.open(path, os.O_RDONLY)
+    free = try_lock(fd)
+    os.close(fd)
+    return not free
+
+
 def link_name(root: str, name: str) -> str | None:
     """The release a link of the board folder points at, or None."""
     path = os.path.join(root, name)
     return os.path.basename(os.readlink(path)) if os.path.islink(path) else None
-
-
-def space(root: str) -> dict[str, int]:
-    """Free bytes and free inodes where the board folder lives."""
-    st = os.statvfs(root)
-    return {"free_bytes": st.f_bavail * st.f_frsize, "free_inodes": st.f_favail}
 
 
 def _machine() -> dict[str, str]:
@@ -151,13 +159,8 @@ def op_status(root: str) -> dict[str, Any]:
         path = os.path.join(root, name)
         return sorted(n for n in os.listdir(path) if not n.startswith(".")) if os.path.isdir(path) else []
 
-    locked, lock = False, os.path.join(root, DEPLOY_LOCK)
-    if os.path.exists(lock):
-        fd = os.open(lock, os.O_RDONLY)
-        locked = not try_lock(fd)
-        os.close(fd)
     return {"current": link_name(root, CURRENT), "previous": link_name(root, PREVIOUS), "releases": ls(RELEASES),
-            "venvs": ls(VENVS), **_machine(), "locked": locked}
+            "venvs": ls(VENVS), **_machine(), "locked": is_locked(root)}
 
 
 def op_hold_lock(root: str, owner: str, silence: str) -> None:
@@ -220,13 +223,9 @@ def op_repair(rel: str, sums_text: str) -> dict[str, Any]:
         if os.path.exists(path) and not intact(rel, name, want):
             os.remove(path)
             removed.append(name)
-    try:
-        with open(os.path.join(rel, SUMS)) as fh:
-            sums_ok = fh.read() == sums_text
-    except OSError:
-        sums_ok = False
-    if not sums_ok and os.path.exists(os.path.join(rel, SUMS)):
-        os.remove(os.path.join(rel, SUMS))
+    path = os.path.join(rel, SUMS)
+    if os.path.exists(path) and read_text(path) != sums_text:  # exact: the release id is a digest of the text
+        os.remove(path)
     return {"removed": removed}
 
 
@@ -304,6 +303,7 @@ def op_finish(root: str, release: str, staging: str, venv_key: str, keep: str, o
         os.rename(staging, rel_dir)
     open(os.path.join(rel_dir, VERIFIED), "w").close()
     relink(os.path.join(rel_dir, VENV_LINK), os.path.join("..", "..", VENVS, venv_key))
+    os.sync()  # the release's files and its venv on disk before current may name them: a power cut comes any time
     current, previous = os.path.join(root, CURRENT), os.path.join(root, PREVIOUS)
     new = os.path.join(RELEASES, release)
     old = os.readlink(current) if os.path.islink(current) else None
@@ -363,36 +363,9 @@ OPS: dict[str, Callable[..., dict[str, Any] | None]] = {
 }
 
 
-def _no_space(err: OSError, args: list[str]) -> dict[str, Any]:
-    where = next((a for a in args if os.path.isabs(a) and os.path.exists(a)), None)
-    figures = space(where) if where else {}
-    return {"ok": False, "error": f"no space left on the board ({err.strerror or err})", "no_space": True,
-            **figures}
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run one op; print its one-line JSON reply."""
-    args = sys.argv[1:] if argv is None else list(argv)
-    op = OPS.get(args[0]) if args else None
-    if op is None:
-        emit({"ok": False, "error": "usage: board_side.py OP ARG... with OP one of " + ", ".join(sorted(OPS))})
-        return 2
-    try:
-        inspect.signature(op).bind(*args[1:])
-    except TypeError as err:
-        emit({"ok": False, "error": f"{args[0]}: {err}"})
-        return 2
-    try:
-        reply = op(*args[1:])
-    except Refused as refusal:
-        reply = {"ok": False, "error": str(refusal), **refusal.fields}
-    except OSError as err:
-        if err.errno not in NO_SPACE:
-            raise
-        reply = _no_space(err, args[1:])
-    if reply is not None:
-        emit({"ok": True, **reply} if "ok" not in reply else reply)
-    return 0
+    return run_op(OPS, sys.argv[1:] if argv is None else list(argv))
 
 
 if __name__ == "__main__":

@@ -30,9 +30,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from deploy import board_client
+from deploy import board_client, service
 from deploy.install import InstallConfig, ensure_venv
 from deploy.lock import BoardLock
+from deploy.service import ServiceConfig
 from deploy.targets import DeployError, Target
 from device import layout
 from device.manifest import EXIT_INTERRUPTED, MANIFEST, load_bundle, sha256_file
@@ -49,6 +50,8 @@ class DeployConfig:
     """Releases kept on the board (current and previous always are)."""
     install: InstallConfig = field(default_factory=InstallConfig)
     selftest_timeout: float = 300.0
+    service: ServiceConfig | None = None
+    """Run the release under systemd and commit it only after its health gate (`deploy --service`)."""
 
 
 @dataclass
@@ -63,15 +66,18 @@ class DeployResult:
     venv_reused: bool
     seconds: float
     previous: str | None
+    gate: dict[str, Any] | None = None
+    """How the board's health gate ended (`--service`): its verdict, reason and figures."""
 
 
-def release_files(bundle: Path) -> dict[str, Path]:
-    """Relative path on the board -> local file, for the bundle and the device package."""
+def release_files(bundle: Path, extras: dict[str, Path] | None = None) -> dict[str, Path]:
+    """Relative path on the board -> local file: the bundle, the device package, and a service's extras."""
     manifest = load_bundle(bundle)
     files = {f"{layout.BUNDLE_DIR}/{MANIFEST}": Path(bundle) / MANIFEST}
     files.update({f"{layout.BUNDLE_DIR}/{name}": Path(bundle) / name for name in manifest.files})
     for path in sorted(DEVICE_DIR.glob("*.py")):
         files[f"{layout.DEVICE_DIR}/{path.name}"] = path
+    files.update(extras or {})
     return files
 
 
@@ -213,7 +219,8 @@ def deploy(target: Target, cfg: DeployConfig, say: Callable[[str], None] = print
     deploy finishes, so what is printed afterwards is true.
     """
     started = time.perf_counter()
-    files = release_files(cfg.bundle)
+    extras = service.release_extras(cfg.service, service.scratch_dir()) if cfg.service else None
+    files = release_files(cfg.bundle, extras)
     sums = sums_text(files)
     rid = release_id(cfg.bundle, sums)
 
@@ -232,6 +239,9 @@ def deploy(target: Target, cfg: DeployConfig, say: Callable[[str], None] = print
         for note in board["notes"]:
             say(f"{target.name}: {note}")
         say(f"{target.name}: {board['machine']}, Python {board['python']}, release {rid}")
+        if cfg.service:
+            service.install(target)
+            service.wait_pending_gate(target, say)
         not_cancelled()
         venv_python, venv_name, venv_reused = ensure_venv(target, board, cfg.install, say)
         not_cancelled()
@@ -241,11 +251,19 @@ def deploy(target: Target, cfg: DeployConfig, say: Callable[[str], None] = print
         tested = staging if staging != "-" else target.path(layout.RELEASES, rid)
         say(f"{target.name}: {selftest(target, venv_python, tested, cfg.selftest_timeout)}")
         not_cancelled()
+        if cfg.service:
+            service.begin_gate(target, rid, cfg.service)
         done = _switch(target, lock, rid, staging, venv_name, cfg.keep)
+        if cfg.service:
+            service.switch(target)
     if done["pruned"]:
         say(f"{target.name}: pruned {', '.join(done['pruned'])}")
+    gate = service.await_verdict(target, rid, cfg.service, say) if cfg.service else None
+    if gate:
+        say(f"{target.name}: {service.verdict_line(gate)}")
+        service.judge(gate)
     return DeployResult(target.name, rid, sent, reused, venv_name, venv_reused,
-                        time.perf_counter() - started, done["previous"])
+                        time.perf_counter() - started, done["previous"], gate)
 
 
 def rollback(target: Target, say: Callable[[str], None] = print) -> str:

@@ -60,7 +60,9 @@ def rom_path(game: str) -> str:
 class AtariGame:
     """One ALE instance playing the bundle's game with the bundle's semantics."""
 
-    def __init__(self, spec: EnvSpec, action_ids: list[int], rom: str | None = None) -> None:
+    def __init__(self, spec: EnvSpec, action_ids: list[int], rom: str | None = None, seed: int | None = None
+                 ) -> None:
+        """Set up the emulator; with `seed`, seeded as `seed(seed)` would, loading the ROM once instead of twice."""
         import ale_py
 
         if not isinstance(spec.frame_skip, int) or spec.frame_skip < 1:
@@ -71,7 +73,7 @@ class AtariGame:
         self.ale.setLoggerMode(ale_py.LoggerMode.Error)
         self.ale.setFloat("repeat_action_probability", float(spec.repeat_action_probability))
         self.ale.setInt("max_num_frames_per_episode", int(spec.max_num_frames_per_episode))
-        self._load(seed=None)
+        self._load(seed)
         legal = {int(a.value) for a in self.ale.getLegalActionSet()}
         bad = [a for a in action_ids if a not in legal]
         if bad:
@@ -81,8 +83,10 @@ class AtariGame:
         # Preallocated screen buffers: the ALE writes into them, no per-step allocation.
         self.screen = np.zeros(SCREEN_SHAPE, dtype=np.uint8)
         self._prev = np.zeros(SCREEN_SHAPE, dtype=np.uint8)
-        self._noop_rng = np.random.default_rng(0)
+        self._noop_rng = np.random.default_rng(0 if seed is None else self._noop_seed)
         self._lives = 0
+        if seed is not None:
+            self.ale.reset_game()
 
     def _load(self, seed: int | None) -> None:
         ss = np.random.SeedSequence(seed)

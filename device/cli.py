@@ -5,9 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 
 from device.manifest import EXIT_CODES_HELP, EXIT_FAILED_CHECK, EXIT_INTERRUPTED, EXIT_OK, EdgerlError
+
+STARTED = time.monotonic()
+"""When this process had the CLI loaded: serve's cold start (to the first action) counts from here."""
 
 
 def _positive(text: str) -> int:
@@ -44,6 +48,21 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("bundle", type=Path, help="bundle folder")
     s.add_argument("--threads", type=_positive, default=None, help="onnxruntime intra-op threads (default 1)")
 
+    v = sub.add_parser("serve", help="run the policy at a fixed rate on its game or your own I/O, until stopped",
+                       description="Run the policy at a fixed rate (absolute deadlines; missed periods are skipped, "
+                                   "not caught up): on the bundle's game at its real-time rate, or on your plant "
+                                   "(--io FILE.py:CLASS with observe(), apply(action) and optional close()). "
+                                   "Timing goes to --status once a second; under systemd it sends READY=1 and "
+                                   "WATCHDOG=1.", epilog=EXIT_CODES_HELP)
+    v.add_argument("bundle", type=Path, help="bundle folder, or a deployed release folder (its service.json applies)")
+    v.add_argument("--io", default=None, metavar="FILE.py:CLASS", help="your plant instead of the bundle's game")
+    v.add_argument("--hz", type=float, default=None, help="decisions per second (default: the game's real time; "
+                                                          "required with --io)")
+    v.add_argument("--seconds", type=float, default=None, help="stop after this long (default: until stopped)")
+    v.add_argument("--status", type=Path, default=None, help="write the timing figures here as JSON, once a second")
+    v.add_argument("--seed", type=int, default=0, help="emulator seed of a game run (default 0)")
+    v.add_argument("--threads", type=_positive, default=None, help="onnxruntime intra-op threads (default 1)")
+
     b = sub.add_parser("bench", help="time the control loop and its parts",
                        description="Time the full loop, then the emulator alone and the policy alone; print JSON.",
                        epilog=EXIT_CODES_HELP)
@@ -77,10 +96,24 @@ def _run(args: argparse.Namespace) -> int:
             f"(tolerance {result.atol:g}), actions {result.action_agreement:.0%}: {verdict}"
         )
         return EXIT_OK if result.ok else EXIT_FAILED_CHECK
+    if args.command == "serve":
+        return _serve(args)
     from device.bench import BenchConfig, bench  # deferred, as play
 
     print(json.dumps(bench(BenchConfig(args.bundle, args.steps, 0, args.threads, args.int8)), indent=2))
     return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from device.serve import ServeConfig, serve  # deferred, as play
+
+    cfg = ServeConfig(args.bundle, args.io, args.hz, args.seconds, args.status, args.seed, args.threads)
+    status = serve(cfg, STARTED)
+    period = status.get("period_ms", {})
+    print(f"{status['state']}: {status['decisions']} decisions at {status.get('achieved_hz', 0):.2f} Hz "
+          f"(target {status.get('target_hz', 0):g}), {status.get('overruns', 0)} overruns, period p99 "
+          f"{period.get('p99', 0):.2f} ms max {period.get('max', 0):.2f} ms", file=sys.stderr)
+    return EXIT_OK
 
 
 def main(argv: list[str] | None = None) -> int:

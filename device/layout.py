@@ -11,6 +11,10 @@ any release (or venv) exists there.
       wheelhouse/<key>/                    wheels pushed for an offline install
       current -> releases/<id>             what runs; only ever a verified release
       previous -> releases/<id>            what `rollback` returns to
+      committed -> releases/<id>           the last release that passed its health gate (`--service`)
+      gate.json                            the gate in progress: release, what to go back to, attempts
+      gate-result.json                     how the last gate ended: committed or rolled back, and why
+      status.json                          the service loop's figures, rewritten once a second
       reports/                             play reports
       .deploy.lock                         flock held by the deploy in progress
       .board/<code digest>/                the board module of the host that deployed
@@ -42,6 +46,16 @@ BUNDLE_DIR = "bundle"
 DEVICE_DIR = "device"
 PART = ".part"
 """Suffix of a file still being uploaded."""
+COMMITTED = "committed"
+GATE = "gate.json"
+GATE_RESULT = "gate-result.json"
+SERVE_STATUS = "status.json"
+SERVICE_FILE = "service.json"
+"""In a release: how the service serves it ({"hz": N or null, "io": "io/FILE.py:CLASS" or null})."""
+IO_DIR = "io"
+"""In a release: the user's I/O class file, checksummed like the bundle."""
+UNIT = "edgerl.service"
+GATE_UNIT = "edgerl-gate.service"
 
 
 def sha256_file(path: str | os.PathLike[str]) -> str:

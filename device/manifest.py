@@ -50,10 +50,13 @@ EXIT_BAD_INPUT = 2
 """The command cannot start: a missing file, a malformed manifest, a bad argument, a missing extra."""
 EXIT_INT8_REFUSED = 3
 """`edgerl export --int8`: the int8 model was refused; the fp32 bundle was written and verified."""
+EXIT_LOOP_FAILED = 4
+"""`python -m device serve`: the control loop stopped on a fault (the I/O class raised or blocked, the
+policy's output was unusable); the I/O class's close() ran first."""
 EXIT_INTERRUPTED = 130
-EXIT_CODES_HELP = ("exit codes: 0 ok; 1 a check failed (checksums, self-test, parity, replay, a deploy step); "
-                   "2 bad input (missing file, malformed manifest, bad argument); 3 int8 refused, fp32 bundle "
-                   "written; 130 interrupted")
+EXIT_CODES_HELP = ("exit codes: 0 ok; 1 a check failed (checksums, self-test, parity, replay, a deploy step, "
+                   "a health gate); 2 bad input (missing file, malformed manifest, bad argument); 3 int8 refused, "
+                   "fp32 bundle written; 4 the serve loop stopped on a fault; 130 interrupted")
 
 
 class EdgerlError(Exception):

@@ -139,8 +139,7 @@ def play(cfg: PlayConfig, progress: Callable[[str], None] | None = None) -> dict
     require_game(manifest)
     _seed_sampling(cfg.seed)
     policy = Policy(bundle, manifest, cfg.threads, model_file(manifest, cfg.int8))
-    game = AtariGame(manifest.env, manifest.action_ids)
-    game.seed(cfg.seed)
+    game = AtariGame(manifest.env, manifest.action_ids, seed=cfg.seed)
     timing = _Timing()
     episodes = []
     loop_started = time.perf_counter()

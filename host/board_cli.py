@@ -8,6 +8,7 @@ import sys
 import threading
 from pathlib import Path
 
+from deploy import service
 from deploy.fleet import deploy_fleet
 from deploy.install import InstallConfig
 from deploy.release import DeployConfig, rollback, status
@@ -63,7 +64,15 @@ def deploy_cmd(args: argparse.Namespace) -> int:
     """Deploy to every target in parallel; one board failing does not stop the others."""
     load_bundle(args.bundle)  # a bad bundle is refused once, before any board is touched
     targets = _targets(args)
-    cfg = DeployConfig(args.bundle, keep=args.keep, install=InstallConfig(wheelhouse=args.wheelhouse))
+    serving = None
+    if args.service:
+        if args.io and not args.hz:
+            raise DeployError("--io needs --hz: how many decisions per second your plant wants")
+        serving = service.ServiceConfig(args.io, args.hz, args.gate_seconds, args.max_overrun)
+    elif args.io or args.hz:
+        raise DeployError("--io and --hz go with --service")
+    cfg = DeployConfig(args.bundle, keep=args.keep, install=InstallConfig(wheelhouse=args.wheelhouse),
+                       service=serving)
     cancel = threading.Event()
     results = deploy_fleet(targets, cfg, ssh_options(args), say=_say, progress_for=_progress_bar, cancel=cancel)
     failed = 0
@@ -74,8 +83,9 @@ def deploy_cmd(args: argparse.Namespace) -> int:
             print(f"{text:<32} {'FAILED':<8} {result}")
         else:
             venv = "venv reused" if result.venv_reused else "venv installed"
+            gate = f", {result.gate['verdict']} after its gate" if result.gate else ""
             print(f"{text:<32} {'ok':<8} {result.release} ({result.uploaded_bytes} B sent, "
-                  f"{result.reused_files} files reused, {venv}, {result.seconds:.1f} s)")
+                  f"{result.reused_files} files reused, {venv}{gate}, {result.seconds:.1f} s)")
     if failed and len(targets) == 1:
         print(f"error: {results[0][1]}", file=sys.stderr)
     if cancel.is_set():
@@ -109,4 +119,18 @@ def rollback_cmd(args: argparse.Namespace) -> int:
     """Switch current back to the previous release."""
     with open_target(args.on, ssh_options(args)) as target:
         print(f"{args.on}: current is now {rollback(target, say=_say)}")
+    return EXIT_OK
+
+
+def service_cmd(args: argparse.Namespace) -> int:
+    """`edgerl service ACTION --on TARGET`."""
+    with open_target(args.on, ssh_options(args)) as target:
+        if args.action == "status":
+            answer = service.status(target)
+            print(json.dumps(answer, indent=2) if args.json else "\n".join(service.status_lines(args.on, answer)))
+        elif args.action == "logs":
+            print("\n".join(service.logs(target, args.lines)))
+        else:
+            unit = service.control(target, args.action)
+            print(f"{args.on}: {unit.get('ActiveState')} ({unit.get('SubState')})")
     return EXIT_OK

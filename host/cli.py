@@ -130,7 +130,28 @@ def _board_parsers(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--inventory", type=Path, help="file with one TARGET per line")
     d.add_argument("--keep", type=_positive, default=3, help="releases kept on the board (default 3)")
     d.add_argument("--wheelhouse", action="store_true", help="download wheels here, install offline on the board")
+    d.add_argument("--service", action="store_true",
+                   help="run the release under systemd (python -m device serve, restarted on failure, started at "
+                        "boot) and commit it only after it ran healthy for --gate-seconds; else the board rolls back")
+    d.add_argument("--io", default=None, metavar="FILE.py:CLASS",
+                   help="with --service: your plant class (observe/apply/close), shipped in the release")
+    d.add_argument("--hz", type=float, default=None, help="with --service: decisions per second (default: the "
+                                                          "game's real-time rate; required with --io)")
+    d.add_argument("--gate-seconds", type=float, default=30.0, help="with --service: healthy seconds before the "
+                                                                    "board commits the release (default 30)")
+    d.add_argument("--max-overrun", type=float, default=0.05, help="with --service: share of periods allowed to "
+                                                                   "miss their deadline in the gate (default 0.05)")
     _ssh_args(d)
+
+    sv = sub.add_parser("service", help="the board's service: status, start, stop, restart, logs",
+                        description="Look after the policy loop `deploy --service` installed: systemd's state, the "
+                                    "loop's rate and overruns, the last gate; start/stop it; read its journal.",
+                        epilog=EXIT_CODES_HELP)
+    sv.add_argument("action", choices=["status", "start", "stop", "restart", "logs"])
+    sv.add_argument("--on", required=True, metavar="TARGET", help="[user@]host[:port], an ssh alias, or local:DIR")
+    sv.add_argument("--lines", type=_positive, default=50, help="logs: journal lines (default 50)")
+    sv.add_argument("--json", action="store_true", help="status: print the board's full answer as JSON")
+    _ssh_args(sv)
 
     u = sub.add_parser("run", help="play on a board's current release and fetch the report",
                        description="Play the board's current release (python -m device play there), stream its "
@@ -263,7 +284,7 @@ def _replay(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-BOARD_COMMANDS = ("deploy", "run", "status", "rollback")
+BOARD_COMMANDS = ("deploy", "run", "status", "rollback", "service")
 
 
 def _board(name: str) -> Callable[[argparse.Namespace], int]:
@@ -289,7 +310,8 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(Path.home() / ".cache" / "edgerl" / "inductor"))
     handlers = {"export": _export, "verify": _verify, "replay": _replay, "train": _train, "plot": _plot,
                 "promote": _promote, "evaluate": _evaluate, "deploy": _board("deploy_cmd"), "run": _board("run_cmd"),
-                "status": _board("status_cmd"), "rollback": _board("rollback_cmd")}
+                "status": _board("status_cmd"), "rollback": _board("rollback_cmd"),
+                "service": _board("service_cmd")}
     try:
         return handlers[args.command](args)
     except ImportError as err:

@@ -52,3 +52,12 @@ def own_bundles(tmp_path_factory) -> dict[str, Path]:
         assert run.returncode == 0, run.stdout + run.stderr
         made[name] = root / name
     return made
+
+
+@pytest.fixture(scope="session")
+def cart_bundle(tmp_path_factory) -> Path:
+    """examples/cart_service.py's sensor policy (a PD law as a TorchRL actor), exported as a user would."""
+    out = tmp_path_factory.mktemp("cart") / "bundle"
+    run = export_from("examples/cart_service.py:make", out, "--no-aoti")
+    assert run.returncode == 0, run.stdout + run.stderr
+    return out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -153,6 +154,8 @@ def _docstrings(tree: ast.AST) -> set[int]:
 
 
 def _is_program(text: str) -> bool:
+    if re.fullmatch(r"[A-Z_][A-Z0-9_]*=\S*", text):  # an environment variable's spelling, KEY=value
+        return False
     try:
         tree = ast.parse(text)
     except (SyntaxError, ValueError):

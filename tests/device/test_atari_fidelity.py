@@ -9,13 +9,16 @@ from device.manifest import EnvSpec
 from host.envs import action_table, make_base_env
 
 
-def _host_and_device(spec: EnvSpec, seed: int, steps: int):
+def _host_and_device(spec: EnvSpec, seed: int, steps: int, seed_in_init: bool = False):
     env = make_base_env(spec)
     ids, _ = action_table(env)
     env.set_seed(seed)
     td = env.reset()
-    game = AtariGame(spec, ids)
-    game.seed(seed)
+    if seed_in_init:  # the cold-start path: the ROM is loaded once, already seeded
+        game = AtariGame(spec, ids, seed=seed)
+    else:
+        game = AtariGame(spec, ids)
+        game.seed(seed)
     screen = game.reset()
     assert np.array_equal(td["pixels"].numpy(), screen), "first screens differ"
     actions = np.random.default_rng(seed).integers(0, len(ids), size=steps)
@@ -36,9 +39,10 @@ def _host_and_device(spec: EnvSpec, seed: int, steps: int):
 
 
 @pytest.mark.parametrize("sticky", [0.0, 0.25])
-def test_device_loop_reproduces_training_env_bit_for_bit(sticky):
+@pytest.mark.parametrize("seed_in_init", [False, True], ids=["seed-after-init", "seeded-at-init"])
+def test_device_loop_reproduces_training_env_bit_for_bit(sticky, seed_in_init):
     spec = EnvSpec(repeat_action_probability=sticky)
-    compared, _ = _host_and_device(spec, seed=7, steps=600)
+    compared, _ = _host_and_device(spec, seed=7, steps=600, seed_in_init=seed_in_init)
     assert compared == 600
 
 

@@ -1,0 +1,84 @@
+"""The serve loop's clock beside a naive `sleep(period)` loop, same plant and policy, at the same time.
+
+    python bench/serve_rate.py [--seconds 60]
+
+Two rounds: Pong (models/pong, its game at 15 Hz) and the cart sensor bundle
+of examples/cart_service.py (its numpy plant at 50 Hz). In each, two processes
+run side by side for the same seconds: `device.serve` with absolute deadlines,
+and the same loop with its clock swapped for the naive one held here
+(`time.sleep(period)` after each decision, the drift robot frameworks show).
+Printed per loop: achieved rate, drift from target, p99 and max period error.
+The goal: achieved within 1 % of target and p99 period error <= 2 ms.
+"""
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+
+class NaiveTicker:
+    """The baseline: sleep one period after each decision, whatever the decision took."""
+
+    def __init__(self, hz: float, clock=time.monotonic, sleep=time.sleep) -> None:
+        self.period, self._sleep, self.skipped = 1.0 / hz, sleep, 0
+
+    def wait(self) -> None:
+        self._sleep(self.period)
+
+
+def child(kind: str, bundle: str, io: str, hz: float, seconds: float, status: str) -> None:
+    from device.serve import Loop, ServeConfig, serve
+
+    if kind == "naive":
+        Loop.ticker = NaiveTicker
+    serve(ServeConfig(Path(bundle), io or None, hz, seconds, Path(status)))
+
+
+def pair(bundle: Path, io: str, hz: float, seconds: float) -> dict[str, dict]:
+    out = Path(tempfile.mkdtemp())
+    procs = {kind: subprocess.Popen([sys.executable, __file__, "--child", kind, str(bundle), io, str(hz),
+                                     str(seconds), str(out / f"{kind}.json")], cwd=REPO,
+                                    stderr=subprocess.DEVNULL) for kind in ("fixed", "naive")}
+    for proc in procs.values():
+        proc.wait()
+    return {kind: json.loads((out / f"{kind}.json").read_text()) for kind in procs}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--child", nargs=6, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        kind, bundle, io, hz, seconds, status = args.child
+        child(kind, bundle, io, float(hz), float(seconds), status)
+        return
+    sys.path.insert(0, str(REPO / "bench"))
+    from cold_start import cart_bundle
+
+    rounds = [("pong 15 Hz", REPO / "models" / "pong", "", 15.0),
+              ("cart 50 Hz", cart_bundle(), str(REPO / "examples" / "cart_io.py") + ":Cart", 50.0)]
+    for name, bundle, io, hz in rounds:
+        result = pair(bundle, io, hz, args.seconds)
+        for kind, s in result.items():
+            drift = (s["achieved_hz"] - s["target_hz"]) / s["target_hz"] * 100
+            err = s["period_error_ms"]
+            print(f"{name} {kind:5s}: {s['achieved_hz']:7.3f} Hz over {s['decisions']} decisions, drift "
+                  f"{drift:+.2f} %, period error p99 {err['p99']:.2f} ms max {err['max']:.2f} ms, "
+                  f"overruns {s['overruns']}")
+        fixed, naive = result["fixed"], result["naive"]
+        ok = abs(fixed["achieved_hz"] / hz - 1) <= 0.01 and fixed["period_error_ms"]["p99"] <= 2.0
+        print(f"{name}: naive drifts {abs(naive['achieved_hz'] / hz - 1) * 100:.2f} %, fixed "
+              f"{abs(fixed['achieved_hz'] / hz - 1) * 100:.3f} %; goal (<= 1 %, p99 <= 2 ms) "
+              f"{'met' if ok else 'NOT met'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,333 @@
+"""`python -m device serve`: the policy at a fixed rate, episode after episode, for as long as it runs.
+
+The plant is the bundle's ALE game at the game's own real-time rate (60
+frames/s over the frame skip: 15 decisions/s for Pong v5), or the user's own
+I/O class (`--io FILE.py:CLASS`): built with no arguments, `observe()`
+returns an array or a dict of arrays, `apply(action)` acts (returning True
+starts a new episode: the policy's states are reset), `close()`, if there is
+one, is called on every way out so the machine can be put in a safe state,
+and `status()`, if there is one, adds a dict to the status file. Timing
+goes to the status file once a second and at exit; under systemd the loop
+sends READY=1 after its first decision and WATCHDOG=1 while it runs.
+
+Given a release folder (`<board>/current`) instead of a bundle, it serves the
+release's bundle with the settings the deploy wrote in its `service.json`.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from device import layout
+from device.atari import AtariGame
+from device.manifest import EXIT_LOOP_FAILED, MANIFEST, BundleError, EdgerlError, Manifest, load_bundle
+from device.policy import Policy
+from device.rate import LoopTiming, Ticker
+from device.sd_notify import Notifier
+
+REAL_TIME_FPS = 60.0
+"""The Atari 2600's frame rate: a game bundle is served in the game's own time."""
+SCORES_KEPT = 20
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """What `python -m device serve` runs."""
+
+    bundle: Path
+    """A bundle folder, or a release folder holding bundle/ and service.json."""
+    io: str | None = None
+    """FILE.py:CLASS of the user's plant; None plays the bundle's game."""
+    hz: float | None = None
+    """Decisions per second; default the game's real-time rate (required with --io)."""
+    seconds: float | None = None
+    """Stop (exit 0) after this long; None runs until stopped."""
+    status: Path | None = None
+    seed: int = 0
+    threads: int | None = None
+    stall_s: float | None = None
+    """A decision taking longer than this stops the loop (default max(1 s, 10 periods))."""
+
+
+class LoopFailed(EdgerlError):
+    """The loop stopped on a fault in the plant or the policy; close() has run."""
+
+    exit_code = EXIT_LOOP_FAILED
+
+
+class _Stalled(BaseException):
+    """Raised by the stall alarm inside a blocked phase (BaseException: user code's `except Exception` passes it)."""
+
+
+class _Stop(BaseException):
+    """SIGTERM/SIGINT/SIGHUP: leave the loop at once, through close()."""
+
+
+def resolve(cfg: ServeConfig) -> tuple[Path, ServeConfig]:
+    """The bundle folder, and the config with a release's service.json applied (flags win)."""
+    path = Path(cfg.bundle).resolve()  # once: a `current` flipped meanwhile cannot mix two releases
+    if (path / MANIFEST).is_file() or not (path / layout.BUNDLE_DIR / MANIFEST).is_file():
+        return path, cfg
+    settings: dict[str, Any] = {}
+    if (path / layout.SERVICE_FILE).is_file():
+        try:
+            settings = json.loads((path / layout.SERVICE_FILE).read_text())
+        except (OSError, ValueError) as err:
+            raise BundleError(f"cannot read {path / layout.SERVICE_FILE}: {err}; redeploy the release") from None
+    io = cfg.io or (str(path / settings["io"]) if settings.get("io") else None)
+    hz = cfg.hz or settings.get("hz")
+    return path / layout.BUNDLE_DIR, ServeConfig(path, io, hz, cfg.seconds, cfg.status, cfg.seed, cfg.threads,
+                                                 cfg.stall_s)
+
+
+def load_io(spec: str) -> Any:
+    """Build the user's plant from FILE.py:CLASS; one line for each way it can be wrong."""
+    file, sep, name = spec.rpartition(":")
+    if not sep or not file or not name:
+        raise BundleError(f"--io wants FILE.py:CLASS, not {spec!r}")
+    path = Path(file)
+    if not path.is_file():
+        raise BundleError(f"--io: no file {path}")
+    module_spec = importlib.util.spec_from_file_location(f"edgerl_io_{path.stem}", path)
+    if module_spec is None or module_spec.loader is None:
+        raise BundleError(f"--io: {path} is not a Python file")
+    module = importlib.util.module_from_spec(module_spec)
+    try:
+        module_spec.loader.exec_module(module)
+        cls = getattr(module, name)
+    except AttributeError:
+        raise BundleError(f"--io: {path} has no class {name!r}") from None
+    except Exception as err:
+        raise BundleError(f"--io: importing {path} raised {type(err).__name__}: {err}") from None
+    try:
+        plant = cls()
+    except Exception as err:
+        raise BundleError(f"--io: {name}() raised {type(err).__name__}: {err}") from None
+    for method in ("observe", "apply"):
+        if not callable(getattr(plant, method, None)):
+            raise BundleError(f"--io: {name} has no {method}() method")
+    return plant
+
+
+class GamePlant:
+    """The bundle's own game as the plant: observe the screen, apply the action, restart at episode end."""
+
+    def __init__(self, manifest: Manifest, seed: int) -> None:
+        self.game = AtariGame(manifest.env, manifest.action_ids, seed=seed)
+        self.screen = self.game.reset()
+        self.score = 0.0
+        self.scores: list[float] = []
+        self.episodes = 0
+
+    def observe(self) -> np.ndarray:
+        """The current screen."""
+        return self.screen
+
+    def apply(self, action: int) -> bool:
+        """One agent step; True when the episode ended (the game is reset)."""
+        result = self.game.step(action)
+        self.score += result.reward
+        if not result.done:
+            return False
+        self.episodes += 1
+        self.scores = (self.scores + [self.score])[-SCORES_KEPT:]
+        self.score = 0.0
+        self.screen = self.game.reset()
+        return True
+
+
+def release_name(path: Path) -> str:
+    """The release id when serving a deployed release (or its bundle), else the bundle's path."""
+    for folder in (path, path.parent):
+        if folder.parent.name == layout.RELEASES:
+            return folder.name
+    return str(path)
+
+
+class StatusFile:
+    """The loop's figures as JSON, replaced atomically (a reader never sees half a file)."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = Path(path) if path else None
+
+    def write(self, status: dict[str, Any]) -> None:
+        """Replace the file (a write error is ignored)."""
+        if self.path is None:
+            return
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}")
+        try:
+            tmp.write_text(json.dumps(status, indent=1) + "\n")
+            os.replace(tmp, self.path)
+        except OSError:
+            tmp.unlink(missing_ok=True)  # a full disk must not stop the machine's control loop
+
+
+def _arm(seconds: float) -> None:
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+
+
+def _on_signal(signum: int, frame: object) -> None:
+    raise _Stop(signal.Signals(signum).name)
+
+
+def _on_alarm(signum: int, frame: object) -> None:
+    raise _Stalled()
+
+
+class Loop:
+    """One serve run: plant, policy, clock, figures, systemd."""
+
+    ticker = Ticker
+    """The clock's class (bench/serve_rate.py swaps in a naive `sleep(period)` one to compare)."""
+
+    def __init__(self, cfg: ServeConfig, started: float) -> None:
+        self.started = started
+        bundle, cfg = resolve(cfg)
+        self.cfg = cfg
+        manifest = load_bundle(bundle)
+        self.manifest = manifest
+        if cfg.io is None and manifest.env is None:
+            raise BundleError("this bundle has no game to play (its policy reads your own sensors); "
+                              "pass --io FILE.py:CLASS with your plant's observe() and apply()")
+        hz = cfg.hz or (REAL_TIME_FPS / manifest.env.frame_skip if manifest.env else None)
+        if not hz or hz <= 0:
+            raise BundleError("pass --hz N: how many decisions per second your plant wants")
+        self.hz = float(hz)
+        self.stall_s = cfg.stall_s or max(1.0, 10.0 / self.hz)
+        self.release = release_name(bundle)
+        if manifest.env is not None:
+            import onnxruntime  # deferred: only a game run seeds sampling, as `play` does
+
+            onnxruntime.set_seed(int(cfg.seed))
+        self.policy = Policy(bundle, manifest, cfg.threads)
+        self.plant = load_io(cfg.io) if cfg.io else GamePlant(manifest, cfg.seed)
+        self.timing = LoopTiming(self.hz)
+        self.status = StatusFile(cfg.status)
+        self.notifier = Notifier()
+        self.first_action_s: float | None = None
+        self.state, self.error = "starting", None
+
+    def figures(self) -> dict[str, Any]:
+        """The status file's contents."""
+        out: dict[str, Any] = {"state": self.state, "release": self.release, "bundle_id": self.manifest.bundle_id,
+                               "pid": os.getpid(), "io": self.cfg.io, "updated_at": time.time(),
+                               "uptime_s": round(time.monotonic() - self.started, 3),
+                               "cold_start_s": self.first_action_s, "error": self.error}
+        out.update(self.timing.figures())
+        out["skipped_periods"] = self.clock.skipped if hasattr(self, "clock") else 0
+        if isinstance(self.plant, GamePlant):
+            out["episodes"] = self.plant.episodes
+            out["scores"] = self.plant.scores
+        elif callable(getattr(self.plant, "status", None)):
+            try:
+                out["io_status"] = self.plant.status()
+            except Exception as err:  # the figures are optional; the loop is not
+                out["io_status"] = {"error": f"{type(err).__name__}: {err}"}
+        return out
+
+    def _decide(self, clock: Callable[[], float]) -> tuple[float, float, float, bool]:
+        self.phase = "observe"
+        t0 = clock()
+        obs = self.plant.observe()
+        self.phase = "infer"
+        t1 = clock()
+        action = self.policy.act(obs)
+        self.phase = "apply"
+        t2 = clock()
+        new_episode = self.plant.apply(action)
+        return t1 - t0, t2 - t1, clock() - t2, bool(new_episode)
+
+    def run(self) -> dict[str, Any]:
+        """Decide once per period until stopped; the status at the end."""
+        clock = time.monotonic
+        self.clock = self.ticker(self.hz, clock)
+        deadline = None if self.cfg.seconds is None else clock() + self.cfg.seconds
+        next_report = 0.0
+        while deadline is None or clock() < deadline:
+            started = clock()
+            _arm(self.stall_s)
+            observe_s, infer_s, apply_s, new_episode = self._decide(clock)
+            _arm(0)
+            if new_episode:
+                self.policy.reset()
+            self.timing.record(started, observe_s, infer_s, apply_s)
+            if self.first_action_s is None:
+                self.first_action_s = round(clock() - self.started, 4)
+                self.state = "running"
+                self.notifier.send("READY=1", f"STATUS=serving {self.release} at {self.hz:g} Hz")
+            if started >= next_report:
+                self._report()
+                next_report = started + min(1.0, self.notifier.ping_every_s)
+            self.clock.wait()
+        self.state = "stopped"
+        return self.figures()
+
+    def _report(self) -> None:
+        figures = self.figures()
+        self.status.write(figures)
+        self.notifier.send("WATCHDOG=1", f"STATUS={figures['achieved_hz']:.2f} Hz, {figures['overruns']} overruns, "
+                                         f"{self.release}")
+
+    def close(self) -> None:
+        """Let the plant make the machine safe, then write the last status; never raises."""
+        _arm(0)
+        close = getattr(self.plant, "close", None)
+        if callable(close):
+            try:
+                close()
+            except Exception as err:
+                self.error = (self.error or "") + f"; close() raised {type(err).__name__}: {err}"
+        self.notifier.send("STOPPING=1")
+        self.status.write(self.figures())
+        self.notifier.close()
+
+
+def _fault(loop: Loop, err: BaseException) -> LoopFailed:
+    where = getattr(loop, "phase", "observe")
+    if isinstance(err, _Stalled):
+        return LoopFailed(f"{where}() blocked for more than {loop.stall_s:g} s; the loop stopped after close()")
+    if where == "infer":
+        return LoopFailed(f"the policy failed: {err}; the loop stopped after close()")
+    owner = "your I/O class's" if loop.cfg.io else "the game's"
+    return LoopFailed(f"{owner} {where}() raised {type(err).__name__}: {err}; the loop stopped after close()")
+
+
+def serve(cfg: ServeConfig, started: float | None = None) -> dict[str, Any]:
+    """Run the loop until `cfg.seconds` or a signal; raise LoopFailed (after close()) on a fault."""
+    started = time.monotonic() if started is None else started
+    old = {s: signal.signal(s, _on_signal) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
+    old[signal.SIGALRM] = signal.signal(signal.SIGALRM, _on_alarm)
+    try:
+        try:
+            loop = Loop(cfg, started)
+        except EdgerlError as err:  # the status file says why, so a supervisor's health check can tell
+            StatusFile(cfg.status).write({"state": "failed", "release": release_name(Path(cfg.bundle).resolve()),
+                                          "error": str(err), "updated_at": time.time(), "decisions": 0})
+            raise
+        try:
+            return loop.run()
+        except _Stop as stop:
+            loop.state = f"stopped by {stop}"
+            return loop.figures()
+        except (Exception, _Stalled) as err:
+            failed = _fault(loop, err)
+            loop.state, loop.error = "failed", str(failed)
+            raise failed from None
+        finally:
+            loop.close()
+    except _Stop as stop:  # a signal while setting up: nothing ran, nothing to close
+        return {"state": f"stopped by {stop}", "decisions": 0}
+    finally:
+        _arm(0)
+        for sig, handler in old.items():
+            signal.signal(sig, handler)

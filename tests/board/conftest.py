@@ -1,0 +1,43 @@
+"""The booting aarch64 board (tools/boot_board.py): built once, booted once per session, reached as `pi`."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from board_world import Pi, boot_board, record  # noqa: E402
+from tests_own import export_from  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def board(tmp_path_factory):
+    try:
+        boot_board.build(say=lambda line: print(line, flush=True))
+    except (boot_board.BootError, boot_board.arm_board.BoardError, subprocess.CalledProcessError) as err:
+        pytest.fail(f"cannot build the booting aarch64 board (needs root, debootstrap, qemu-user-static, "
+                    f"qemu-system-arm, qemu-utils): {err}")
+    machine = boot_board.Board(tmp_path_factory.mktemp("board"))
+    took = machine.boot()
+    record("boot_to_sshd_s", round(took, 1))
+    yield machine
+    machine.shutdown()
+
+
+@pytest.fixture(scope="session")
+def pi(board, tmp_path_factory) -> Pi:
+    home = tmp_path_factory.mktemp("host")
+    (home / "known_hosts").write_text(board.host_key_line)
+    return Pi(board, home / "known_hosts")
+
+
+@pytest.fixture(scope="session")
+def cart(tmp_path_factory) -> Path:
+    """examples/cart_service.py, exported as its user would."""
+    out = tmp_path_factory.mktemp("cart") / "bundle"
+    run = export_from("examples/cart_service.py:make", out, "--no-aoti")
+    assert run.returncode == 0, run.stdout + run.stderr
+    return out

@@ -1,0 +1,36 @@
+"""Plants for the booting board's service tests: the cart, and two that a health gate must refuse."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import numpy as np
+
+
+class CrashSoon:
+    """A driver that works for ten decisions, then raises (a bug in the user's code)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def observe(self) -> np.ndarray:
+        return np.zeros(2, dtype=np.float32)
+
+    def apply(self, action: np.ndarray) -> None:
+        self.calls += 1
+        if self.calls > 10:
+            raise RuntimeError("motor driver lost")
+
+    def close(self) -> None:
+        print("crash-soon: motor off", file=sys.stderr, flush=True)
+
+
+class AlwaysLate:
+    """A driver whose every write takes longer than the loop's period (a bus far too slow for the rate)."""
+
+    def observe(self) -> np.ndarray:
+        return np.zeros(2, dtype=np.float32)
+
+    def apply(self, action: np.ndarray) -> None:
+        time.sleep(0.15)

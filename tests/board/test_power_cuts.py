@@ -1,0 +1,82 @@
+"""Power cuts at random points of `edgerl deploy --service`: after every boot the board runs a whole, verified release.
+
+EDGERL_POWER_CUTS trials (CI runs a few; `make power-cuts` runs 20). Each
+trial deploys a new release (the cart at a new rate), cuts the board's power
+(SIGKILL of qemu) at a random moment of that deploy, boots it again, and
+checks: `current` is a complete release that passed its self-test, the
+service runs it, no deploy lock is held, and the next trial's deploy starts
+from there. The last deploy is not cut and must commit.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import subprocess
+import sys
+import time
+
+import pytest
+from board_world import BOARD_DIR, REPO, record
+
+from deploy import board_client
+
+pytestmark = pytest.mark.board
+
+TRIALS = int(os.environ.get("EDGERL_POWER_CUTS", "3"))
+SEED = int(os.environ.get("EDGERL_POWER_CUT_SEED", "17"))
+GATE_S = 10
+
+
+def start_deploy(pi, cart, hz: float, log) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "host.cli", "deploy", str(cart), "--to", pi.target, "--service",
+                             "--gate-seconds", str(GATE_S), "--wheelhouse", "--io", "examples/cart_io.py:Cart",
+                             "--hz", str(hz), "--silence-timeout", "20", *pi.flags()],
+                            stdout=log, stderr=subprocess.STDOUT, text=True, cwd=REPO)
+
+
+def judge_current(pi) -> tuple[str, list[str]]:
+    out = pi.sh(f"python3 {BOARD_DIR}/.board/{board_client.CODE_DIGEST}/board_side.py check-current {BOARD_DIR}")
+    reply = json.loads(out.strip().splitlines()[-1])
+    return os.path.basename(reply["release"] or ""), reply["problems"]
+
+
+def test_power_cuts_during_deploy_service_always_leave_a_whole_release_running(pi, board, cart, tmp_path):
+    rng = random.Random(SEED)
+    timed = tmp_path / "timed.log"
+    with open(timed, "w") as log:  # one uncut deploy: how long a deploy --service takes here
+        started = time.monotonic()
+        assert start_deploy(pi, cart, 30.0, log).wait(timeout=1200) == 0, timed.read_text()
+    span = time.monotonic() - started
+    record("deploy_service_s", round(span, 1))
+    outcomes, cuts = {"old": 0, "new": 0}, []
+    for trial in range(TRIALS):
+        before = pi.current()
+        cut_at = rng.uniform(0, span)
+        out = tmp_path / f"trial{trial}.log"
+        with open(out, "w") as log:
+            proc = start_deploy(pi, cart, 30.0 + 0.5 * (trial + 1), log)
+            time.sleep(cut_at)
+            board.power_cut()
+            proc.kill()
+            proc.wait()
+        text = out.read_text()
+        new = re.search(r"release (\S+)", text)
+        board.boot()
+        current, problems = judge_current(pi)
+        assert current and problems == [], f"trial {trial}, cut at {cut_at:.1f} s: current {current}: {problems}"
+        assert current in (before, new.group(1) if new else before), (trial, current, before, text)
+        pi.wait_serving(current)
+        assert json.loads(pi.edgerl("status", "--on", pi.target, timeout=300).stdout)["locked"] is False
+        outcomes["new" if current != before else "old"] += 1
+        cuts.append(round(cut_at, 1))
+        print(f"trial {trial}: cut at {cut_at:.1f} s of {span:.0f} s -> {'new' if current != before else 'old'} "
+              f"release {current}", flush=True)
+    with open(tmp_path / "last.log", "w") as log:
+        assert start_deploy(pi, cart, 29.0, log).wait(timeout=1200) == 0, (tmp_path / "last.log").read_text()
+    assert "committed" in (tmp_path / "last.log").read_text()
+    record("power_cuts", {"trials": TRIALS, "seed": SEED, "ended_on_old": outcomes["old"],
+                          "ended_on_new": outcomes["new"], "cut_at_s": cuts, "deploy_span_s": round(span, 1)})
+    assert sum(outcomes.values()) == TRIALS

@@ -1,0 +1,100 @@
+"""The board's service ops without systemd: what a board that cannot run a service says, and the gate's bookkeeping.
+
+The gate's judging of a live loop is proven on the booting board (tests/board/);
+here are the decisions that need no running unit: a gate whose switch never
+happened, one committed just before a power loss, one with nothing to go back
+to, and the unit files' quoting.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from deploy import board_client, board_service
+from device.layout import COMMITTED, GATE, GATE_RESULT, GATE_UNIT, UNIT
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from test_board_side import FILES, link, make_release  # noqa: E402
+
+
+def service_op(*argv: str) -> dict:
+    done = subprocess.run([sys.executable, str(board_client.SHIPPED["board_service.py"]), *argv], capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.strip().splitlines()
+    assert len(lines) == 1, lines
+    return json.loads(lines[0])
+
+
+def gate_file(root: Path, release: str, back_to: str | None) -> None:
+    (root / GATE).write_text(json.dumps({"release": release, "back_to": back_to, "seconds": 1.0,
+                                         "max_overrun": 0.05, "attempts": 0}))
+
+
+def test_a_board_without_systemd_says_so_in_one_line_with_the_foreground_command(tmp_path):
+    reply = service_op("service-install", str(tmp_path))
+    assert reply["ok"] is False and reply["no_service"] is True
+    assert reply["error"].startswith("this board does not run systemd")
+    assert f"-m device serve {tmp_path}/current" in reply["error"]
+
+
+def test_a_gate_whose_switch_never_happened_leaves_the_old_release_running(tmp_path):
+    old = make_release(tmp_path, FILES)
+    link(tmp_path, "current", old)
+    gate_file(tmp_path, "policy-never-switched", old)
+    result = service_op("gate", str(tmp_path))
+    assert result["verdict"] == "not_switched" and not (tmp_path / GATE).exists()
+    assert json.loads((tmp_path / GATE_RESULT).read_text())["verdict"] == "not_switched"
+    assert (tmp_path / "current").resolve().name == old
+
+
+def test_a_gate_committed_just_before_a_power_loss_is_finished_not_judged_again(tmp_path):
+    new = make_release(tmp_path, FILES)
+    link(tmp_path, "current", new)
+    link(tmp_path, COMMITTED, new)
+    gate_file(tmp_path, new, "policy-older")
+    assert service_op("gate", str(tmp_path))["verdict"] == "committed"
+    assert not (tmp_path / GATE).exists()
+
+
+def test_a_gate_that_outlived_its_boots_rolls_back_to_an_intact_release_only(tmp_path, monkeypatch):
+    old = make_release(tmp_path, FILES)
+    new = make_release(tmp_path, {**FILES, "bundle/policy.onnx": b"new model"})
+    link(tmp_path, "current", new)
+    gate = {"release": new, "back_to": old, "seconds": 1.0, "max_overrun": 0.05,
+            "attempts": board_service.MAX_ATTEMPTS}
+    (tmp_path / GATE).write_text(json.dumps(gate))
+    restarted = []
+    monkeypatch.setattr(board_service, "systemctl", lambda *a, **k: restarted.append(a))
+    result = board_service.op_gate(str(tmp_path))
+    assert result["verdict"] == "rolled_back" and "3 boots" in result["reason"]
+    assert (tmp_path / "current").resolve().name == old and (tmp_path / "previous").resolve().name == new
+    assert ("restart", "--no-block", UNIT) in restarted
+    # With nothing intact to go back to, the board says so and leaves current alone.
+    (tmp_path / "releases" / old / "bundle" / "policy.onnx").write_bytes(b"tampered")
+    link(tmp_path, "current", new)
+    (tmp_path / GATE).write_text(json.dumps(gate))
+    result = board_service.op_gate(str(tmp_path))
+    assert result["verdict"] == "failed" and "is broken" in result["reason"]
+    assert (tmp_path / "current").resolve().name == new
+
+
+def test_a_second_gate_is_refused_while_one_is_pending(tmp_path):
+    rid = make_release(tmp_path, FILES)
+    link(tmp_path, "current", rid)
+    assert service_op("gate-begin", str(tmp_path), rid, "30", "0.05")["gate"]["back_to"] == rid
+    refused = service_op("gate-begin", str(tmp_path), "policy-other", "30", "0.05")
+    assert refused["ok"] is False and "still running" in refused["error"]
+
+
+def test_unit_files_quote_every_path_for_systemd(tmp_path):
+    root = str(tmp_path / "my boards/100%$HOME")
+    units = board_service.unit_texts(root, "/code")
+    serve = next(line for line in units[UNIT].splitlines() if line.startswith("ExecStart="))
+    assert '"-m" "device" "serve"' in serve
+    assert f'"{tmp_path}/my boards/100%%$$HOME/current"' in serve  # % and $ are systemd's own; doubled, literal
+    assert "Type=notify" in units[UNIT] and "WatchdogSec=" in units[UNIT] and "Restart=on-failure" in units[UNIT]
+    assert f"ConditionPathExists={root}/gate.json" in units[GATE_UNIT]

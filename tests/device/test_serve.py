@@ -1,0 +1,201 @@
+"""A user runs the policy as a fixed-rate loop on the board: the game in real time, or their own plant."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from device.manifest import EXIT_BAD_INPUT, EXIT_LOOP_FAILED
+from device.rate import Ticker
+
+REPO = Path(__file__).resolve().parents[2]
+STATUS_KEYS = {"target_hz", "achieved_hz", "decisions", "overruns", "period_ms", "phase_ms", "release"}
+
+
+def serve(*args, env=None, timeout=120):
+    return subprocess.run([sys.executable, "-m", "device", "serve", *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout, cwd=REPO, env=env)
+
+
+def plant(tmp_path: Path, body: str, name: str = "plant.py") -> str:
+    """A user's I/O class file; its close() leaves closed.txt so the test can see the machine was made safe."""
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(f"""
+        import time
+        from pathlib import Path
+        import numpy as np
+
+        CLOSED = Path({str(tmp_path / "closed.txt")!r})
+
+        class Plant:
+            def __init__(self):
+                self.calls = 0
+
+            def close(self):
+                CLOSED.write_text("motor off")
+    """) + textwrap.indent(textwrap.dedent(body), "    "))
+    return f"{path}:Plant"
+
+
+def test_a_game_bundle_serves_in_the_games_real_time_and_tells_systemd(bundles, tmp_path):
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(tmp_path / "notify"))
+    notify.settimeout(10)
+    env = {"NOTIFY_SOCKET": str(tmp_path / "notify"), "WATCHDOG_USEC": "3000000", "PATH": "/usr/bin:/bin"}
+    status = tmp_path / "status.json"
+    proc = subprocess.Popen([sys.executable, "-m", "device", "serve", str(bundles["stacked"]), "--seconds", "4",
+                             "--status", str(status)], cwd=REPO, env=env, stderr=subprocess.PIPE, text=True)
+    messages = []
+    try:
+        while proc.poll() is None or messages[-1:] != ["STOPPING=1"]:
+            messages.append(notify.recv(4096).decode())
+    except TimeoutError:
+        pass
+    assert proc.wait(timeout=60) == 0, proc.stderr.read()
+    assert messages[0].startswith("READY=1"), messages
+    assert sum(m.startswith("WATCHDOG=1") for m in messages) >= 3  # at least every WatchdogSec / 3
+    figures = json.loads(status.read_text())
+    assert STATUS_KEYS <= set(figures) and figures["state"] == "stopped"
+    assert figures["target_hz"] == 15.0  # Pong v5: 60 frames/s over a frame skip of 4
+    assert abs(figures["achieved_hz"] / 15.0 - 1) < 0.02
+    assert 58 <= figures["decisions"] <= 62
+    assert set(figures["phase_ms"]) == {"observe", "infer", "apply"}
+    assert figures["period_ms"]["p50"] == pytest.approx(1000 / 15, abs=2)
+    assert figures["release"] == str(bundles["stacked"].resolve()) and "scores" in figures
+
+
+def test_a_sensor_policy_drives_the_users_plant_at_50_hz(cart_bundle, tmp_path):
+    status = tmp_path / "status.json"
+    done = serve(cart_bundle, "--io", "examples/cart_io.py:Cart", "--hz", 50, "--seconds", 3, "--status", status)
+    assert done.returncode == 0, done.stderr
+    figures = json.loads(status.read_text())
+    assert abs(figures["achieved_hz"] / 50 - 1) < 0.02 and 148 <= figures["decisions"] <= 152
+    # The PD law held the cart: pushed 1 m off at start, it is back at rest.
+    assert abs(figures["io_status"]["position_m"]) < 0.01
+    assert "cart: motor off" in done.stderr  # close() ran
+
+
+def test_a_plant_that_raises_stops_the_loop_with_one_line_after_close(cart_bundle, tmp_path):
+    io = plant(tmp_path, """
+        def observe(self):
+            return np.zeros(2, dtype=np.float32)
+
+        def apply(self, action):
+            self.calls += 1
+            if self.calls == 5:
+                raise RuntimeError("motor driver lost")
+    """)
+    status = tmp_path / "status.json"
+    done = serve(cart_bundle, "--io", io, "--hz", 50, "--status", status)
+    assert done.returncode == EXIT_LOOP_FAILED
+    assert done.stderr.strip().splitlines()[-1] == ("error: your I/O class's apply() raised RuntimeError: motor "
+                                                    "driver lost; the loop stopped after close()")
+    assert (tmp_path / "closed.txt").read_text() == "motor off"
+    figures = json.loads(status.read_text())
+    assert figures["state"] == "failed" and figures["decisions"] == 4
+
+
+def test_a_plant_that_blocks_is_stopped_after_close(cart_bundle, tmp_path):
+    io = plant(tmp_path, """
+        def observe(self):
+            self.calls += 1
+            if self.calls == 5:
+                time.sleep(600)  # a sensor read that never returns
+            return np.zeros(2, dtype=np.float32)
+
+        def apply(self, action):
+            pass
+    """)
+    started = time.monotonic()
+    done = serve(cart_bundle, "--io", io, "--hz", 20)
+    assert done.returncode == EXIT_LOOP_FAILED
+    assert "error: observe() blocked for more than 1 s" in done.stderr
+    assert time.monotonic() - started < 30
+    assert (tmp_path / "closed.txt").read_text() == "motor off"
+
+
+def test_a_non_finite_action_stops_the_loop(cart_bundle, tmp_path):
+    io = plant(tmp_path, """
+        def observe(self):
+            return np.full(2, np.nan, dtype=np.float32)  # a sensor gone bad
+
+        def apply(self, action):
+            raise AssertionError("a NaN action must never reach the motor")
+    """)
+    done = serve(cart_bundle, "--io", io, "--hz", 50)
+    assert done.returncode == EXIT_LOOP_FAILED
+    assert "error: the policy failed: policy output 'action' contains NaN or inf" in done.stderr
+    assert "AssertionError" not in done.stderr
+    assert (tmp_path / "closed.txt").exists()
+
+
+def test_sigterm_stops_the_loop_cleanly_through_close(cart_bundle, tmp_path):
+    io = plant(tmp_path, """
+        def observe(self):
+            return np.zeros(2, dtype=np.float32)
+
+        def apply(self, action):
+            pass
+    """)
+    status = tmp_path / "status.json"
+    proc = subprocess.Popen([sys.executable, "-m", "device", "serve", str(cart_bundle), "--io", io, "--hz", "50",
+                             "--status", str(status)], cwd=REPO, stderr=subprocess.PIPE, text=True)
+    for _ in range(300):
+        if status.is_file() and json.loads(status.read_text()).get("state") == "running":
+            break
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 0, proc.stderr.read()
+    assert json.loads(status.read_text())["state"] == "stopped by SIGTERM"
+    assert (tmp_path / "closed.txt").exists()
+
+
+@pytest.mark.parametrize(("io", "message"), [
+    ("nowhere.py:Plant", "--io: no file nowhere.py"),
+    ("examples/cart_io.py:Bicycle", "--io: examples/cart_io.py has no class 'Bicycle'"),
+    ("examples/cart_io.py", "--io wants FILE.py:CLASS"),
+])
+def test_a_wrong_io_class_is_one_line_and_bad_input(cart_bundle, tmp_path, io, message):
+    status = tmp_path / "status.json"
+    done = serve(cart_bundle, "--io", io, "--hz", 50, "--status", status)
+    assert done.returncode == EXIT_BAD_INPUT
+    assert done.stderr.strip().splitlines()[-1].startswith("error: " + message), done.stderr
+    # A supervisor's health check reads why the loop did not start.
+    assert json.loads(status.read_text())["state"] == "failed"
+
+
+def test_a_sensor_bundle_without_a_plant_or_rate_is_refused(cart_bundle):
+    assert "pass --io FILE.py:CLASS" in serve(cart_bundle).stderr
+    assert "pass --hz N" in serve(cart_bundle, "--io", "examples/cart_io.py:Cart").stderr
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+    def sleep(self, seconds):
+        self.now += seconds
+
+
+def test_deadlines_are_absolute_and_missed_periods_are_skipped_not_bunched():
+    clock = FakeClock()
+    ticker = Ticker(10, clock, clock.sleep, spin_s=0)
+    starts = []
+    for k in range(6):
+        starts.append(clock.now)
+        clock.now += 0.35 if k == 2 else 0.013  # decision 2 overruns by 2.5 periods
+        ticker.wait()
+    # 0.0, 0.1, 0.2 on time; the overrun ends at 0.563, so 0.3, 0.4 and 0.5 are skipped; on at 0.6, 0.7, 0.8.
+    assert starts == pytest.approx([0.0, 0.1, 0.2, 0.6, 0.7, 0.8])
+    assert ticker.skipped == 3
