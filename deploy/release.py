@@ -219,7 +219,7 @@ def deploy(target: Target, cfg: DeployConfig, say: Callable[[str], None] = print
     deploy finishes, so what is printed afterwards is true.
     """
     started = time.perf_counter()
-    extras = service.release_extras(cfg.service, service.scratch_dir()) if cfg.service else None
+    extras = service.release_extras(cfg.service) if cfg.service else None
     files = release_files(cfg.bundle, extras)
     sums = sums_text(files)
     rid = release_id(cfg.bundle, sums)

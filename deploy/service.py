@@ -9,6 +9,7 @@ after the switch leaves the decision where it was.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import tempfile
 import time
@@ -44,7 +45,7 @@ class GateFailed(DeployError, IntegrityError):
     exit_code = IntegrityError.exit_code
 
 
-def release_extras(cfg: ServiceConfig, scratch: Path) -> dict[str, Path]:
+def release_extras(cfg: ServiceConfig) -> dict[str, Path]:
     """The files a service release carries besides the bundle: service.json and the I/O class's file."""
     extras, io = {}, None
     if cfg.io:
@@ -54,15 +55,13 @@ def release_extras(cfg: ServiceConfig, scratch: Path) -> dict[str, Path]:
             raise DeployError(f"--io wants an existing FILE.py:CLASS, not {cfg.io!r}")
         io = f"{layout.IO_DIR}/{path.name}:{cls}"
         extras[f"{layout.IO_DIR}/{path.name}"] = path
-    settings = scratch / layout.SERVICE_FILE
-    settings.write_text(json.dumps({"hz": cfg.hz, "io": io}, sort_keys=True) + "\n")
+    text = json.dumps({"hz": cfg.hz, "io": io}, sort_keys=True) + "\n"
+    # Named by its content: every deploy of the same settings reads one file, none piles up.
+    settings = Path(tempfile.gettempdir()) / f"edgerl-service-{hashlib.sha256(text.encode()).hexdigest()[:16]}.json"
+    if not settings.is_file() or settings.read_text() != text:
+        settings.write_text(text)
     extras[layout.SERVICE_FILE] = settings
     return extras
-
-
-def scratch_dir() -> Path:
-    """A host folder for the generated service.json (kept for the deploy's life, like its other sources)."""
-    return Path(tempfile.mkdtemp(prefix="edgerl-service-"))
 
 
 def install(target: Target) -> None:

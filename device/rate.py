@@ -21,10 +21,9 @@ WINDOW = 4096
 """Samples kept for the percentiles (a few minutes at 15-50 Hz); counts are kept for the whole run."""
 
 
-SPIN_S = 0.001
-"""The last stretch before a deadline is waited out awake: a sleeping thread is woken late by 2+ ms on 7 % of
-periods on a shared VM, a spinning one on 1 % (/tmp measurements in docs/results.md); it costs 1 ms of CPU
-per period."""
+SPIN_S = 0.002
+"""The last stretch before a deadline is waited out awake: on a shared VM a sleeping thread is woken 2+ ms late
+on 7 % of periods, one that waits the last ms awake on 1 % (docs/results.md); it costs this much CPU per period."""
 
 
 class Ticker:

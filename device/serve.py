@@ -16,7 +16,6 @@ release's bundle with the settings the deploy wrote in its `service.json`.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import signal
@@ -34,6 +33,7 @@ from device.manifest import EXIT_LOOP_FAILED, MANIFEST, BundleError, EdgerlError
 from device.policy import Policy
 from device.rate import LoopTiming, Ticker
 from device.sd_notify import Notifier
+from device.user_code import load_named
 
 REAL_TIME_FPS = 60.0
 """The Atari 2600's frame rate: a game bundle is served in the game's own time."""
@@ -92,23 +92,9 @@ def resolve(cfg: ServeConfig) -> tuple[Path, ServeConfig]:
 
 def load_io(spec: str) -> Any:
     """Build the user's plant from FILE.py:CLASS; one line for each way it can be wrong."""
-    file, sep, name = spec.rpartition(":")
-    if not sep or not file or not name:
-        raise BundleError(f"--io wants FILE.py:CLASS, not {spec!r}")
-    path = Path(file)
-    if not path.is_file():
-        raise BundleError(f"--io: no file {path}")
-    module_spec = importlib.util.spec_from_file_location(f"edgerl_io_{path.stem}", path)
-    if module_spec is None or module_spec.loader is None:
-        raise BundleError(f"--io: {path} is not a Python file")
-    module = importlib.util.module_from_spec(module_spec)
-    try:
-        module_spec.loader.exec_module(module)
-        cls = getattr(module, name)
-    except AttributeError:
-        raise BundleError(f"--io: {path} has no class {name!r}") from None
-    except Exception as err:
-        raise BundleError(f"--io: importing {path} raised {type(err).__name__}: {err}") from None
+    path, name, cls = load_named(spec, "--io", "CLASS", BundleError)
+    if cls is None:
+        raise BundleError(f"--io: {path} has no class {name!r}")
     try:
         plant = cls()
     except Exception as err:

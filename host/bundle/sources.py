@@ -6,8 +6,6 @@ Each source gives the same thing, a TorchRL actor and the env it acts in
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -17,6 +15,7 @@ from tensordict.nn import TensorDictModuleBase
 from torchrl.envs import EnvBase
 
 from device.manifest import EnvSpec
+from device.user_code import load_named
 from host.checkpoint import load_checkpoint
 from host.errors import ExportError
 from host.policies import PolicyConfig, build_policy
@@ -37,23 +36,7 @@ class Source:
 
 def load_factory(spec: str) -> Source:
     """Import FILE.py and call FUNC(): it returns (policy, env) or (policy, None, example)."""
-    path_text, sep, func_name = spec.rpartition(":")
-    if not sep or not path_text or not func_name:
-        raise ExportError(f"--from wants FILE.py:FUNC, got {spec!r}")
-    path = Path(path_text)
-    if not path.is_file():
-        raise ExportError(f"--from: no file {path}")
-    module_name = f"edgerl_user_{path.stem}"
-    loader = importlib.util.spec_from_file_location(module_name, path)
-    if loader is None or loader.loader is None:
-        raise ExportError(f"--from: {path} is not a Python file")
-    module = importlib.util.module_from_spec(loader)
-    sys.modules[module_name] = module
-    try:
-        loader.loader.exec_module(module)
-    except Exception as err:  # the user's code: report where it failed, in one line
-        raise ExportError(f"--from: importing {path} failed: {type(err).__name__}: {err}") from err
-    func = getattr(module, func_name, None)
+    path, func_name, func = load_named(spec, "--from", "FUNC", ExportError)
     if not callable(func):
         raise ExportError(f"--from: {path} has no function {func_name}()")
     try:

@@ -33,7 +33,7 @@ GATE_S = 10
 def start_deploy(pi, cart, hz: float, log) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "host.cli", "deploy", str(cart), "--to", pi.target, "--service",
                              "--gate-seconds", str(GATE_S), "--wheelhouse", "--io", "examples/cart_io.py:Cart",
-                             "--hz", str(hz), "--silence-timeout", "20", *pi.flags()],
+                             "--hz", str(hz), *pi.flags()],
                             stdout=log, stderr=subprocess.STDOUT, text=True, cwd=REPO)
 
 
@@ -45,10 +45,11 @@ def judge_current(pi) -> tuple[str, list[str]]:
 
 def test_power_cuts_during_deploy_service_always_leave_a_whole_release_running(pi, board, cart, tmp_path):
     rng = random.Random(SEED)
-    timed = tmp_path / "timed.log"
-    with open(timed, "w") as log:  # one uncut deploy: how long a deploy --service takes here
-        started = time.monotonic()
-        assert start_deploy(pi, cart, 30.0, log).wait(timeout=1200) == 0, timed.read_text()
+    for hz in (9.8, 10.0):  # the first installs the venv; the second, uncut, times a deploy --service here
+        timed = tmp_path / f"uncut-{hz}.log"
+        with open(timed, "w") as log:
+            started = time.monotonic()
+            assert start_deploy(pi, cart, hz, log).wait(timeout=1200) == 0, timed.read_text()
     span = time.monotonic() - started
     record("deploy_service_s", round(span, 1))
     outcomes, cuts = {"old": 0, "new": 0}, []
@@ -57,7 +58,7 @@ def test_power_cuts_during_deploy_service_always_leave_a_whole_release_running(p
         cut_at = rng.uniform(0, span)
         out = tmp_path / f"trial{trial}.log"
         with open(out, "w") as log:
-            proc = start_deploy(pi, cart, 30.0 + 0.5 * (trial + 1), log)
+            proc = start_deploy(pi, cart, 10.0 + 0.1 * (trial + 1), log)
             time.sleep(cut_at)
             board.power_cut()
             proc.kill()
@@ -75,7 +76,7 @@ def test_power_cuts_during_deploy_service_always_leave_a_whole_release_running(p
         print(f"trial {trial}: cut at {cut_at:.1f} s of {span:.0f} s -> {'new' if current != before else 'old'} "
               f"release {current}", flush=True)
     with open(tmp_path / "last.log", "w") as log:
-        assert start_deploy(pi, cart, 29.0, log).wait(timeout=1200) == 0, (tmp_path / "last.log").read_text()
+        assert start_deploy(pi, cart, 9.9, log).wait(timeout=1200) == 0, (tmp_path / "last.log").read_text()
     assert "committed" in (tmp_path / "last.log").read_text()
     record("power_cuts", {"trials": TRIALS, "seed": SEED, "ended_on_old": outcomes["old"],
                           "ended_on_new": outcomes["new"], "cut_at_s": cuts, "deploy_span_s": round(span, 1)})

@@ -34,6 +34,21 @@ def test_the_board_boots_its_own_kernel_with_systemd_as_pid_1(board, pi):
     assert board.boots[0] < 600
 
 
+def test_a_user_without_lingering_is_told_the_one_command_to_run_and_nothing_changes(pi, board, cart):
+    # A second login that never had `loginctl enable-linger` run for it (and, without polkit, may not run it).
+    key = board.client_key.with_suffix(".pub").read_text().strip()
+    done = board.ssh("root", "id -u ann >/dev/null 2>&1 || useradd -m ann; mkdir -p ~ann/.ssh; "
+                             f"echo '{key}' > ~ann/.ssh/authorized_keys; chown -R ann: ~ann/.ssh")
+    assert done.returncode == 0, done.stderr
+    deployed = pi.edgerl("deploy", cart, "--to", f"ann@127.0.0.1:{board.port}", *SERVICE,
+                         "--io", "examples/cart_io.py:Cart", "--hz", HZ)
+    assert deployed.returncode == 2, deployed.stdout + deployed.stderr
+    assert deployed.stderr.strip().splitlines()[-1].endswith("run this once on the board and deploy again: "
+                                                             "sudo loginctl enable-linger ann")
+    assert "password" not in (deployed.stdout + deployed.stderr).lower()
+    assert board.ssh("root", "test -e ~ann/edgerl/current").returncode != 0  # nothing was switched
+
+
 def test_a_sensor_policy_deployed_as_a_service_is_committed_after_its_gate(pi, cart):
     started = time.monotonic()
     done = deploy_service(pi, cart, "examples/cart_io.py:Cart")
@@ -106,7 +121,8 @@ def test_a_link_cut_after_the_switch_leaves_the_gate_to_the_board(pi, board, car
     result: dict = {}
 
     def run() -> None:
-        result["done"] = deploy_service(pi, cart, "examples/cart_io.py:Cart", hz=HZ + 5, timeout=900)
+        result["done"] = pi.edgerl("deploy", cart, "--to", pi.target, *SERVICE, "--io", "examples/cart_io.py:Cart",
+                                   "--hz", HZ + 5, "--silence-timeout", 15, timeout=900)
 
     worker = threading.Thread(target=run)
     worker.start()

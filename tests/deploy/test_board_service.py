@@ -97,4 +97,6 @@ def test_unit_files_quote_every_path_for_systemd(tmp_path):
     assert '"-m" "device" "serve"' in serve
     assert f'"{tmp_path}/my boards/100%%$$HOME/current"' in serve  # % and $ are systemd's own; doubled, literal
     assert "Type=notify" in units[UNIT] and "WatchdogSec=" in units[UNIT] and "Restart=on-failure" in units[UNIT]
-    assert f"ConditionPathExists={root}/gate.json" in units[GATE_UNIT]
+    # Paths outside a command line are not quoted there, only their specifiers escaped.
+    assert f"WorkingDirectory={tmp_path}/my boards/100%%$HOME\n" in units[UNIT]
+    assert f"ConditionPathExists={tmp_path}/my boards/100%%$HOME/gate.json\n" in units[GATE_UNIT]
