@@ -25,7 +25,7 @@ from deploy import board_client
 
 pytestmark = pytest.mark.board
 
-TRIALS = int(os.environ.get("EDGERL_POWER_CUTS", "3"))
+TRIALS = int(os.environ.get("EDGERL_POWER_CUTS", "2"))
 SEED = int(os.environ.get("EDGERL_POWER_CUT_SEED", "17"))
 GATE_S = 10
 
@@ -45,12 +45,14 @@ def judge_current(pi) -> tuple[str, list[str]]:
 
 def test_power_cuts_during_deploy_service_always_leave_a_whole_release_running(pi, board, cart, tmp_path):
     rng = random.Random(SEED)
-    for hz in (9.8, 10.0):  # the first installs the venv; the second, uncut, times a deploy --service here
+    for hz in (9.8, 10.0):  # uncut, to time a deploy --service here; once more if this one installed the venv
         timed = tmp_path / f"uncut-{hz}.log"
         with open(timed, "w") as log:
             started = time.monotonic()
             assert start_deploy(pi, cart, hz, log).wait(timeout=1200) == 0, timed.read_text()
-    span = time.monotonic() - started
+        span = time.monotonic() - started
+        if "reusing venv" in timed.read_text():
+            break
     record("deploy_service_s", round(span, 1))
     outcomes, cuts = {"old": 0, "new": 0}, []
     for trial in range(TRIALS):
