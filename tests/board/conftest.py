@@ -10,7 +10,6 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from board_world import Pi, boot_board, record  # noqa: E402
-from tests_own import export_from  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -32,12 +31,3 @@ def pi(board, tmp_path_factory) -> Pi:
     home = tmp_path_factory.mktemp("host")
     (home / "known_hosts").write_text(board.host_key_line)
     return Pi(board, home / "known_hosts")
-
-
-@pytest.fixture(scope="session")
-def cart(tmp_path_factory) -> Path:
-    """examples/cart_service.py, exported as its user would."""
-    out = tmp_path_factory.mktemp("cart") / "bundle"
-    run = export_from("examples/cart_service.py:make", out, "--no-aoti")
-    assert run.returncode == 0, run.stdout + run.stderr
-    return out

@@ -30,10 +30,10 @@ SEED = int(os.environ.get("EDGERL_POWER_CUT_SEED", "17"))
 GATE_S = 10
 
 
-def start_deploy(pi, cart, hz: float, log) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "host.cli", "deploy", str(cart), "--to", pi.target, "--service",
-                             "--gate-seconds", str(GATE_S), "--wheelhouse", "--io", "examples/cart_io.py:Cart",
-                             "--hz", str(hz), *pi.flags()],
+def start_deploy(pi, cart_bundle, hz: float, log) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "host.cli", "deploy", str(cart_bundle), "--to", pi.target,
+                             "--service", "--gate-seconds", str(GATE_S), "--wheelhouse", "--io",
+                             "examples/cart_io.py:Cart", "--hz", str(hz), *pi.flags()],
                             stdout=log, stderr=subprocess.STDOUT, text=True, cwd=REPO)
 
 
@@ -43,13 +43,13 @@ def judge_current(pi) -> tuple[str, list[str]]:
     return os.path.basename(reply["release"] or ""), reply["problems"]
 
 
-def test_power_cuts_during_deploy_service_always_leave_a_whole_release_running(pi, board, cart, tmp_path):
+def test_power_cuts_during_deploy_service_always_leave_a_whole_release_running(pi, board, cart_bundle, tmp_path):
     rng = random.Random(SEED)
     for hz in (9.8, 10.0):  # uncut, to time a deploy --service here; once more if this one installed the venv
         timed = tmp_path / f"uncut-{hz}.log"
         with open(timed, "w") as log:
             started = time.monotonic()
-            assert start_deploy(pi, cart, hz, log).wait(timeout=1200) == 0, timed.read_text()
+            assert start_deploy(pi, cart_bundle, hz, log).wait(timeout=1200) == 0, timed.read_text()
         span = time.monotonic() - started
         if "reusing venv" in timed.read_text():
             break
@@ -60,7 +60,7 @@ def test_power_cuts_during_deploy_service_always_leave_a_whole_release_running(p
         cut_at = rng.uniform(0, span)
         out = tmp_path / f"trial{trial}.log"
         with open(out, "w") as log:
-            proc = start_deploy(pi, cart, 10.0 + 0.1 * (trial + 1), log)
+            proc = start_deploy(pi, cart_bundle, 10.0 + 0.1 * (trial + 1), log)
             time.sleep(cut_at)
             board.power_cut()
             proc.kill()
@@ -78,7 +78,7 @@ def test_power_cuts_during_deploy_service_always_leave_a_whole_release_running(p
         print(f"trial {trial}: cut at {cut_at:.1f} s of {span:.0f} s -> {'new' if current != before else 'old'} "
               f"release {current}", flush=True)
     with open(tmp_path / "last.log", "w") as log:
-        assert start_deploy(pi, cart, 9.9, log).wait(timeout=1200) == 0, (tmp_path / "last.log").read_text()
+        assert start_deploy(pi, cart_bundle, 9.9, log).wait(timeout=1200) == 0, (tmp_path / "last.log").read_text()
     assert "committed" in (tmp_path / "last.log").read_text()
     record("power_cuts", {"trials": TRIALS, "seed": SEED, "ended_on_old": outcomes["old"],
                           "ended_on_new": outcomes["new"], "cut_at_s": cuts, "deploy_span_s": round(span, 1)})

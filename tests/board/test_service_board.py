@@ -34,13 +34,13 @@ def test_the_board_boots_its_own_kernel_with_systemd_as_pid_1(board, pi):
     assert board.boots[0] < 600
 
 
-def test_a_user_without_lingering_is_told_the_one_command_to_run_and_nothing_changes(pi, board, cart):
+def test_a_user_without_lingering_is_told_the_one_command_to_run_and_nothing_changes(pi, board, cart_bundle):
     # A second login that never had `loginctl enable-linger` run for it (and, without polkit, may not run it).
     key = board.client_key.with_suffix(".pub").read_text().strip()
     done = board.ssh("root", "id -u ann >/dev/null 2>&1 || useradd -m ann; mkdir -p ~ann/.ssh; "
                              f"echo '{key}' > ~ann/.ssh/authorized_keys; chown -R ann: ~ann/.ssh")
     assert done.returncode == 0, done.stderr
-    deployed = pi.edgerl("deploy", cart, "--to", f"ann@127.0.0.1:{board.port}", *SERVICE,
+    deployed = pi.edgerl("deploy", cart_bundle, "--to", f"ann@127.0.0.1:{board.port}", *SERVICE,
                          "--io", "examples/cart_io.py:Cart", "--hz", HZ)
     assert deployed.returncode == 2, deployed.stdout + deployed.stderr
     assert deployed.stderr.strip().splitlines()[-1].endswith("run this once on the board and deploy again: "
@@ -49,9 +49,9 @@ def test_a_user_without_lingering_is_told_the_one_command_to_run_and_nothing_cha
     assert board.ssh("root", "test -e ~ann/edgerl/current").returncode != 0  # nothing was switched
 
 
-def test_a_sensor_policy_deployed_as_a_service_is_committed_after_its_gate(pi, cart):
+def test_a_sensor_policy_deployed_as_a_service_is_committed_after_its_gate(pi, cart_bundle):
     started = time.monotonic()
-    done = deploy_service(pi, cart, "examples/cart_io.py:Cart")
+    done = deploy_service(pi, cart_bundle, "examples/cart_io.py:Cart")
     assert done.returncode == 0, done.stdout + done.stderr
     release = re.search(r"committed (\S+): healthy for 10 s", done.stdout)
     assert release, done.stdout
@@ -101,10 +101,10 @@ def test_a_hung_loop_is_restarted_by_its_watchdog(pi):
     ("CrashSoon", "the loop stopped: your I/O class's apply() raised RuntimeError: motor driver lost"),
     ("AlwaysLate", "it missed its deadline on 100% of periods"),
 ])
-def test_a_release_that_fails_its_gate_is_rolled_back_by_the_board(pi, cart, plant, why):
+def test_a_release_that_fails_its_gate_is_rolled_back_by_the_board(pi, cart_bundle, plant, why):
     good = pi.current()
     started = time.monotonic()
-    done = deploy_service(pi, cart, f"tests/board/plants.py:{plant}")
+    done = deploy_service(pi, cart_bundle, f"tests/board/plants.py:{plant}")
     assert done.returncode == 1, done.stdout + done.stderr
     assert f"rolled back to {good}" in done.stdout and why in done.stdout, done.stdout
     record(f"gate_rollback_{plant}_s", round(time.monotonic() - started, 1))
@@ -116,13 +116,13 @@ def test_a_release_that_fails_its_gate_is_rolled_back_by_the_board(pi, cart, pla
         assert "crash-soon: motor off" in journal
 
 
-def test_a_link_cut_after_the_switch_leaves_the_gate_to_the_board(pi, board, cart):
+def test_a_link_cut_after_the_switch_leaves_the_gate_to_the_board(pi, board, cart_bundle):
     lines: list[str] = []
     result: dict = {}
 
     def run() -> None:
-        result["done"] = pi.edgerl("deploy", cart, "--to", pi.target, *SERVICE, "--io", "examples/cart_io.py:Cart",
-                                   "--hz", HZ + 5, "--silence-timeout", 15, timeout=900)
+        result["done"] = pi.edgerl("deploy", cart_bundle, "--to", pi.target, *SERVICE, "--io",
+                                   "examples/cart_io.py:Cart", "--hz", HZ + 5, "--silence-timeout", 15, timeout=900)
 
     worker = threading.Thread(target=run)
     worker.start()
