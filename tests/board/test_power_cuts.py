@@ -25,7 +25,7 @@ from deploy import board_client
 
 pytestmark = pytest.mark.board
 
-TRIALS = int(os.environ.get("EDGERL_POWER_CUTS", "2"))
+TRIALS = int(os.environ.get("EDGERL_POWER_CUTS", "1"))
 SEED = int(os.environ.get("EDGERL_POWER_CUT_SEED", "17"))
 GATE_S = 10
 
