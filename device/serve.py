@@ -202,6 +202,9 @@ class Loop:
         self.notifier = Notifier()
         self.first_action_s: float | None = None
         self.state, self.error = "starting", None
+        self.phase = "observe"
+        """The phase running now: a fault names it."""
+        self.clock: Ticker | None = None
 
     def figures(self) -> dict[str, Any]:
         """The status file's contents."""
@@ -210,7 +213,7 @@ class Loop:
                                "uptime_s": round(time.monotonic() - self.started, 3),
                                "cold_start_s": self.first_action_s, "error": self.error}
         out.update(self.timing.figures())
-        out["skipped_periods"] = self.clock.skipped if hasattr(self, "clock") else 0
+        out["skipped_periods"] = self.clock.skipped if self.clock is not None else 0
         if isinstance(self.plant, GamePlant):
             out["episodes"] = self.plant.episodes
             out["scores"] = self.plant.scores
@@ -279,7 +282,7 @@ class Loop:
 
 
 def _fault(loop: Loop, err: BaseException) -> LoopFailed:
-    where = getattr(loop, "phase", "observe")
+    where = loop.phase
     if isinstance(err, _Stalled):
         return LoopFailed(f"{where}() blocked for more than {loop.stall_s:g} s; the loop stopped after close()")
     if where == "infer":
