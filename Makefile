@@ -14,7 +14,7 @@ EPISODES ?= 1
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[host,deploy,test]'
+	$(PY) -m pip install -q -e '.[host,deploy,fleet,test]'
 	touch $(STAMP)
 
 venv: $(STAMP)

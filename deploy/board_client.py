@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from deploy import board_runner, board_service, board_side
+from deploy import board_fleet, board_runner, board_service, board_side, board_trust
 from deploy.targets import DeployError, Spawned, Target
 from device import layout
 
@@ -25,8 +25,12 @@ SHIPPED = {
     "board_side.py": Path(board_side.__file__).resolve(),
     "board_service.py": Path(board_service.__file__).resolve(),
     "board_runner.py": Path(board_runner.__file__).resolve(),
+    "board_trust.py": Path(board_trust.__file__).resolve(),
+    "board_fleet.py": Path(board_fleet.__file__).resolve(),
     "device/__init__.py": _DEVICE / "__init__.py",
     "device/layout.py": _DEVICE / "layout.py",
+    "device/manifest.py": _DEVICE / "manifest.py",
+    "device/trust.py": _DEVICE / "trust.py",
 }
 """What the board module needs on the board, by its path there."""
 
@@ -75,7 +79,8 @@ def ensure_code(target: Target) -> str:
 
 def argv(target: Target, op: str, *args: str, python: str = "python3") -> list[str]:
     """The command line that runs `op` on the board (a service op is board_service.py's)."""
-    script = "board_service.py" if op in board_service.OPS else "board_side.py"
+    script = next((f"{m.__name__.rpartition('.')[2]}.py" for m in (board_service, board_trust, board_fleet)
+                   if op in m.OPS), "board_side.py")
     return [python, f"{ensure_code(target)}/{script}", op, *args]
 
 

@@ -51,6 +51,7 @@ from device.layout import (
     UNIT,
     VENV_LINK,
 )
+from device.manifest import EXIT_UNTRUSTED
 
 MAX_ATTEMPTS = 3
 """Boots a pending gate may span (power cuts) before its release is rolled back unjudged."""
@@ -128,6 +129,8 @@ def unit_texts(root: str, code_dir: str) -> dict[str, str]:
             "Service": [("Type", "notify"), ("ExecStart", serve), ("Environment", _quote("PYTHONPATH=" + current)),
                         ("Environment", "PYTHONUNBUFFERED=1"), ("WorkingDirectory", root.replace("%", "%%")),
                         ("Restart", "on-failure"), ("RestartSec", str(RESTART_S)), ("WatchdogSec", str(WATCHDOG_S)),
+                        # A release the trust policy refuses (exit 5) stays refused: restarting it is no cure.
+                        ("RestartPreventExitStatus", str(EXIT_UNTRUSTED)),
                         # A hung loop may be stopped (SIGSTOP) or stuck in C: only SIGKILL ends it at once.
                         ("WatchdogSignal", "SIGKILL"), ("TimeoutStartSec", str(int(START_ALLOWANCE_S))),
                         ("TimeoutStopSec", "10")],
@@ -339,6 +342,19 @@ def op_gate_status(root: str) -> dict[str, Any]:
             "current": side.link_name(root, CURRENT), "committed": side.link_name(root, COMMITTED)}
 
 
+def op_service_follow(root: str) -> dict[str, Any]:
+    """After `edgerl rollback`: where a service runs, it commits to and restarts on the release now current."""
+    units = os.path.join(os.path.expanduser("~"), ".config", "systemd", "user", UNIT)
+    if not os.path.isfile(units) or service_problem(root):
+        return {"restarted": False}
+    current = side.link_name(root, CURRENT)
+    if current:
+        side.relink(os.path.join(root, COMMITTED), os.path.join(RELEASES, current))
+    systemctl("reset-failed", UNIT)
+    systemctl("restart", "--no-block", UNIT)
+    return {"restarted": True, "committed": current}
+
+
 def op_service_status(root: str) -> dict[str, Any]:
     """systemd's view of the loop, the loop's own figures, the releases and the gate."""
     problem = service_problem(root)
@@ -373,7 +389,7 @@ OPS: dict[str, Callable[..., dict[str, Any] | None]] = {
     "service-install": op_service_install, "gate-begin": op_gate_begin, "service-switch": op_service_switch,
     "gate-resume": op_gate_resume,
     "gate": op_gate, "gate-status": op_gate_status, "service-status": op_service_status,
-    "service-ctl": op_service_ctl, "service-logs": op_service_logs,
+    "service-ctl": op_service_ctl, "service-logs": op_service_logs, "service-follow": op_service_follow,
 }
 
 

@@ -26,9 +26,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from device import trust
 from device.layout import (
+    BUNDLE_DIR,
     CURRENT,
     DEPLOY_LOCK,
+    GATE,
     INCOMING,
     PART,
     PREVIOUS,
@@ -41,6 +44,7 @@ from device.layout import (
     sha256_file,
     sums_digest,
 )
+from device.manifest import MANIFEST
 
 # These files sit side by side on the board (`.board/<digest>/`); on the host they are the deploy package.
 try:
@@ -94,12 +98,29 @@ def release_problems(rel: str) -> list[str]:
     return problems
 
 
+def untrusted(rel: str) -> list[str]:
+    """Why the board's trust policy refuses the release's bundle (nothing when it has no policy)."""
+    bundle = os.path.join(rel, BUNDLE_DIR)
+    root = trust.board_root(bundle)
+    if root is None or not os.path.lexists(os.path.join(root, trust.POLICY)):
+        return []
+    try:
+        with open(os.path.join(bundle, MANIFEST)) as fh:
+            files = sorted(json.load(fh).get("files", {}))
+        trust.check_release(bundle, files)
+    except trust.TrustError as err:
+        return [str(err)]
+    except (OSError, ValueError, AttributeError) as err:
+        return [f"its manifest cannot be read ({err})"]
+    return []
+
+
 def judged(rel: str) -> list[str]:
-    """A release's problems, including never having passed its self-test."""
+    """A release's problems: its checksums, never having passed its self-test, the board's trust policy."""
     problems = release_problems(rel)
     if not problems and not os.path.isfile(os.path.join(rel, VERIFIED)):
         problems = ["it never passed its self-test"]
-    return problems
+    return problems or untrusted(rel)
 
 
 def fsync_dir(path: str) -> None:
@@ -210,7 +231,8 @@ def op_begin(root: str, release: str) -> dict[str, Any]:
         state = "damaged" if problems else ("verified" if os.path.isfile(os.path.join(rel, VERIFIED)) else "untested")
         if problems:
             notes.append("release {} is damaged ({}); repairing it".format(release, "; ".join(problems[:3])))
-    return {**_machine(), **space(root), "release_state": state, "current_sums": sums, "notes": notes}
+    return {**_machine(), **space(root), "release_state": state, "current_sums": sums, "notes": notes,
+            "current": link_name(root, CURRENT)}
 
 
 def op_repair(rel: str, sums_text: str) -> dict[str, Any]:
@@ -319,11 +341,14 @@ def op_rollback(root: str) -> dict[str, Any]:
     current, previous = os.path.join(root, CURRENT), os.path.join(root, PREVIOUS)
     if not os.path.islink(previous):
         raise Refused("there is no previous release to roll back to")
+    if os.path.exists(os.path.join(root, GATE)):
+        raise Refused("the board's gate is still judging the last deploy --service; wait for its verdict "
+                      "(`edgerl service status`)")
     old_cur, old_prev = os.readlink(current), os.readlink(previous)
     problems = judged(os.path.join(root, old_prev))
     if problems:
         name = os.path.basename(old_prev)
-        raise Refused(f"the previous release {name} is broken ({'; '.join(problems[:3])})")
+        raise Refused(f"the previous release {name} cannot run ({'; '.join(problems[:3])})")
     relink(current, old_prev)
     relink(previous, old_cur)
     return {"current": os.path.basename(old_prev)}
@@ -335,7 +360,8 @@ def op_check_current(root: str) -> dict[str, Any]:
     if not os.path.islink(current):
         return {"release": None, "problems": []}
     release = os.path.join(root, os.readlink(current))
-    return {"release": release, "problems": judged(release)}
+    problems = judged(release)
+    return {"release": release, "problems": problems, "untrusted": bool(problems) and problems == untrusted(release)}
 
 
 def op_pip(*args: str) -> dict[str, Any]:

@@ -7,35 +7,36 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Any
 
+from deploy.inventory import Board
 from deploy.release import Cancelled, DeployConfig, DeployResult, deploy
 from deploy.remote_run import open_target
 from deploy.ssh import SshOptions
 from deploy.targets import DeployError
 
 
-def deploy_fleet(targets: list[str], cfg: DeployConfig, opts: SshOptions, say: Callable[[str], None],
+def deploy_fleet(boards: list[Board], cfg: DeployConfig, opts: SshOptions, say: Callable[[str], None],
                  progress_for: Callable[[str], Any] = lambda _: None, workers: int = 8,
                  cancel: threading.Event | None = None) -> list[tuple[str, DeployResult | DeployError]]:
-    """Deploy to every target in parallel; each result is the board's DeployResult or its DeployError.
+    """Deploy to every board in parallel; each result is (board name, its DeployResult or its DeployError).
 
     Every board step is bounded by the silence timeout, so a dead board
     fails alone and does not hold up the others. Setting `cancel` stops
     each board at its next step before its switch.
     """
 
-    def one(text: str) -> tuple[str, DeployResult | DeployError]:
+    def one(board: Board) -> tuple[str, DeployResult | DeployError]:
         try:
             if cancel is not None and cancel.is_set():
-                return text, Cancelled(f"{text}: interrupted before connecting; nothing changed there")
-            with open_target(text, opts, create=True) as target:
-                return text, deploy(target, cfg, say=say, progress=progress_for(text), cancel=cancel)
+                return board.name, Cancelled(f"{board.name}: interrupted before connecting; nothing changed there")
+            with open_target(board.target, board.options(opts), create=True) as target:
+                return board.name, deploy(target, cfg, say=say, progress=progress_for(board.name), cancel=cancel)
         except DeployError as err:
-            return text, err
+            return board.name, err
         except Exception as err:  # one board's surprise must not hide the others' results
-            return text, DeployError(f"{type(err).__name__}: {err}")
+            return board.name, DeployError(f"{type(err).__name__}: {err}")
 
-    pool = ThreadPoolExecutor(max_workers=max(1, min(workers, len(targets))))
-    futures = [pool.submit(one, text) for text in targets]
+    pool = ThreadPoolExecutor(max_workers=max(1, min(workers, len(boards))))
+    futures = [pool.submit(one, board) for board in boards]
     try:
         while not all(f.done() for f in futures):
             wait(futures, timeout=0.5)  # a short wait keeps Ctrl-C deliverable to this thread

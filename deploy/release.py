@@ -30,12 +30,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from deploy import board_client, service
+from deploy import board_client, service, signing
 from deploy.install import InstallConfig, ensure_venv
 from deploy.lock import BoardLock
 from deploy.service import ServiceConfig
 from deploy.targets import DeployError, Target
-from device import layout
+from device import layout, trust
 from device.manifest import EXIT_INTERRUPTED, MANIFEST, load_bundle, sha256_file
 
 DEVICE_DIR = Path(__file__).resolve().parents[1] / "device"
@@ -68,6 +68,8 @@ class DeployResult:
     previous: str | None
     gate: dict[str, Any] | None = None
     """How the board's health gate ended (`--service`): its verdict, reason and figures."""
+    before: str | None = None
+    """The release current named when the deploy began (None on a new board)."""
 
 
 def release_files(bundle: Path, extras: dict[str, Path] | None = None) -> dict[str, Path]:
@@ -75,6 +77,9 @@ def release_files(bundle: Path, extras: dict[str, Path] | None = None) -> dict[s
     manifest = load_bundle(bundle)
     files = {f"{layout.BUNDLE_DIR}/{MANIFEST}": Path(bundle) / MANIFEST}
     files.update({f"{layout.BUNDLE_DIR}/{name}": Path(bundle) / name for name in manifest.files})
+    for name in (trust.BUNDLE_SUMS, trust.SIGNATURE):  # a signed bundle's signature travels with it
+        if (Path(bundle) / name).is_file():
+            files[f"{layout.BUNDLE_DIR}/{name}"] = Path(bundle) / name
     for path in sorted(DEVICE_DIR.glob("*.py")):
         files[f"{layout.DEVICE_DIR}/{path.name}"] = path
     files.update(extras or {})
@@ -216,62 +221,91 @@ def deploy(target: Target, cfg: DeployConfig, say: Callable[[str], None] = print
 
     `cancel` (set on Ctrl-C) stops the deploy at its next step, never
     between the switch and its report: once the switch has started the
-    deploy finishes, so what is printed afterwards is true.
+    deploy finishes, so what is printed afterwards is true. A DeployError
+    carries the release the board ran when the deploy began (`before`).
     """
-    started = time.perf_counter()
-    extras = service.release_extras(cfg.service) if cfg.service else None
-    files = release_files(cfg.bundle, extras)
-    sums = sums_text(files)
-    rid = release_id(cfg.bundle, sums)
+    run = _Deploy(target, cfg, say, progress, cancel)
+    try:
+        return run.run()
+    except DeployError as err:
+        err.before = run.before
+        raise
 
-    def not_cancelled() -> None:
-        if cancel is not None and cancel.is_set():
-            raise Cancelled(f"{target.name}: interrupted before the switch; it still runs its old release "
+
+@dataclass
+class _Deploy:
+    """One board's deploy, step by step."""
+
+    target: Target
+    cfg: DeployConfig
+    say: Callable[[str], None]
+    progress: Callable[[str, int, int], None] | None
+    cancel: threading.Event | None
+    before: str | None = None
+
+    def not_cancelled(self) -> None:
+        if self.cancel is not None and self.cancel.is_set():
+            raise Cancelled(f"{self.target.name}: interrupted before the switch; it still runs its old release "
                             "(rerun to resume the upload)")
 
-    def watched(name: str, n: int, total: int) -> None:
-        not_cancelled()
-        if progress:
-            progress(name, n, total)
+    def watched(self, name: str, n: int, total: int) -> None:
+        self.not_cancelled()
+        if self.progress:
+            self.progress(name, n, total)
 
-    with BoardLock(target, say) as lock:
-        board = board_client.expect(target, "begin", target.root, rid, what="starting the deploy")
-        for note in board["notes"]:
-            say(f"{target.name}: {note}")
-        say(f"{target.name}: {board['machine']}, Python {board['python']}, release {rid}")
-        if cfg.service:
-            service.install(target)
-            service.wait_pending_gate(target, say)
-        not_cancelled()
-        venv_python, venv_name, venv_reused = ensure_venv(target, board, cfg.install, say)
-        not_cancelled()
-        sent, reused, staging = _stage(target, board, files, sums, rid, watched)
-        if staging != "-":
-            say(f"{target.name}: {len(files)} files verified by sha256 ({sent} bytes sent, {reused} reused)")
-        tested = staging if staging != "-" else target.path(layout.RELEASES, rid)
-        say(f"{target.name}: {selftest(target, venv_python, tested, cfg.selftest_timeout)}")
-        not_cancelled()
-        if cfg.service:
-            service.begin_gate(target, rid, cfg.service)
-        done = _switch(target, lock, rid, staging, venv_name, cfg.keep)
-        if cfg.service:
-            service.switch(target)
-    if done["pruned"]:
-        say(f"{target.name}: pruned {', '.join(done['pruned'])}")
-    gate = service.await_verdict(target, rid, cfg.service, say) if cfg.service else None
-    if gate:
-        say(f"{target.name}: {service.verdict_line(gate)}")
-        service.judge(gate)
-    return DeployResult(target.name, rid, sent, reused, venv_name, venv_reused,
-                        time.perf_counter() - started, done["previous"], gate)
+    def run(self) -> DeployResult:
+        target, cfg, say = self.target, self.cfg, self.say
+        started = time.perf_counter()
+        files = release_files(cfg.bundle, service.release_extras(cfg.service) if cfg.service else None)
+        sums = sums_text(files)
+        rid = release_id(cfg.bundle, sums)
+        with BoardLock(target, say) as lock:
+            board = board_client.expect(target, "begin", target.root, rid, what="starting the deploy")
+            self.before = board.get("current")
+            for note in board["notes"]:
+                say(f"{target.name}: {note}")
+            say(f"{target.name}: {board['machine']}, Python {board['python']}, release {rid}")
+            if cfg.service:
+                service.install(target)
+                service.wait_pending_gate(target, say)
+            self.not_cancelled()
+            venv_python, venv_name, venv_reused = ensure_venv(target, board, cfg.install, say)
+            self.not_cancelled()
+            sent, reused, staging = _stage(target, board, files, sums, rid, self.watched)
+            if staging != "-":
+                say(f"{target.name}: {len(files)} files verified by sha256 ({sent} bytes sent, {reused} reused)")
+            tested = staging if staging != "-" else target.path(layout.RELEASES, rid)
+            if signing.require_trusted(target, tested):
+                say(f"{target.name}: signature verified against the board's trust policy")
+            say(f"{target.name}: {selftest(target, venv_python, tested, cfg.selftest_timeout)}")
+            self.not_cancelled()
+            if cfg.service:
+                service.begin_gate(target, rid, cfg.service)
+            done = _switch(target, lock, rid, staging, venv_name, cfg.keep)
+            if cfg.service:
+                service.switch(target)
+        if done["pruned"]:
+            say(f"{target.name}: pruned {', '.join(done['pruned'])}")
+        gate = service.await_verdict(target, rid, cfg.service, say) if cfg.service else None
+        if gate:
+            say(f"{target.name}: {service.verdict_line(gate)}")
+            service.judge(gate)
+        return DeployResult(target.name, rid, sent, reused, venv_name, venv_reused,
+                            time.perf_counter() - started, done["previous"], gate, self.before)
 
 
 def rollback(target: Target, say: Callable[[str], None] = print) -> str:
     """Point current at the previous release, if that release is intact; returns its id."""
     with BoardLock(target, say):
         done = board_client.call(target, "rollback", target.root, what="rolling back")
-    if not done["ok"]:
-        raise DeployError(f"cannot roll back on {target.name}: {done['error']}; current is unchanged")
+        if not done["ok"]:
+            raise DeployError(f"cannot roll back on {target.name}: {done['error']}; current is unchanged")
+        followed = board_client.call(target, "service-follow", target.root, what="restarting the service")
+    if not followed["ok"]:
+        raise DeployError(f"{target.name}: current is now {done['current']}, but its service was not restarted: "
+                          f"{followed['error']}")
+    if followed.get("restarted"):
+        say(f"{target.name}: the service restarts on {done['current']}")
     return done["current"]
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from deploy import board_client
+from deploy.signing import Untrusted
 from deploy.ssh import SshOptions, SshTarget
 from deploy.targets import DeployError, LocalTarget, Target, parse_target
 from device import layout
@@ -48,6 +49,9 @@ def run_on(target: Target, cfg: RunConfig, on_line: Callable[[str], None] | None
     current = checked["release"]
     if current is None:
         raise DeployError(f"{target.name} has no current release; deploy one first with `edgerl deploy`")
+    if checked.get("untrusted"):
+        raise Untrusted(f"{target.name}: the current release {Path(current).name} is refused by the board's trust "
+                        f"policy: {checked['problems'][0]}")
     if checked["problems"]:
         raise ReleaseBroken(f"{target.name}: the current release {Path(current).name} fails its checksums "
                             f"({'; '.join(checked['problems'][:3])}); nothing was run. Redeploy it to repair it")

@@ -43,6 +43,8 @@ class GateFailed(DeployError, IntegrityError):
     """The new release failed its health gate on the board and the board went back to the old one."""
 
     exit_code = IntegrityError.exit_code
+    gate: dict[str, Any] | None = None
+    """The board's verdict, reason and figures."""
 
 
 def release_extras(cfg: ServiceConfig) -> dict[str, Path]:
@@ -142,7 +144,9 @@ def verdict_line(result: dict[str, Any]) -> str:
 def judge(result: dict[str, Any]) -> None:
     """A gate that did not commit is a failed deploy (exit 1), its one line saying why."""
     if result["verdict"] != "committed":
-        raise GateFailed(verdict_line(result))
+        failed = GateFailed(verdict_line(result))
+        failed.gate = result
+        raise failed
 
 
 def status(target: Target) -> dict[str, Any]:

@@ -23,6 +23,9 @@ from device.manifest import EdgerlError
 class DeployError(EdgerlError):
     """A deploy step failed; the message says what to do, the old release is still current."""
 
+    before: str | None = None
+    """The release the board ran when its deploy began, where the deploy got that far (fleet tables)."""
+
 
 @dataclass
 class Completed:

@@ -10,9 +10,9 @@ from typing import Any
 import numpy as np
 
 from device.atari import AtariGame
-from device.manifest import load_bundle
 from device.play import require_game
 from device.policy import Policy, model_file
+from device.trust import load_trusted
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,7 @@ def _loop(game: AtariGame, policy: Policy, steps: int) -> float:
 def bench(cfg: BenchConfig) -> dict[str, Any]:
     """Time the full loop, then the emulator alone and the policy alone on the same frames."""
     bundle = Path(cfg.bundle).resolve()  # once, like play and selftest
-    manifest = load_bundle(bundle)
+    manifest = load_trusted(bundle)
     require_game(manifest)
     policy = Policy(bundle, manifest, cfg.threads, model_file(manifest, cfg.int8))
     game = AtariGame(manifest.env, manifest.action_ids)

@@ -53,10 +53,18 @@ EXIT_INT8_REFUSED = 3
 EXIT_LOOP_FAILED = 4
 """`python -m device serve`: the control loop stopped on a fault (the I/O class raised or blocked, the
 policy's output was unusable); the I/O class's close() ran first."""
+EXIT_UNTRUSTED = 5
+"""The board has a trust policy and the release is unsigned, signed by a key it does not allow, or changed
+after signing (or the policy itself is unreadable): nothing of it ran."""
+EXIT_ROLLOUT_STOPPED = 6
+"""`edgerl deploy --waves`: more boards failed than --max-fail allows (or the canary refused); later boards
+were not touched."""
 EXIT_INTERRUPTED = 130
 EXIT_CODES_HELP = ("exit codes: 0 ok; 1 a check failed (checksums, self-test, parity, replay, a deploy step, "
                    "a health gate); 2 bad input (missing file, malformed manifest, bad argument); 3 int8 refused, "
-                   "fp32 bundle written; 4 the serve loop stopped on a fault; 130 interrupted")
+                   "fp32 bundle written; 4 the serve loop stopped on a fault; 5 refused by the board's trust "
+                   "policy (unsigned, untrusted key, changed after signing); 6 a rollout stopped on failures; "
+                   "130 interrupted")
 
 
 class EdgerlError(Exception):

@@ -15,9 +15,10 @@ from typing import Any
 import numpy as np
 
 from device.atari import AtariGame
-from device.manifest import BundleError, EdgerlError, Manifest, load_bundle, write_json_atomic
+from device.manifest import BundleError, EdgerlError, Manifest, write_json_atomic
 from device.policy import Policy, model_file
 from device.report import REPORT_VERSION, ScreenChain, episode_record
+from device.trust import load_trusted
 
 
 @dataclass(frozen=True)
@@ -135,7 +136,7 @@ def play(cfg: PlayConfig, progress: Callable[[str], None] | None = None) -> dict
     """Play `cfg.episodes` episodes from one seed and return the report (also written if asked)."""
     started = time.perf_counter()
     bundle = Path(cfg.bundle).resolve()  # once: a `current` link flipped meanwhile cannot mix two releases
-    manifest = load_bundle(bundle)
+    manifest = load_trusted(bundle)
     require_game(manifest)
     _seed_sampling(cfg.seed)
     policy = Policy(bundle, manifest, cfg.threads, model_file(manifest, cfg.int8))

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from device.manifest import INT8_FILE, BundleError, EdgerlError, Manifest, TensorSpec, load_bundle
+from device.manifest import INT8_FILE, BundleError, EdgerlError, Manifest, TensorSpec
+from device.trust import load_trusted
 
 ORT_TYPES = {
     "tensor(uint8)": "uint8",
@@ -103,7 +104,7 @@ class Policy:
     def load(cls, bundle: str | Path, threads: int | None = None, int8: bool = False) -> Policy:
         """Check the bundle's checksums and load its model (or its int8 model)."""
         bundle = Path(bundle).resolve()  # once: a `current` link flipped meanwhile cannot mix two releases
-        manifest = load_bundle(bundle)
+        manifest = load_trusted(bundle)
         return cls(bundle, manifest, threads, model_file(manifest, int8))
 
     def reset(self) -> None:

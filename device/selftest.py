@@ -8,8 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-from device.manifest import BundleError, load_bundle
+from device.manifest import BundleError
 from device.policy import Policy
+from device.trust import load_trusted
 
 
 @dataclass
@@ -48,7 +49,7 @@ def read_golden(path: Path, names: list[str]) -> dict[str, np.ndarray]:
 def selftest(bundle: Path, threads: int | None = None, model_file: str | None = None) -> SelftestResult:
     """Run the recorded golden inputs through the model and compare with the recorded outputs."""
     bundle = Path(bundle).resolve()  # once: a `current` link flipped meanwhile cannot mix two releases
-    manifest = load_bundle(bundle)
+    manifest = load_trusted(bundle)
     if manifest.env is not None:
         # Everything `play` will need, checked before the release can become current. Deferred: a sensor
         # bundle's self-test never loads ale-py.

@@ -29,10 +29,11 @@ import numpy as np
 
 from device import layout
 from device.atari import AtariGame
-from device.manifest import EXIT_LOOP_FAILED, MANIFEST, BundleError, EdgerlError, Manifest, load_bundle
+from device.manifest import EXIT_LOOP_FAILED, MANIFEST, BundleError, EdgerlError, Manifest
 from device.policy import Policy
 from device.rate import LoopTiming, Ticker
 from device.sd_notify import Notifier
+from device.trust import load_trusted
 from device.user_code import load_named
 
 REAL_TIME_FPS = 60.0
@@ -180,7 +181,7 @@ class Loop:
         self.started = started
         bundle, cfg = resolve(cfg)
         self.cfg = cfg
-        manifest = load_bundle(bundle)
+        manifest = load_trusted(bundle)
         self.manifest = manifest
         if cfg.io is None and manifest.env is None:
             raise BundleError("this bundle has no game to play (its policy reads your own sensors); "

@@ -9,29 +9,13 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from device.layout import BOARD_DIR
 from device.manifest import EXIT_BAD_INPUT, EXIT_CODES_HELP, EXIT_INTERRUPTED, EXIT_OK, MANIFEST, EdgerlError
+from host.arg_types import positive as _positive
+from host.board_args import board_parsers
 from host.errors import UsageError
 
 NETWORKS = ("dqn", "stacked", "lstm")
 """The built-in networks of `--untrained` (host.policies.NETWORKS; not imported here, that loads torch)."""
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0 < value <= 86_400:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds between 0 and 86400")
-    return value
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
 
 
 def _export_parser(sub: argparse._SubParsersAction) -> None:
@@ -119,62 +103,6 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
     pl.add_argument("--out", type=Path, default=None, help="PNG path (default RUN/learning_curve.png)")
 
 
-def _board_parsers(sub: argparse._SubParsersAction) -> None:
-    d = sub.add_parser("deploy", help="push a bundle to boards as a verified release and switch to it",
-                       description="Upload, verify sha256 on the board, install/reuse the venv, self-test, switch "
-                                   "`current` atomically. Any failure leaves the old release current.",
-                       epilog=EXIT_CODES_HELP)
-    d.add_argument("bundle", type=Path)
-    d.add_argument("--to", action="append", default=[], metavar="TARGET",
-                   help="[user@]host[:port], an ~/.ssh/config alias, or local:DIR (repeat for a fleet)")
-    d.add_argument("--inventory", type=Path, help="file with one TARGET per line")
-    d.add_argument("--keep", type=_positive, default=3, help="releases kept on the board (default 3)")
-    d.add_argument("--wheelhouse", action="store_true", help="download wheels here, install offline on the board")
-    d.add_argument("--service", action="store_true",
-                   help="run the release under systemd (python -m device serve, restarted on failure, started at "
-                        "boot) and commit it only after it ran healthy for --gate-seconds; else the board rolls back")
-    d.add_argument("--io", default=None, metavar="FILE.py:CLASS",
-                   help="with --service: your plant class (observe/apply/close), shipped in the release")
-    d.add_argument("--hz", type=float, default=None, help="with --service: decisions per second (default: the "
-                                                          "game's real-time rate; required with --io)")
-    d.add_argument("--gate-seconds", type=float, default=30.0, help="with --service: healthy seconds before the "
-                                                                    "board commits the release (default 30)")
-    d.add_argument("--max-overrun", type=float, default=0.05, help="with --service: share of periods allowed to "
-                                                                   "miss their deadline in the gate (default 0.05)")
-    _ssh_args(d)
-
-    sv = sub.add_parser("service", help="the board's service: status, start, stop, restart, logs",
-                        description="Look after the policy loop `deploy --service` installed: systemd's state, the "
-                                    "loop's rate and overruns, the last gate; start/stop it; read its journal.",
-                        epilog=EXIT_CODES_HELP)
-    sv.add_argument("action", choices=["status", "start", "stop", "restart", "logs"])
-    sv.add_argument("--on", required=True, metavar="TARGET", help="[user@]host[:port], an ssh alias, or local:DIR")
-    sv.add_argument("--lines", type=_positive, default=50, help="logs: journal lines (default 50)")
-    sv.add_argument("--json", action="store_true", help="status: print the board's full answer as JSON")
-    _ssh_args(sv)
-
-    u = sub.add_parser("run", help="play on a board's current release and fetch the report",
-                       description="Play the board's current release (python -m device play there), stream its "
-                                   "progress and bring the JSON report back.", epilog=EXIT_CODES_HELP)
-    u.add_argument("--on", required=True, metavar="TARGET", help="[user@]host[:port], an ssh alias, or local:DIR")
-    u.add_argument("--episodes", type=_positive, default=1, help="games to play (default 1)")
-    u.add_argument("--seed", type=int, default=0, help="emulator seed (default 0)")
-    u.add_argument("--max-steps", type=_positive, default=None, help="cut each game after N agent steps")
-    u.add_argument("--reports", type=Path, default=Path("reports"), help="host folder for reports (default reports/)")
-    _ssh_args(u)
-
-    t = sub.add_parser("status", help="current and previous releases, venvs, the board's arch and Python",
-                       description="Print the board's releases and environment as JSON.", epilog=EXIT_CODES_HELP)
-    t.add_argument("--on", required=True, metavar="TARGET", help="[user@]host[:port], an ssh alias, or local:DIR")
-    _ssh_args(t)
-
-    b = sub.add_parser("rollback", help="make the previous release current again",
-                       description="Switch the board's `current` back to the previous release, atomically.",
-                       epilog=EXIT_CODES_HELP)
-    b.add_argument("--on", required=True, metavar="TARGET", help="[user@]host[:port], an ssh alias, or local:DIR")
-    _ssh_args(b)
-
-
 def build_parser() -> argparse.ArgumentParser:
     """Every host subcommand and its options."""
     parser = argparse.ArgumentParser(prog="edgerl", description="Train, export, verify and ship RL policies to "
@@ -183,20 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
     _export_parser(sub)
     _verify_parser(sub)
     _train_parser(sub)
-    _board_parsers(sub)
+    board_parsers(sub)
     return parser
-
-
-def _ssh_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--known-hosts", type=Path, default=Path("~/.ssh/known_hosts"), help="known_hosts file to check")
-    p.add_argument("--ssh-config", type=Path, default=Path("~/.ssh/config"), help="ssh config for aliases")
-    p.add_argument("--accept-new", action="store_true",
-                   help="trust an unknown host key and record it (a changed key is always refused)")
-    p.add_argument("-i", "--identity", type=Path, default=None, help="private key file (the agent is used too)")
-    p.add_argument("--board-dir", default=BOARD_DIR,
-                   help=f"folder on the board, relative to home (default {BOARD_DIR})")
-    p.add_argument("--silence-timeout", type=_seconds, default=60.0, metavar="S",
-                   help="give a board up after S seconds without any answer from it (default 60)")
 
 
 def _export(args: argparse.Namespace) -> int:
@@ -284,16 +200,16 @@ def _replay(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-BOARD_COMMANDS = ("deploy", "run", "status", "rollback", "service")
+BOARD_COMMANDS = ("deploy", "run", "status", "rollback", "service", "sign", "trust")
 
 
-def _board(name: str) -> Callable[[argparse.Namespace], int]:
+def _board(module: str, name: str) -> Callable[[argparse.Namespace], int]:
     """The board commands import paramiko; only they do, so `edgerl plot` works without the deploy extra."""
 
     def handler(args: argparse.Namespace) -> int:
-        from host import board_cli  # deferred: paramiko is the deploy extra's
+        import importlib  # deferred: paramiko is the deploy extra's
 
-        return getattr(board_cli, name)(args)
+        return getattr(importlib.import_module(f"host.{module}"), name)(args)
 
     return handler
 
@@ -309,9 +225,10 @@ def main(argv: list[str] | None = None) -> int:
     _quiet_torch()
     os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(Path.home() / ".cache" / "edgerl" / "inductor"))
     handlers = {"export": _export, "verify": _verify, "replay": _replay, "train": _train, "plot": _plot,
-                "promote": _promote, "evaluate": _evaluate, "deploy": _board("deploy_cmd"), "run": _board("run_cmd"),
-                "status": _board("status_cmd"), "rollback": _board("rollback_cmd"),
-                "service": _board("service_cmd")}
+                "promote": _promote, "evaluate": _evaluate, "deploy": _board("fleet_cli", "deploy_cmd"),
+                "run": _board("fleet_cli", "run_cmd"), "status": _board("fleet_cli", "status_cmd"),
+                "rollback": _board("fleet_cli", "rollback_cmd"), "service": _board("board_cli", "service_cmd"),
+                "sign": _board("fleet_cli", "sign_cmd"), "trust": _board("fleet_cli", "trust_cmd")}
     try:
         return handlers[args.command](args)
     except ImportError as err:

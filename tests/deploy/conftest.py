@@ -310,3 +310,9 @@ def netns_board(ssh_world, blackhole_route, shared_venv, tmp_path):
         subprocess.run(["kill", "-9", pid], capture_output=True)
     _ip("netns", "del", ns, check=False)
     _ip("link", "del", host_if, check=False)
+
+
+@pytest.fixture(scope="session")
+def sshd_starter():
+    """`start_sshd` for tests that build boards of their own (the fleet): a conftest is not imported by name."""
+    return start_sshd

@@ -287,7 +287,9 @@ def test_shipped_files_import_only_the_stdlib_and_each_other(name):
     tree = ast.parse(board_client.SHIPPED[name].read_text())
     siblings = {Path(n).stem for n in board_client.SHIPPED if "/" not in n}
     # The sibling modules are imported as the board has them, falling back to the host's deploy package.
-    allowed = sys.stdlib_module_names | siblings | {"device.layout", "deploy"} | {f"deploy.{s}" for s in siblings}
+    shipped_device = {Path(n).stem for n in board_client.SHIPPED if n.startswith("device/")} - {"__init__"}
+    allowed = sys.stdlib_module_names | siblings | {f"device.{d}" for d in shipped_device} | {"deploy", "device"} \
+        | {f"deploy.{s}" for s in siblings}
     nodes = [n for top in tree.body for n in ([*top.body, *top.handlers[0].body] if isinstance(top, ast.Try)
                                               else [top])]
     for node in nodes:
@@ -298,3 +300,5 @@ def test_shipped_files_import_only_the_stdlib_and_each_other(name):
             assert node.module in allowed or node.module.split(".")[0] in sys.stdlib_module_names, node.module
             if node.module == "deploy":
                 assert all(a.name in siblings for a in node.names), ast.dump(node)
+            if node.module == "device":
+                assert all(a.name in shipped_device for a in node.names), ast.dump(node)
