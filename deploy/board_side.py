@@ -348,7 +348,9 @@ def op_rollback(root: str) -> dict[str, Any]:
     problems = judged(os.path.join(root, old_prev))
     if problems:
         name = os.path.basename(old_prev)
-        raise Refused(f"the previous release {name} cannot run ({'; '.join(problems[:3])})")
+        why = "is refused by the board's trust policy" if problems == untrusted(os.path.join(root, old_prev)) \
+            else "is broken"
+        raise Refused(f"the previous release {name} {why} ({'; '.join(problems[:3])})")
     relink(current, old_prev)
     relink(previous, old_cur)
     return {"current": os.path.basename(old_prev)}

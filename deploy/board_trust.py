@@ -27,7 +27,6 @@ except ImportError:
     from deploy.board_runner import Refused, run_op
 
 from device import trust
-from device.layout import BUNDLE_DIR
 
 _SAFE = re.compile(r"[^A-Za-z0-9@._-]+")
 
@@ -103,19 +102,8 @@ def op_trust_remove(root: str, fingerprint: str) -> dict[str, Any]:
     return {**_listing(root, kept), "removed": fingerprint}
 
 
-def op_trust_check(release: str) -> dict[str, Any]:
-    """Whether the board's trust policy lets this (staged or installed) release run: `signer` or a refusal."""
-    problems = side.untrusted(release)
-    if problems:
-        raise Refused(problems[0], untrusted=True)
-    root = trust.board_root(os.path.join(release, BUNDLE_DIR))
-    policy = trust.read_policy(_policy(root)) if root else None
-    return {"signed": policy is not None}
-
-
 OPS: dict[str, Callable[..., dict[str, Any] | None]] = {
     "trust-list": op_trust_list, "trust-add": op_trust_add, "trust-remove": op_trust_remove,
-    "trust-check": op_trust_check,
 }
 
 

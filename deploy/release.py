@@ -36,7 +36,7 @@ from deploy.lock import BoardLock
 from deploy.service import ServiceConfig
 from deploy.targets import DeployError, Target
 from device import layout, trust
-from device.manifest import EXIT_INTERRUPTED, MANIFEST, load_bundle, sha256_file
+from device.manifest import EXIT_INTERRUPTED, EXIT_UNTRUSTED, MANIFEST, load_bundle, sha256_file
 
 DEVICE_DIR = Path(__file__).resolve().parents[1] / "device"
 
@@ -175,6 +175,9 @@ def selftest(target: Target, python: str, release_dir: str, timeout: float) -> s
     done = target.run([python, "-m", "device", "selftest", f"{release_dir}/{layout.BUNDLE_DIR}"], timeout=timeout,
                       env={"PYTHONPATH": release_dir}, what="the self-test")
     line = (done.stdout.strip() or done.stderr.strip()).splitlines()
+    if done.returncode == EXIT_UNTRUSTED:  # refused before anything of the release ran (device.trust)
+        raise signing.Untrusted(f"{target.name} refuses the release: {line[-1] if line else 'untrusted'}; the old "
+                                "release is still current")
     if done.returncode != 0:
         raise DeployError(f"self-test failed on {target.name}: {line[-1] if line else 'no output'}; "
                           "nothing was switched, the old release is still current")
@@ -275,8 +278,6 @@ class _Deploy:
             if staging != "-":
                 say(f"{target.name}: {len(files)} files verified by sha256 ({sent} bytes sent, {reused} reused)")
             tested = staging if staging != "-" else target.path(layout.RELEASES, rid)
-            if signing.require_trusted(target, tested):
-                say(f"{target.name}: signature verified against the board's trust policy")
             say(f"{target.name}: {selftest(target, venv_python, tested, cfg.selftest_timeout)}")
             self.not_cancelled()
             if cfg.service:

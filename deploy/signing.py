@@ -57,14 +57,6 @@ def sign_bundle(bundle: Path, key: Path) -> str:
     return "the key's fingerprint is unknown (no .pub beside it)"
 
 
-def require_trusted(target: Target, release_dir: str) -> bool:
-    """Before anything of a staged release runs: the board's trust policy lets it (True when it is signed)."""
-    reply = board_client.call(target, "trust-check", release_dir, what="checking the signature")
-    if not reply["ok"]:
-        raise Untrusted(f"{target.name} refuses the release: {reply['error']}; the old release is still current")
-    return bool(reply.get("signed"))
-
-
 def trust_edit(target: Target, add: Path | None = None, remove: str | None = None) -> dict[str, Any]:
     """Add a public key to, or remove a fingerprint from, the board's trust policy; the policy afterwards."""
     if add is not None:

@@ -159,10 +159,7 @@ def _ctrl_c_cancels(cancel: threading.Event, say: Callable[[str], None]) -> Iter
         return
 
     def on_interrupt(signum: int, frame: object) -> None:
-        if not cancel.is_set():
-            say("interrupted: every board stops before its switch (boards already switching finish); "
-                "no further wave starts")
-        cancel.set()
+        cancel.set()  # nothing else: the handler may run inside a print, under its lock
 
     old = signal.signal(signal.SIGINT, on_interrupt)
     try:
@@ -199,6 +196,9 @@ def _waves(boards: list[Board], cfg: DeployConfig, waves: WaveConfig, opts: SshO
             f"({', '.join(b.name for b in wave[:4])}{', ...' if len(wave) > 4 else ''})")
         for name, result in deploy_fleet(wave, cfg, opts, say, progress_for=progress_for, cancel=cancel):
             _record(outcomes[name], result, number)
+        if cancel.is_set():
+            say("interrupted: the boards of this wave stopped before their switch (those already switching "
+                "finished); no further wave starts")
         refused = number == 1 and canary is not None and not cancel.is_set() and \
             _judge_canaries(wave, outcomes, canary, say)
         failed = sum(outcomes[b.name].state == "failed" for b in wave)

@@ -82,7 +82,6 @@ def test_once_ann_trusts_her_key_only_her_signed_releases_run(board, bundles, ke
 
     by_ann = board.deploy(signed(bundles, tmp_path, ssh_world, keys / "ann"))
     assert by_ann.returncode == EXIT_OK, by_ann.stdout + by_ann.stderr
-    assert "signature verified against the board's trust policy" in by_ann.stdout
     assert board.current() != before
     # Going back to the unsigned release is refused too: nothing unsigned runs once a policy is there.
     back = board.edgerl("rollback", "--on", board.target)
