@@ -135,7 +135,8 @@ def _undo(boards: list[Board], outcomes: dict[str, Outcome], opts: SshOptions, s
         try:
             with open_target(board.target, board.options(opts)) as target:
                 outcome.after = rollback(target, say=say)
-            outcome.state = "rolled back" if outcome.state == "ok" else outcome.state
+            if outcome.state == "ok":
+                outcome.state, outcome.why = "rolled back", "its wave stopped the rollout; back on its old release"
         except DeployError as err:
             outcome.why = (outcome.why + "; " if outcome.why else "") + f"rolling back failed: {err}"
 
