@@ -41,7 +41,7 @@ def _last_report_scores(root: str) -> list[float]:
 
 
 def _service(root: str) -> dict[str, Any] | None:
-    installed = os.path.isfile(os.path.join(os.path.expanduser("~"), ".config", "systemd", "user", UNIT))
+    installed = os.path.isfile(os.path.join(service.unit_folder(), UNIT))
     if not installed or not os.path.isdir("/run/systemd/system"):
         return None
     unit = service.unit_state()

@@ -177,12 +177,17 @@ def unit_state(unit: str = UNIT) -> dict[str, str]:
     return dict(line.split("=", 1) for line in done.stdout.splitlines() if "=" in line)
 
 
+def unit_folder() -> str:
+    """Where the login user's systemd units live."""
+    return os.path.join(os.path.expanduser("~"), ".config", "systemd", "user")
+
+
 def op_service_install(root: str) -> dict[str, Any]:
     """Write (or update) the two units, reload systemd if they changed, enable them at boot."""
     problem = service_problem(root)
     if problem:
         raise Refused(problem, no_service=True)
-    folder = os.path.join(os.path.expanduser("~"), ".config", "systemd", "user")
+    folder = unit_folder()
     os.makedirs(folder, exist_ok=True)
     changed = []
     for name, text in unit_texts(os.path.abspath(root), os.path.dirname(os.path.abspath(__file__))).items():
@@ -344,12 +349,10 @@ def op_gate_status(root: str) -> dict[str, Any]:
 
 def op_service_follow(root: str) -> dict[str, Any]:
     """After `edgerl rollback`: where a service runs, it commits to and restarts on the release now current."""
-    units = os.path.join(os.path.expanduser("~"), ".config", "systemd", "user", UNIT)
-    if not os.path.isfile(units) or service_problem(root):
+    if not os.path.isfile(os.path.join(unit_folder(), UNIT)) or service_problem(root):
         return {"restarted": False}
-    current = side.link_name(root, CURRENT)
-    if current:
-        side.relink(os.path.join(root, COMMITTED), os.path.join(RELEASES, current))
+    current = side.link_name(root, CURRENT)  # just set by the rollback this follows
+    side.relink(os.path.join(root, COMMITTED), os.path.join(RELEASES, current))
     systemctl("reset-failed", UNIT)
     systemctl("restart", "--no-block", UNIT)
     return {"restarted": True, "committed": current}

@@ -20,10 +20,10 @@ from typing import Any
 
 # These files sit side by side on the board (`.board/<digest>/`); on the host they are the deploy package.
 try:
-    import board_side as side
+    import board_service as service
     from board_runner import Refused, run_op
 except ImportError:
-    from deploy import board_side as side
+    from deploy import board_service as service
     from deploy.board_runner import Refused, run_op
 
 from device import trust
@@ -53,16 +53,8 @@ def op_trust_list(root: str) -> dict[str, Any]:
 
 
 def _write(root: str, signers: list[trust.Signer]) -> None:
-    folder = os.path.dirname(_policy(root))
-    os.makedirs(folder, exist_ok=True)
-    text = "".join(s.line() + "\n" for s in signers)
-    tmp = f"{_policy(root)}.tmp-{os.getpid()}"
-    with open(tmp, "w") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, _policy(root))
-    side.fsync_dir(folder)
+    os.makedirs(os.path.dirname(_policy(root)), exist_ok=True)
+    service.write_durably(_policy(root), "".join(s.line() + "\n" for s in signers))
 
 
 def _readable(root: str) -> list[trust.Signer]:

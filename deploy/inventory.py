@@ -61,12 +61,15 @@ _ALIASES = {"host": ("ansible_host", "ansible_ssh_host"), "port": ("ansible_port
             "key": ("ansible_ssh_private_key_file", "ansible_private_key_file")}
 
 
+def _lines(text: str) -> list[str]:
+    return [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+
+
 def is_bare_list(path: Path, text: str) -> bool:
     """Whether the file is edgerl's own list of targets (one per line) rather than an Ansible inventory."""
     if path.suffix in (".yml", ".yaml", ".json", ".ini") or path.is_dir():
         return False
-    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
-    return all(BARE_LINE.match(line) and not line.endswith(":") and "[" not in line for line in lines)
+    return all(BARE_LINE.match(line) and not line.endswith(":") and "[" not in line for line in _lines(text))
 
 
 def load_boards(targets: list[str], inventory: Path | None, limit: str | None = None) -> list[Board]:
@@ -96,7 +99,7 @@ def read_inventory(path: Path, limit: str | None) -> list[Board]:
     if is_bare_list(path, text):
         if limit:
             raise InventoryError(f"--limit needs an Ansible inventory; {path} is a plain list of targets")
-        lines = [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+        lines = _lines(text)
         for line in lines:
             parse_target(line)  # a bad line is refused before any board is touched
         return [Board(line, line) for line in lines]
