@@ -1,9 +1,12 @@
-"""fp32 vs int8 policy latency, interleaved in one run, plus graph-optimisation levels and thread counts.
+"""fp32 vs int8 policy latency, one thread, interleaved call by call in one run.
 
-    python bench/int8_latency.py [--policy stacked] [--calls 2000]
+    python bench/int8_latency.py [--bundle models/pong] [--calls 3000]
 
-The int8 model is made with edgerl's static quantization (QDQ, per-channel)
-calibrated on real frames; latency does not depend on whether it was accepted.
+The models compared are the bundle's own: policy.onnx and, when the bundle
+ships one, policy.int8.onnx (otherwise one is made with edgerl's
+quantization, calibrated on the policy's own games). A third column, the
+fp32 model with its resize moved ahead of the float conversion (what the
+int8 model is made from), shows how much of int8's gain is that rewrite.
 """
 
 import argparse
@@ -12,64 +15,72 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
-import onnxruntime as ort  # noqa: E402
-from _bundles import bundle  # noqa: E402
+import onnx  # noqa: E402
 
-from device.manifest import load_bundle  # noqa: E402
+from device.manifest import INT8_FILE, load_bundle  # noqa: E402
 from host.bundle.quantize import _feeds, _session, quantize  # noqa: E402
-from host.bundle.screens import collect_screens  # noqa: E402
-
-LEVELS = {"basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-          "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-          "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}
+from host.bundle.resize_first import resize_first  # noqa: E402
+from host.bundle.screens import policy_screens  # noqa: E402
 
 
-def session(path: Path, threads: int, level: str) -> ort.InferenceSession:
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = LEVELS[level]
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+def _int8_dot_products() -> str:
+    """Whether this CPU has int8 dot-product instructions (what makes int8 fast), from /proc/cpuinfo."""
+    try:
+        flags = set(Path("/proc/cpuinfo").read_text().split())
+    except OSError:
+        return "unknown"
+    found = sorted(flags & {"avx512_vnni", "avx_vnni", "amx_int8", "asimddp"})
+    return ", ".join(found) if found else "none (AVX2 u8s8 products only)" if "avx2" in flags else "none"
+
+
+def _stats(samples: list[float]) -> tuple[float, float]:
+    return float(np.percentile(samples, 50) * 1e3), float(np.percentile(samples, 99) * 1e3)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--policy", default="stacked", choices=["dqn", "stacked", "lstm"])
-    parser.add_argument("--calls", type=int, default=2000)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--bundle", type=Path, default=Path(__file__).resolve().parents[1] / "models" / "pong")
+    parser.add_argument("--calls", type=int, default=3000)
     args = parser.parse_args()
-    path = bundle(args.policy)
-    manifest = load_bundle(path)
-    played = collect_screens(manifest.env, 256, seed=7, segment=128)
-    fp32 = _session(path / manifest.model_file)
+    manifest = load_bundle(args.bundle)
+    played = policy_screens(args.bundle, 256, seed=7, segment=128)
+    fp32 = _session(args.bundle / manifest.model_file)
     feeds = _feeds(played.screens, played.starts, fp32, manifest)
     with tempfile.TemporaryDirectory() as tmp:
-        int8_path = Path(tmp) / "int8.onnx"
-        quantize(path / manifest.model_file, int8_path, feeds)
-        models = {"fp32": path / manifest.model_file, "int8": int8_path}
-        configs = [(m, t, lvl) for m in models for t in (1, 2) for lvl in LEVELS]
-        sessions = {c: session(models[c[0]], c[1], c[2]) for c in configs}
-        samples = {c: [] for c in configs}
+        models = {"fp32": args.bundle / manifest.model_file}
+        moved, _ = resize_first(onnx.load(str(models["fp32"])))
+        models["fp32, resize first"] = Path(tmp) / "moved.onnx"
+        onnx.save(moved, str(models["fp32, resize first"]))
+        if INT8_FILE in manifest.files:
+            models["int8"] = args.bundle / INT8_FILE
+        else:
+            models["int8"] = Path(tmp) / "int8.onnx"
+            quantize(models["fp32"], models["int8"], feeds)
+        sessions = {name: _session(path) for name, path in models.items()}
+        samples: dict[str, list[float]] = {name: [] for name in sessions}
         for s in sessions.values():
-            for f in feeds[:20]:
+            for f in feeds[:50]:
                 s.run(None, f)
-        # Interleave every configuration call by call, so machine noise hits all alike.
+        # Interleaved call by call, so the machine's noise hits every model alike.
         for i in range(args.calls):
             f = feeds[i % len(feeds)]
-            for c, s in sessions.items():
+            for name, s in sessions.items():
                 t0 = time.perf_counter()
-                s.run(["action"], f)
-                samples[c].append(time.perf_counter() - t0)
-    stats = {c: (np.percentile(v, 50) * 1e3, np.percentile(v, 99) * 1e3) for c, v in samples.items()}
-    print(f"policy {args.policy}, {args.calls} calls each, interleaved")
-    print(f"{'model':<6}{'threads':>8}{'level':>10}{'p50 ms':>9}{'p99 ms':>9}")
-    for (m, t, lvl), (p50, p99) in stats.items():
-        print(f"{m:<6}{t:>8}{lvl:>10}{p50:>9.3f}{p99:>9.3f}")
-    f32, i8 = stats[("fp32", 1, "all")], stats[("int8", 1, "all")]
-    print(f"int8 vs fp32, 1 thread, ORT_ENABLE_ALL: p50 {f32[0] / i8[0]:.2f}x faster, p99 {f32[1] / i8[1]:.2f}x faster")
+                s.run(None, f)
+                samples[name].append(time.perf_counter() - t0)
+    stats = {name: _stats(v) for name, v in samples.items()}
+    print(f"{args.bundle}: {args.calls} calls each, 1 thread, interleaved"
+          f"{'' if INT8_FILE in manifest.files else ' (int8 made here: the bundle ships none)'}")
+    print(f"int8 dot-product instructions on this CPU: {_int8_dot_products()}")
+    print(f"{'model':<20}{'p50 ms':>9}{'p99 ms':>9}{'p50 x':>8}{'p99 x':>8}")
+    base = stats["fp32"]
+    for name, (p50, p99) in stats.items():
+        print(f"{name:<20}{p50:>9.3f}{p99:>9.3f}{base[0] / p50:>8.2f}{base[1] / p99:>8.2f}")
+    i8 = stats["int8"]
+    print(f"int8 vs fp32: p50 {base[0] / i8[0]:.2f}x faster, p99 {base[1] / i8[1]:.2f}x faster")
 
 
 if __name__ == "__main__":

@@ -62,6 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--status", type=Path, default=None, help="write the timing figures here as JSON, once a second")
     v.add_argument("--seed", type=int, default=0, help="emulator seed of a game run (default 0)")
     v.add_argument("--threads", type=_positive, default=None, help="onnxruntime intra-op threads (default 1)")
+    v.add_argument("--clip-actions", action="store_true",
+                   help="clip a continuous action into the bundle's bounds (default: an action outside them "
+                        "stops the loop, exit 4, and is never applied)")
 
     b = sub.add_parser("bench", help="time the control loop and its parts",
                        description="Time the full loop, then the emulator alone and the policy alone; print JSON.",
@@ -107,7 +110,8 @@ def _run(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     from device.serve import ServeConfig, serve  # deferred, as play
 
-    cfg = ServeConfig(args.bundle, args.io, args.hz, args.seconds, args.status, args.seed, args.threads)
+    cfg = ServeConfig(args.bundle, args.io, args.hz, args.seconds, args.status, args.seed, args.threads,
+                      clip=args.clip_actions)
     status = serve(cfg, STARTED)
     period = status.get("period_ms", {})
     print(f"{status['state']}: {status['decisions']} decisions at {status.get('achieved_hz', 0):.2f} Hz "

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import tempfile
 from dataclasses import asdict, dataclass, field
@@ -49,7 +50,7 @@ EXIT_FAILED_CHECK = 1
 EXIT_BAD_INPUT = 2
 """The command cannot start: a missing file, a malformed manifest, a bad argument, a missing extra."""
 EXIT_INT8_REFUSED = 3
-"""`edgerl export --int8`: the int8 model was refused; the fp32 bundle was written and verified."""
+"""`edgerl export --int8` or `edgerl quantize`: the int8 model was refused; the fp32 bundle is unchanged."""
 EXIT_LOOP_FAILED = 4
 """`python -m device serve`: the control loop stopped on a fault (the I/O class raised or blocked, the
 policy's output was unusable); the I/O class's close() ran first."""
@@ -138,6 +139,37 @@ class StatePair:
 
 
 @dataclass(frozen=True)
+class ActionSpec:
+    """What the action is, from the env's (or the actor's) action spec: what the board may send on."""
+
+    kind: str
+    """"discrete" (an index below `n`) or "continuous" (a float vector)."""
+    n: int | None = None
+    low: list[float] | None = None
+    """Per element of the action, flattened; None when the spec is unbounded."""
+    high: list[float] | None = None
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ActionSpec:
+        """Build from JSON."""
+        return cls(**_known(cls, data, "action"))
+
+    def check(self, size: int) -> None:
+        """Refuse a spec that cannot describe an action of `size` elements."""
+        if self.kind == "discrete":
+            if not isinstance(self.n, int) or self.n < 1:
+                raise BundleError(f"a discrete action needs a positive count n, not {self.n!r}; re-export")
+            return
+        if self.kind != "continuous":
+            raise BundleError(f"action kind must be 'discrete' or 'continuous', not {self.kind!r}; re-export")
+        if (self.low is None) != (self.high is None):
+            raise BundleError("a continuous action needs both low and high bounds, or neither; re-export")
+        if self.low is not None and not (len(self.low) == len(self.high) == size
+                                         and all(lo <= hi for lo, hi in zip(self.low, self.high, strict=True))):
+            raise BundleError(f"the action bounds do not fit the {size}-element action (or low > high); re-export")
+
+
+@dataclass(frozen=True)
 class Exploration:
     """How the graph picks its action: argmax, or an e-greedy draw inside the graph."""
 
@@ -166,6 +198,8 @@ class Manifest:
     episode_start_input: str | None = None
     """Bool input set True on an episode's first step, False after (None: the graph has none)."""
     action_output: str = ACTION_OUTPUT
+    action: ActionSpec | None = None
+    """The action's kind and bounds (None in bundles made before edgerl recorded them)."""
     values_output: str | None = "action_value"
     """Action values or logits beside the action, when the policy writes them."""
     model_file: str = MODEL_FILE
@@ -213,6 +247,8 @@ class Manifest:
             body["outputs"] = [TensorSpec.from_dict(t) for t in body["outputs"]]
             body["state"] = [StatePair.from_dict(s) for s in body["state"]]
             body["exploration"] = Exploration(**body["exploration"])
+            if body.get("action") is not None:
+                body["action"] = ActionSpec.from_dict(body["action"])
             manifest = cls(**_known(cls, body, "manifest"))
             if not isinstance(manifest.files, dict) or not isinstance(manifest.observations, list):
                 raise TypeError("files must be an object and observations a list")
@@ -237,6 +273,8 @@ class Manifest:
         for pair in self.state:
             if pair.input not in inputs or pair.output not in outputs:
                 raise BundleError(f"state pair {pair.input}->{pair.output} is not among the model's I/O")
+        if self.action is not None:
+            self.action.check(math.prod(outputs[self.action_output].shape))
         if len(self.action_ids) != len(self.action_meanings):
             raise BundleError("manifest action table's ids and meanings differ in length")
         if self.env is None:

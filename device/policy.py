@@ -5,6 +5,11 @@
     policy.reset()                      # at episode start: states to zeros, is_init on the next step
     action = policy.act(observation)    # an int for a game bundle, the action array otherwise
 
+A continuous action is checked against the bounds the manifest records
+from the env's action spec: an out-of-range or non-finite action raises
+PolicyError in one line (a motor is never sent it), unless the policy was
+loaded with `clip=True`, which clips into range (non-finite still raises).
+
 The session knows nothing of what the states mean: it feeds each state
 input, keeps each state output for the next call, and zeroes them all at
 episode start, as the manifest's state pairs say. Where the graph has an
@@ -19,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from device.manifest import INT8_FILE, BundleError, EdgerlError, Manifest, TensorSpec
+from device.manifest import INT8_FILE, ActionSpec, BundleError, EdgerlError, Manifest, TensorSpec
 from device.trust import load_trusted
 
 ORT_TYPES = {
@@ -82,10 +87,10 @@ class Policy:
     """Observations in, action out, with the manifest's states carried between calls."""
 
     def __init__(self, bundle: Path, manifest: Manifest, threads: int | None = None,
-                 model_file: str | None = None) -> None:
+                 model_file: str | None = None, clip: bool = False) -> None:
         import onnxruntime as ort
 
-        self.manifest = manifest
+        self.manifest, self.clip = manifest, clip
         path = Path(bundle) / (model_file or manifest.model_file)
         try:
             self.session = ort.InferenceSession(str(path), session_options(threads), providers=["CPUExecutionProvider"])
@@ -101,11 +106,14 @@ class Policy:
         self.reset()
 
     @classmethod
-    def load(cls, bundle: str | Path, threads: int | None = None, int8: bool = False) -> Policy:
-        """Check the bundle's checksums and load its model (or its int8 model)."""
+    def load(cls, bundle: str | Path, threads: int | None = None, int8: bool = False, clip: bool = False) -> Policy:
+        """Check the bundle's checksums and load its model (or its int8 model).
+
+        With `clip`, a continuous action is clipped into the manifest's bounds instead of refused.
+        """
         bundle = Path(bundle).resolve()  # once: a `current` link flipped meanwhile cannot mix two releases
         manifest = load_trusted(bundle)
-        return cls(bundle, manifest, threads, model_file(manifest, int8))
+        return cls(bundle, manifest, threads, model_file(manifest, int8), clip)
 
     def reset(self) -> None:
         """Start an episode: every state to zeros, the episode-start flag up for the next call."""
@@ -158,7 +166,7 @@ class Policy:
         """One decision: the action index of a game bundle (checked against its table), else the action array."""
         action = self.step(obs)[self.manifest.action_output]
         if self.manifest.env is None:
-            return action
+            return checked_action(action, self.manifest.action, self.clip)
         index = int(action)
         if not 0 <= index < self.n_actions:
             raise PolicyError(
@@ -171,3 +179,32 @@ class Policy:
         """Run the graph once on explicit inputs (self-test); the carried state is not touched."""
         checked = {name: self._checked(name, feed[name], "input") for name in self._specs}
         return dict(zip(self._output_names, self.session.run(self._output_names, checked), strict=True))
+
+
+def checked_action(action: np.ndarray, spec: ActionSpec | None, clip: bool = False) -> np.ndarray:
+    """The action, refused in one line (or clipped) when it is outside what the action spec allows."""
+    if spec is None:
+        return action
+    if spec.kind == "discrete":
+        index = int(np.asarray(action).reshape(-1)[0]) if np.asarray(action).size == 1 else -1
+        if not 0 <= index < spec.n:
+            raise PolicyError(f"policy chose action {action!r}, outside 0..{spec.n - 1}; the model does not match "
+                              "its action spec")
+        return action
+    if not np.isfinite(action).all():
+        raise PolicyError("policy produced a NaN or inf action; the model weights are broken, re-export it")
+    if spec.low is None:
+        return action
+    low = np.asarray(spec.low, dtype=action.dtype).reshape(action.shape)
+    high = np.asarray(spec.high, dtype=action.dtype).reshape(action.shape)
+    if clip:
+        return np.clip(action, low, high)
+    # A few float32 steps of slack: a squashed (tanh) action can round onto the bound.
+    slack = 4 * np.finfo(np.float32).eps * np.maximum(1.0, np.maximum(np.abs(low), np.abs(high)))
+    outside = (action < low - slack) | (action > high + slack)
+    if outside.any():
+        i = int(np.flatnonzero(outside.reshape(-1))[0])
+        raise PolicyError(f"policy produced action {float(action.reshape(-1)[i]):.4g} at element {i}, outside "
+                          f"[{float(low.reshape(-1)[i]):g}, {float(high.reshape(-1)[i]):g}] of its action spec; "
+                          "nothing was sent: fix or re-export the model, or load it with clip=True")
+    return action

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from device.manifest import BundleError
-from device.policy import Policy
+from device.policy import Policy, PolicyError, checked_action
 from device.trust import load_trusted
 
 
@@ -74,6 +74,11 @@ def selftest(bundle: Path, threads: int | None = None, model_file: str | None = 
         if np.issubdtype(data[manifest.action_output].dtype, np.floating):
             agree += int(np.abs(got[manifest.action_output] - data[manifest.action_output][i]).max(initial=0.0)
                          <= manifest.golden_atol)
+        if manifest.env is None and manifest.action is not None:
+            try:
+                checked_action(got[manifest.action_output], manifest.action)
+            except PolicyError as err:
+                problems.append(f"golden frame {i}: {err}")
         if manifest.env is not None and not 0 <= int(got[manifest.action_output]) < len(manifest.action_ids):
             problems.append(f"golden frame {i} gives action index {int(got[manifest.action_output])}, outside the "
                             "action table")

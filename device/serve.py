@@ -58,6 +58,8 @@ class ServeConfig:
     threads: int | None = None
     stall_s: float | None = None
     """A decision taking longer than this stops the loop (default max(1 s, 10 periods))."""
+    clip: bool = False
+    """Clip continuous actions into the manifest's bounds instead of stopping the loop on one outside them."""
 
 
 class LoopFailed(EdgerlError):
@@ -196,7 +198,7 @@ class Loop:
             import onnxruntime  # deferred: only a game run seeds sampling, as `play` does
 
             onnxruntime.set_seed(int(cfg.seed))
-        self.policy = Policy(bundle, manifest, cfg.threads)
+        self.policy = Policy(bundle, manifest, cfg.threads, clip=cfg.clip)
         self.plant = load_io(cfg.io) if cfg.io else GamePlant(manifest, cfg.seed)
         self.timing = LoopTiming(self.hz)
         self.status = StatusFile(cfg.status)

@@ -90,6 +90,22 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--seed", type=int, default=100, help="first seed (default 100)")
     ev.add_argument("--max-steps", type=_positive, default=None, help="cut each game after N agent steps")
 
+    qz = sub.add_parser("quantize", help="add an int8 model to a bundle, kept only if it plays as well as fp32",
+                        description="Make policy.int8.onnx (static QDQ, calibrated on the policy's own games) and "
+                                    "judge it: a game policy by its mean score over --episodes games on the "
+                                    "device loop (same seeds as fp32, at most --max-score-loss lower), a sensor "
+                                    "policy by max |d| of its outputs. The figures, agreement and value regret "
+                                    "go in the manifest; a refused model exits 3 and the bundle keeps fp32 only.",
+                        epilog=EXIT_CODES_HELP)
+    qz.add_argument("bundle", type=Path)
+    qz.add_argument("--episodes", type=_positive, default=10, help="games each model plays (default 10)")
+    qz.add_argument("--seed", type=int, default=100, help="seed of the games (default 100)")
+    qz.add_argument("--max-score-loss", type=float, default=1.0,
+                    help="how far int8's mean score may fall below fp32's (default 1 point)")
+    qz.add_argument("--sensor-atol", type=float, default=0.05,
+                    help="a sensor policy's int8 outputs may differ from fp32's by this, relative to "
+                         "max(1, |output|) (default 0.05)")
+
     pm = sub.add_parser("promote", help="replace a shipped bundle only by one with a higher evaluated mean",
                         description="Compare the mean device-loop scores `edgerl evaluate` recorded in both "
                                     "manifests; copy CANDIDATE over --to only if it is higher (or --to is empty).",
@@ -174,6 +190,15 @@ def _evaluate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _quantize(args: argparse.Namespace) -> int:
+    from host.bundle.quantize import QuantizeConfig, quantize_bundle  # deferred: onnxruntime.quantization
+
+    print(f"quantizing {args.bundle} to int8 and judging it by play")
+    quantize_bundle(QuantizeConfig(args.bundle, eval_episodes=args.episodes, eval_seed=args.seed,
+                                   max_score_loss=args.max_score_loss, sensor_atol=args.sensor_atol))
+    return EXIT_OK
+
+
 def _promote(args: argparse.Namespace) -> int:
     from host.bundle.promote import PromoteConfig, promote  # deferred: torch
 
@@ -225,7 +250,8 @@ def main(argv: list[str] | None = None) -> int:
     _quiet_torch()
     os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(Path.home() / ".cache" / "edgerl" / "inductor"))
     handlers = {"export": _export, "verify": _verify, "replay": _replay, "train": _train, "plot": _plot,
-                "promote": _promote, "evaluate": _evaluate, "deploy": _board("fleet_cli", "deploy_cmd"),
+                "promote": _promote, "evaluate": _evaluate, "quantize": _quantize,
+                "deploy": _board("fleet_cli", "deploy_cmd"),
                 "run": _board("fleet_cli", "run_cmd"), "status": _board("fleet_cli", "status_cmd"),
                 "rollback": _board("fleet_cli", "rollback_cmd"), "service": _board("board_cli", "service_cmd"),
                 "sign": _board("fleet_cli", "sign_cmd"), "trust": _board("fleet_cli", "trust_cmd")}

@@ -39,7 +39,7 @@ def bundle_copy(bundles, tmp_path):
 
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from tests_own import OWN_POLICIES, export_from  # noqa: E402
+from tests_own import OWN_POLICIES, SECOND_ROUND, export_from  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -47,7 +47,7 @@ def own_bundles(tmp_path_factory) -> dict[str, Path]:
     """Each of the user-style example policies, exported once through the CLI with every backend."""
     root = tmp_path_factory.mktemp("own")
     made = {}
-    for name in (*OWN_POLICIES, "tutorial_lstm"):
+    for name in (*OWN_POLICIES, "tutorial_lstm", *SECOND_ROUND):
         run = export_from(f"examples/{name}.py:make", root / name)
         assert run.returncode == 0, run.stdout + run.stderr
         made[name] = root / name

@@ -7,6 +7,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 OWN_POLICIES = ("breakout_stacked", "invaders_actor")
 """Policies edgerl has never seen (examples/): other games, other networks, frame stacks, one-hot actions."""
+SECOND_ROUND = ("boxing_gru", "pendulum_tanh", "two_sensors")
+"""A GRU pixel policy on Boxing, VecNorm + TanhNormal on Pendulum, a camera + joints robot policy."""
 
 
 def export_from(factory: str, out: Path, *extra: str) -> subprocess.CompletedProcess:

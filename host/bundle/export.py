@@ -36,6 +36,7 @@ from device.manifest import (
     MANIFEST,
     MODEL_FILE,
     PT2_FILE,
+    ActionSpec,
     EnvSpec,
     Exploration,
     Manifest,
@@ -43,9 +44,10 @@ from device.manifest import (
     sha256_file,
     write_manifest,
 )
+from host.bundle.action_bounds import action_spec
 from host.bundle.graph import GraphPlan, PolicyGraph
 from host.bundle.rollout import Sequence, Trace, states_fed
-from host.bundle.tracing import build_graph, exploration_type, reference
+from host.bundle.tracing import build_graph, exploration_type, frozen_statistics, reference
 from host.envs import action_table, env_spec_from
 from host.errors import ExportError
 from host.policies import epsilon_of
@@ -122,9 +124,13 @@ def write_bundle(policy: TensorDictModuleBase, env: EnvBase | None, out: Path | 
                  example: TensorDictBase | None = None, options: ExportOptions | None = None,
                  say: Callable[[str], None] = print, progress: bool = False) -> Written:
     """Write a complete bundle for `policy` to `out` (not yet verified: `pipeline.export_policy` does both)."""
-    opts = options or ExportOptions()
+    with frozen_statistics(env):
+        return _write_bundle(policy, env, Path(out), example, options or ExportOptions(), say, progress)
+
+
+def _write_bundle(policy: TensorDictModuleBase, env: EnvBase | None, out: Path, example: TensorDictBase | None,
+                  opts: ExportOptions, say: Callable[[str], None], progress: bool) -> Written:
     started = time.perf_counter()
-    out = Path(out)
     prepare_out(out)
     _check_policy(policy)
     mode = exploration_type(opts.exploration)
@@ -147,7 +153,8 @@ def write_bundle(policy: TensorDictModuleBase, env: EnvBase | None, out: Path | 
             if (tmp / name).is_file():
                 backends[key]["sha256"] = sha256_file(tmp / name)
         epsilon = epsilon_of(policy) if mode == ExplorationType.RANDOM else 0.0
-        manifest = _manifest(plan, env, env_spec, opts, epsilon, backends, tmp, started)
+        action = action_spec(env, policy, int(np.prod(plan.action.spec.shape, dtype=np.int64)))
+        manifest = _manifest(plan, env, env_spec, opts, epsilon, backends, tmp, started, action)
         write_manifest(tmp, manifest)
         swap_into_place(tmp, out)
     except BaseException:
@@ -158,7 +165,7 @@ def write_bundle(policy: TensorDictModuleBase, env: EnvBase | None, out: Path | 
 
 
 def _manifest(plan: GraphPlan, env: EnvBase | None, env_spec: EnvSpec | None, opts: ExportOptions, epsilon: float,
-              backends: dict[str, Any], folder: Path, started: float) -> Manifest:
+              backends: dict[str, Any], folder: Path, started: float, action: ActionSpec | None) -> Manifest:
     ids, meanings = action_table(env) if env_spec is not None else ([], [])
     return Manifest(
         policy_kind=opts.label,
@@ -169,6 +176,7 @@ def _manifest(plan: GraphPlan, env: EnvBase | None, env_spec: EnvSpec | None, op
         outputs=[s.spec for s in plan.outputs],
         state=plan.state,
         exploration=Exploration(opts.exploration, epsilon),
+        action=action,
         observations=[s.spec.name for s in plan.observations],
         episode_start_input=plan.episode_start.spec.name if plan.episode_start else None,
         values_output=plan.values.spec.name if plan.values else None,
@@ -179,6 +187,7 @@ def _manifest(plan: GraphPlan, env: EnvBase | None, env_spec: EnvSpec | None, op
             "versions": _versions(),
             "source": opts.source,
             "training": opts.training or {"frames_trained": None},
+            **({"normalization": plan.normalization} if plan.normalization else {}),
             "exported_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "export_seconds": round(time.perf_counter() - started, 1),
             "host_only": list(HOST_ONLY_FILES),
@@ -194,9 +203,10 @@ def _export_backends(graph: PolicyGraph, args: tuple, plan: GraphPlan, tmp: Path
     with set_exploration_type(mode), torch.no_grad():
         t = time.perf_counter()
         try:
-            program = torch.export.export(graph, args, strict=False)
+            program = _quiet_export(graph, args)
         except Exception as err:  # torch.export names the unsupported construct; pass it on in one line
-            raise ExportError(f"torch.export cannot capture the policy: {_one_line(err)}") from err
+            raise ExportError(f"torch.export cannot capture the policy{_culprit(err)}: {_one_line(err)}; "
+                              "rewrite that step without a Python branch on tensor values") from err
         torch.export.save(program, tmp / PT2_FILE)
         backends["pt2"] = {"status": "ok", "file": PT2_FILE, "seconds": round(time.perf_counter() - t, 2)}
         say(f"  pt2   ok ({backends['pt2']['seconds']} s)")
@@ -220,6 +230,36 @@ def _export_backends(graph: PolicyGraph, args: tuple, plan: GraphPlan, tmp: Path
         reason = backends["aoti"].get("reason")
         say(f"  aoti  {backends['aoti']['status']}" + (f": {reason}" if reason else ""))
     return backends
+
+
+def _quiet_export(graph: PolicyGraph, args: tuple) -> torch.export.ExportedProgram:
+    """torch.export, without the partial graph it prints to stderr on failure (the error says it in one line)."""
+    import contextlib
+    import io
+
+    shapes = logging.getLogger("torch.fx.experimental.symbolic_shapes")
+    level = shapes.level
+    shapes.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):
+            return torch.export.export(graph, args, strict=False)
+    finally:
+        shapes.setLevel(level)
+
+
+def _culprit(err: BaseException) -> str:
+    """' in Module.method (file:line)': the innermost frame of the failure outside torch and edgerl's graph."""
+    import traceback
+
+    frames = [f for f in traceback.walk_tb(err.__traceback__)
+              if "/torch/" not in f[0].f_code.co_filename and "host/bundle" not in f[0].f_code.co_filename]
+    if not frames:
+        return ""
+    frame, line = frames[-1]
+    owner = frame.f_locals.get("self")
+    where = f"{Path(frame.f_code.co_filename).name}:{line}"
+    name = f"{type(owner).__name__}.{frame.f_code.co_name}" if owner is not None else frame.f_code.co_name
+    return f" in {name} ({where})"
 
 
 def _onnx_reason(err: BaseException) -> str:

@@ -25,6 +25,8 @@ from torch import nn
 from torchrl.envs import CatFrames, Compose, EnvBase, ObservationNorm, Transform, TransformedEnv
 
 from device.manifest import ACTION_OUTPUT, EPISODE_START_INPUT, StatePair, TensorSpec
+from host.bundle.traceable import traceable
+from host.envs import ale_of
 from host.errors import ExportError
 from host.frame_stack import StackFrames
 
@@ -41,7 +43,6 @@ _DYNAMICS = {"FrameSkipTransform": "set frame_skip on the GymEnv instead (ALE re
              "NoopResetEnv": "no-op starts are not reproduced on the board",
              "EndOfLifeTransform": "life-loss episodes are not reproduced on the board",
              "TimeMaxPool": "max-pooling over frames is not reproduced on the board",
-             "VecNorm": "its running statistics change during training; bake fixed ones with ObservationNorm",
              "ActionMask": "action masks are not reproduced on the board",
              "ActionDiscretizer": "action transforms are not reproduced on the board"}
 
@@ -70,9 +71,13 @@ class GraphPlan:
     values: Slot | None
     state_out: list[Slot]
     one_hot_action: bool
+    scalar_action: bool = False
+    """The game's action index comes out as a 0-d tensor (however many unit dims the policy's batching added)."""
     module_states: int = 0
     """How many of `state_in` the policy itself carries (the rest are CatFrames stacks, carried by the env)."""
     state: list[StatePair] = field(default_factory=list)
+    normalization: list[dict] = field(default_factory=list)
+    """The VecNorm statistics baked into the graph, for the manifest's provenance."""
 
     @property
     def inputs(self) -> list[Slot]:
@@ -117,12 +122,13 @@ class PolicyGraph(nn.Module):
         outs = [td.get(key) for key in self._out_keys]
         if self.plan.one_hot_action:
             outs[0] = outs[0].argmax(-1)
-        if self.plan.one_hot_action or self.plan.action.spec.shape == []:
+        if self.plan.one_hot_action or self.plan.scalar_action:
             outs[0] = outs[0].reshape(())
         return tuple(outs)
 
 
-def _transforms(env: EnvBase | None) -> list[Transform]:
+def env_transforms(env: EnvBase | None) -> list[Transform]:
+    """The env's transforms in order, Compose flattened."""
     if not isinstance(env, TransformedEnv):
         return []
     out: list[Transform] = []
@@ -142,36 +148,96 @@ def _spec(name: str, value: torch.Tensor) -> TensorSpec:
     return TensorSpec(name, list(value.shape), str(value.numpy().dtype) if value.dtype != torch.bool else "bool")
 
 
-def preprocessing(env: EnvBase | None) -> tuple[list[TensorDictModuleBase], list[dict]]:
-    """The env's observation transforms as modules, CatFrames replaced by StackFrames; refuses dynamics changes."""
-    modules: list[TensorDictModuleBase] = []
-    stacks: list[dict] = []
-    for t in _transforms(env):
+def _is_vecnorm(t: Transform) -> bool:
+    return type(t).__name__ in ("VecNorm", "VecNormV2")
+
+
+def vecnorm_affine(t: Transform, observed: set) -> tuple[list[TensorDictModuleBase], list[dict]]:
+    """A VecNorm's current statistics as the affine map it applies now, and what the manifest records of them.
+
+    The loc and scale are TorchRL's own (`_get_loc_scale`, its bias correction
+    and `eps` included); VecNorm (v1) clamps the scale once more when it
+    normalises, so that clamp is applied here too.
+    """
+    stats = getattr(t, "_td", None) if type(t).__name__ == "VecNorm" else getattr(t, "_loc", None)
+    if stats is None:
+        raise ExportError(f"the env's {type(t).__name__} has no statistics yet; step the env (or load them) "
+                          "before export")
+    loc, scale = t._get_loc_scale()
+    modules, records = [], []
+    for in_key, out_key in zip(t.in_keys, t.out_keys, strict=False):
+        if in_key not in observed:
+            continue  # a normalised reward: bookkeeping, not what the policy sees
+        key_scale = scale.get(in_key).clamp_min(t.eps) if type(t).__name__ == "VecNorm" else scale.get(in_key)
+        modules.append(TensorDictModule(Affine(loc.get(in_key), key_scale, True), in_keys=[in_key],
+                                        out_keys=[out_key]))
+        records.append({"transform": type(t).__name__, "in": flat_name(in_key), "out": flat_name(out_key),
+                        "eps": float(t.eps), "decay": float(t.decay),
+                        "loc": _summary(loc.get(in_key)), "scale": _summary(key_scale)})
+    return modules, records
+
+
+def _summary(value: torch.Tensor) -> list | dict:
+    """Small statistics in full, large ones (pixels) by shape and range."""
+    if value.numel() <= 256:
+        return value.reshape(-1).tolist()
+    return {"shape": list(value.shape), "min": float(value.min()), "max": float(value.max())}
+
+
+def observation_keys(env: EnvBase | None) -> set:
+    """Every observation key of the env, transformed or not."""
+    if env is None:
+        return set()
+    keys = set(env.observation_spec.keys(include_nested=True, leaves_only=True))
+    base = env.base_env if isinstance(env, TransformedEnv) else env
+    return keys | set(base.observation_spec.keys(include_nested=True, leaves_only=True))
+
+
+def check_transforms(env: EnvBase | None) -> None:
+    """Refuse, before the env is touched, the transforms the board cannot reproduce or that are not ready."""
+    for t in env_transforms(env):
         name = type(t).__name__
         if name in _DYNAMICS:
             raise ExportError(f"the env uses {name}, which the board cannot reproduce: {_DYNAMICS[name]}")
-        if name in _BOOKKEEPING:
+        if name in _BOOKKEEPING or _is_vecnorm(t):
             continue
         if getattr(t, "in_keys_inv", None):
             raise ExportError(f"the env's {name} transforms actions; the board feeds actions to the game unchanged")
-        if isinstance(t, CatFrames):
-            if t.as_inverse:
-                raise ExportError("CatFrames(as_inverse=True) is not supported; stack observations, not actions")
+        if isinstance(t, CatFrames) and t.as_inverse:
+            raise ExportError("CatFrames(as_inverse=True) is not supported; stack observations, not actions")
+        if isinstance(t, ObservationNorm) and not t.initialized:
+            raise ExportError("the env's ObservationNorm has no statistics yet; call init_stats() before export")
+
+
+def preprocessing(env: EnvBase | None) -> tuple[list[TensorDictModuleBase], list[dict], list[dict]]:
+    """The env's observation transforms as modules, and the stacks and normalisations they hold.
+
+    CatFrames becomes StackFrames, ObservationNorm and VecNorm their affine maps; dynamics changes are refused.
+    """
+    check_transforms(env)
+    modules: list[TensorDictModuleBase] = []
+    stacks: list[dict] = []
+    norms: list[dict] = []
+    for t in env_transforms(env):
+        if _is_vecnorm(t):
+            baked, records = vecnorm_affine(t, observation_keys(env))
+            modules.extend(baked)
+            norms.extend(records)
+        elif type(t).__name__ in _BOOKKEEPING:
+            continue
+        elif isinstance(t, CatFrames):
             for in_key, out_key in zip(t.in_keys, t.out_keys, strict=True):
                 state_key = f"{flat_name(out_key)}_stack"
                 stacks.append({"in": in_key, "out": out_key, "state": state_key, "n": t.N, "dim": t.dim})
                 modules.append(TensorDictModule(StackFrames(t.N, t.dim, t.padding, float(t.padding_value)),
                                                 in_keys=[state_key, in_key, EPISODE_START_INPUT], out_keys=[out_key]))
-            continue
-        if isinstance(t, ObservationNorm):
-            if not t.initialized:
-                raise ExportError("the env's ObservationNorm has no statistics yet; call init_stats() before export")
+        elif isinstance(t, ObservationNorm):
             for in_key, out_key in zip(t.in_keys, t.out_keys, strict=True):
                 modules.append(TensorDictModule(Affine(t.loc, t.scale, t.standard_normal), in_keys=[in_key],
                                                 out_keys=[out_key]))
-            continue
-        modules.append(t)
-    return modules, stacks
+        else:
+            modules.append(t)
+    return modules, stacks, norms
 
 
 def _writes(policy: TensorDictModuleBase, key: NestedKey) -> NestedKey | None:
@@ -255,13 +321,18 @@ def _state_slots(policy: TensorDictModuleBase, example: TensorDict, result: Tens
 def plan_graph(policy: TensorDictModuleBase, raw: TensorDictBase, one_hot: bool,
                env: EnvBase | None = None) -> tuple[PolicyGraph, tuple[torch.Tensor, ...]]:
     """Build the graph for `policy` fed by the raw observations in `raw` (one real input, states included)."""
-    pre, stacks = preprocessing(env)
-    chain = TensorDictSequential(*pre, policy) if pre else TensorDictSequential(policy)
+    pre, stacks, norms = preprocessing(env)
+    stepped = traceable(policy)  # the same step, without the branches on data torch.export cannot capture
+    chain = TensorDictSequential(*pre, stepped) if pre else TensorDictSequential(stepped)
     example, observations, states, init_value = _example(policy, raw, pre, stacks)
     result = _first_step(chain, example)
     action = result.get("action")
     if one_hot:
         action = action.argmax(-1).reshape(())
+    # A game takes one index: a policy that batches its input (UnsqueezeTransform) writes it as [1].
+    scalar = one_hot or action.shape == () or (ale_of(env) is not None and action.numel() == 1
+                                               and not action.is_floating_point())
+    action = action.reshape(()) if scalar else action
     values_key = next((k for k in VALUE_KEYS if k in result.keys()), None)
     state_in, state_out = _state_slots(policy, example, result, states, stacks)
     plan = GraphPlan(
@@ -273,7 +344,9 @@ def plan_graph(policy: TensorDictModuleBase, raw: TensorDictBase, one_hot: bool,
         values=Slot(values_key, _spec(values_key, result.get(values_key))) if values_key else None,
         state_out=state_out,
         one_hot_action=one_hot,
+        scalar_action=scalar,
         module_states=len(states),
+        normalization=norms,
         state=[StatePair(i.spec.name, o.spec.name, i.spec.shape, i.spec.dtype) for i, o in zip(state_in, state_out,
                                                                                               strict=True)],
     )

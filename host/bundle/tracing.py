@@ -8,6 +8,9 @@ example) to get the inputs and outputs every backend must reproduce.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 from tensordict import TensorDict, TensorDictBase
 from tensordict.nn import TensorDictModuleBase
@@ -15,11 +18,28 @@ from torchrl.envs import EnvBase
 from torchrl.envs.utils import ExplorationType, set_exploration_type
 from torchrl.modules.utils import get_primers_from_module
 
-from device.manifest import EPISODE_START_INPUT
-from host.bundle.graph import GraphPlan, PolicyGraph, plan_graph, state_keys
+from device.manifest import EPISODE_START_INPUT, EdgerlError
+from host.bundle.graph import GraphPlan, PolicyGraph, check_transforms, env_transforms, plan_graph, state_keys
 from host.bundle.rollout import RawTap, Sequence, Trace, eager_env_rollout, eager_example_rollout
 from host.envs import base_env
 from host.errors import ExportError
+
+
+@contextmanager
+def frozen_statistics(env: EnvBase | None) -> Iterator[None]:
+    """Freeze the env's VecNorms while the export reads and replays it.
+
+    The statistics baked into the graph are then the ones the eager reference normalises with; each
+    VecNorm is left as frozen (or not) as it was.
+    """
+    thawed = [t for t in env_transforms(env) if type(t).__name__ in ("VecNorm", "VecNormV2") and not t.frozen]
+    for t in thawed:
+        t.freeze()
+    try:
+        yield
+    finally:
+        for t in thawed:
+            t.unfreeze()
 
 
 def exploration_type(exploration: str) -> ExplorationType:
@@ -66,9 +86,20 @@ def _raw_example(policy: TensorDictModuleBase, env: EnvBase | None, example: Ten
 def build_graph(policy: TensorDictModuleBase, env: EnvBase | None, example: TensorDictBase | None,
                 mode: ExplorationType) -> tuple[PolicyGraph, tuple[torch.Tensor, ...]]:
     """The graph of an eval-mode policy fed by its env's raw observations (or the example), and one input for it."""
-    raw = _raw_example(policy, env, example)
+    check_transforms(env)
+    try:
+        raw = _raw_example(policy, env, example)
+    except EdgerlError:
+        raise
+    except Exception as err:  # the user's env or transforms fail on reset: name it in one line
+        raise ExportError(f"the env fails on reset: {_first_line(err)}") from err
     with set_exploration_type(mode):
         return plan_graph(policy, raw, _is_one_hot(env), env)
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0][:200]}" if text else type(err).__name__
 
 
 def reference(policy: TensorDictModuleBase, env: EnvBase | None, example: TensorDictBase | None, plan: GraphPlan,
@@ -80,8 +111,14 @@ def reference(policy: TensorDictModuleBase, env: EnvBase | None, example: Tensor
 
         def bar(it):  # noqa: ANN001, ANN202
             return tqdm(it, desc=" eager", unit="step", leave=False)
-    if env is not None:
-        return eager_env_rollout(policy, env, plan, steps, seed, mode, progress=bar)
-    return eager_example_rollout(policy, example, plan, steps, seed, mode, progress=bar)
+    try:
+        if env is not None:
+            return eager_env_rollout(policy, env, plan, steps, seed, mode, progress=bar)
+        return eager_example_rollout(policy, example, plan, steps, seed, mode, progress=bar)
+    except EdgerlError:
+        raise
+    except Exception as err:  # the user's env or policy fails while stepping: one line, not a traceback
+        raise ExportError(f"stepping the eager policy {'in its env' if env is not None else 'on its example'} "
+                          f"failed: {_first_line(err)}") from err
 
 

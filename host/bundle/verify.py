@@ -31,7 +31,7 @@ from device.selftest import read_golden
 from host.bundle.rollout import Sequence, Trace, graph_rollout
 from host.bundle.screens import collect_screens
 from host.bundle.sources import load_factory
-from host.bundle.tracing import build_graph, exploration_type, reference
+from host.bundle.tracing import build_graph, exploration_type, frozen_statistics, reference
 from host.errors import VerifyError
 
 
@@ -146,13 +146,15 @@ def eager_from_source(source: str, manifest: Manifest, cfg: VerifyConfig) -> tup
     """Rebuild the eager policy with the user's factory and step it in its env (or around its example)."""
     made = load_factory(source)
     mode = exploration_type(manifest.exploration.mode)
-    graph, _ = build_graph(made.policy.eval(), made.env, made.example, mode)
-    names = [s.spec.name for s in graph.plan.inputs] + [s.spec.name for s in graph.plan.outputs]
-    declared = [t.name for t in manifest.inputs] + [t.name for t in manifest.outputs]
-    if names != declared:
-        raise VerifyError(f"{source} builds a policy with I/O {names}, but the bundle has {declared}; "
-                          "pass the factory the bundle was exported from")
-    return reference(made.policy, made.env, made.example, graph.plan, cfg.steps, cfg.seed, mode, cfg.progress)
+    with frozen_statistics(made.env):
+        graph, _ = build_graph(made.policy.eval(), made.env, made.example, mode)
+        names = [s.spec.name for s in graph.plan.inputs] + [s.spec.name for s in graph.plan.outputs]
+        declared = [t.name for t in manifest.inputs] + [t.name for t in manifest.outputs]
+        if names != declared:
+            raise VerifyError(f"{source} builds a policy with I/O {names}, but the bundle has {declared}; "
+                              "pass the factory the bundle was exported from")
+        return reference(made.policy, made.env, made.example, graph.plan, cfg.steps, cfg.seed, mode,
+                         cfg.progress)
 
 
 def verify_bundle(cfg: VerifyConfig, say: Callable[[str], None] = print,

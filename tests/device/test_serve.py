@@ -137,6 +137,51 @@ def test_a_non_finite_action_stops_the_loop(cart_bundle, tmp_path):
     assert (tmp_path / "closed.txt").exists()
 
 
+@pytest.fixture(scope="module")
+def strong_bundle(tmp_path_factory) -> Path:
+    """A deterministic Pendulum actor whose gain commands far beyond the env's +-2 torque."""
+    root = tmp_path_factory.mktemp("strong")
+    (root / "strong.py").write_text(
+        "import torch\nfrom torch import nn\nfrom tensordict.nn import TensorDictModule\n"
+        "from torchrl.envs import GymEnv\n"
+        "def make():\n"
+        "    net = nn.Linear(3, 1)\n"
+        "    nn.init.constant_(net.weight, 40.0)\n"
+        "    return TensorDictModule(net, ['observation'], ['action']), GymEnv('Pendulum-v1')\n")
+    run = subprocess.run([sys.executable, "-m", "host.cli", "export", "--from", f"{root / 'strong.py'}:make",
+                          "--out", str(root / "bundle"), "--no-aoti", "--verify-frames", "50"],
+                         capture_output=True, text=True, cwd=REPO, timeout=600)
+    assert run.returncode == 0, run.stderr
+    return root / "bundle"
+
+
+def test_an_action_beyond_its_bounds_never_reaches_the_motor(strong_bundle, tmp_path):
+    io = plant(tmp_path, """
+        def observe(self):
+            return np.array([1.0, 0.0, 0.5], dtype=np.float32)
+
+        def apply(self, action):
+            raise AssertionError(f"{action} is beyond the motor's +-2 and must never be sent")
+    """)
+    done = serve(strong_bundle, "--io", io, "--hz", 50)
+    assert done.returncode == EXIT_LOOP_FAILED
+    assert "outside [-2, 2] of its action spec" in done.stderr and "AssertionError" not in done.stderr
+    assert (tmp_path / "closed.txt").exists()
+
+
+def test_clip_actions_sends_the_bound_instead(strong_bundle, tmp_path):
+    io = plant(tmp_path, """
+        def observe(self):
+            return np.array([1.0, 0.0, 0.5], dtype=np.float32)
+
+        def apply(self, action):
+            assert float(action[0]) == 2.0, action
+            self.calls += 1
+    """)
+    done = serve(strong_bundle, "--io", io, "--hz", 50, "--seconds", 1, "--clip-actions")
+    assert done.returncode == 0, done.stderr
+
+
 def test_sigterm_stops_the_loop_cleanly_through_close(cart_bundle, tmp_path):
     io = plant(tmp_path, """
         def observe(self):
