@@ -149,17 +149,20 @@ class SshTarget(Target):
         except CONNECTION_ERRORS as err:
             if isinstance(err, OSError) and err.errno is not None and not self._link_is_down():
                 raise  # the board answered with an error (disk full, permissions): not a link problem
-            raise self.lost(what) from err
+            raise self.lost(what, err) from err
 
     def _link_is_down(self) -> bool:
         return self.conn is None or not self.conn.alive()
 
-    def lost(self, what: str) -> DeployError:
-        """The error for a link that died or went silent during `what`."""
+    def lost(self, what: str, cause: BaseException | None = None) -> DeployError:
+        """The error for a link that died or went silent during `what` (naming what paramiko said, if anything)."""
         if self.conn is not None and self.conn.silent:
             return DeployError(f"{self.name} did not answer for {self.opts.silence_timeout:.0f} s during {what}; "
                                "check the board and its network, then rerun")
-        return DeployError(f"lost the connection to {self.name} during {what}; rerun when the board is reachable")
+        said = str(cause).strip().splitlines()[0][:120] if cause is not None and str(cause).strip() else ""
+        why = f" ({type(cause).__name__}{': ' + said if said else ''})" if cause is not None else ""
+        return DeployError(f"lost the connection to {self.name} during {what}{why}; rerun when the board is "
+                           "reachable")
 
     def reconnect(self) -> None:
         """Drop the link and open a new one (after a connection loss)."""

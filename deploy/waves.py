@@ -202,6 +202,8 @@ def _waves(boards: list[Board], cfg: DeployConfig, waves: WaveConfig, opts: SshO
                 "finished); no further wave starts")
         refused = number == 1 and canary is not None and not cancel.is_set() and \
             _judge_canaries(wave, outcomes, canary, say)
+        # Read once, before the summary: a Ctrl-C after it is printed is "before the next wave", not "during this".
+        cancelled = cancel.is_set()
         failed = sum(outcomes[b.name].state == "failed" for b in wave)
         failures += failed
         limit = allowed_failures(waves.max_fail, start)
@@ -209,7 +211,7 @@ def _waves(boards: list[Board], cfg: DeployConfig, waves: WaveConfig, opts: SshO
         rollout.waves.append({"wave": number, "boards": len(wave), "failed": failed, "seconds": round(seconds, 1)})
         say(f"wave {number}/{len(sizes)}: {len(wave) - failed} ok, {failed} failed in {seconds:.1f} s "
             f"({failures} failed so far, --max-fail {waves.max_fail} allows {limit})")
-        if cancel.is_set():
+        if cancelled:
             rollout.interrupted = True
             rollout.stopped = f"interrupted during wave {number}; later boards were not touched"
             break

@@ -239,6 +239,7 @@ CASES: dict[str, Case] = {
     "TimeMaxPool": _pixel_case(Resize(32, 32, in_keys=["img"]), TimeMaxPool(in_keys=["img"])),
     "ObservationNorm without statistics": lambda: _vector_q()()[:1] + (
         _cartpole(ObservationNorm(in_keys=["observation"], loc=None, scale=None)),),
+    "VecNorm without statistics": lambda: _vector_q()()[:1] + (_cartpole(VecNormV2(in_keys=["observation"])),),
     "GRUModule in recurrent mode": _recurrent_mode_gru,
     "a layer that branches on tensor values": _branching,
 }
@@ -247,6 +248,7 @@ REFUSED: dict[str, str] = {
     "FrameSkipTransform": "set frame_skip on the GymEnv",
     "TimeMaxPool": "max-pooling over frames",
     "ObservationNorm without statistics": "call init_stats()",
+    "VecNorm without statistics": "VecNormV2 has no statistics yet",
     "GRUModule in recurrent mode": "default_recurrent_mode=False",
     "a layer that branches on tensor values": "_Gate.forward",
 }

@@ -152,6 +152,15 @@ def _is_vecnorm(t: Transform) -> bool:
     return type(t).__name__ in ("VecNorm", "VecNormV2")
 
 
+def _has_statistics(t: Transform) -> bool:
+    """Whether a VecNorm has counted any sample: v1 keeps `<key>_count` in `_td`, v2 a `_count` per key."""
+    if type(t).__name__ == "VecNorm":
+        counts = None if t._td is None else [v for k, v in t._td.items() if str(k).endswith("_count")]
+    else:
+        counts = None if getattr(t, "_count", None) is None else list(t._count.values(True, True))
+    return bool(counts) and all(bool((c > 0).all()) for c in counts)
+
+
 def vecnorm_affine(t: Transform, observed: set) -> tuple[list[TensorDictModuleBase], list[dict]]:
     """A VecNorm's current statistics as the affine map it applies now, and what the manifest records of them.
 
@@ -159,10 +168,6 @@ def vecnorm_affine(t: Transform, observed: set) -> tuple[list[TensorDictModuleBa
     and `eps` included); VecNorm (v1) clamps the scale once more when it
     normalises, so that clamp is applied here too.
     """
-    stats = getattr(t, "_td", None) if type(t).__name__ == "VecNorm" else getattr(t, "_loc", None)
-    if stats is None:
-        raise ExportError(f"the env's {type(t).__name__} has no statistics yet; step the env (or load them) "
-                          "before export")
     loc, scale = t._get_loc_scale()
     modules, records = [], []
     for in_key, out_key in zip(t.in_keys, t.out_keys, strict=False):
@@ -199,6 +204,8 @@ def check_transforms(env: EnvBase | None) -> None:
         name = type(t).__name__
         if name in _DYNAMICS:
             raise ExportError(f"the env uses {name}, which the board cannot reproduce: {_DYNAMICS[name]}")
+        if _is_vecnorm(t) and not _has_statistics(t):
+            raise ExportError(f"the env's {name} has no statistics yet; step the env (or load them) before export")
         if name in _BOOKKEEPING or _is_vecnorm(t):
             continue
         if getattr(t, "in_keys_inv", None):

@@ -159,6 +159,7 @@ def judge_int8(bundle: Path, cfg: QuantizeConfig, say: Callable[[str], None] = p
         return judge_sensor_int8(bundle, cfg, say)
     fp32 = _session(bundle / manifest.model_file)
     int8 = _session(bundle / INT8_FILE)
+    say(f"  playing {cfg.check_frames} frames of the policy's own games to compare the models on")
     check = policy_screens(bundle, cfg.check_frames, seed=11, segment=500)
     feeds = _feeds(check.screens, check.starts, fp32, manifest)
     agree = agreement(fp32, int8, feeds, manifest.action_output)
@@ -167,6 +168,7 @@ def judge_int8(bundle: Path, cfg: QuantizeConfig, say: Callable[[str], None] = p
         + (f"; mean value regret {lost:.4f}" if lost is not None else ""))
     scores, reports = {}, {}
     for name, int8_flag in (("fp32", False), ("int8", True)):
+        say(f"  playing {cfg.eval_episodes} games with the {name} model")
         report = play(PlayConfig(bundle, episodes=cfg.eval_episodes, seed=cfg.eval_seed,
                                  max_steps=cfg.eval_max_steps, int8=int8_flag))
         scores[name], reports[name] = report["mean_score"], [e["score"] for e in report["episodes"]]
