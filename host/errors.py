@@ -17,3 +17,9 @@ class VerifyError(EdgerlError):
 
 class UsageError(EdgerlError):
     """The command line asks for something that cannot be done."""
+
+
+def one_line(err: BaseException) -> str:
+    """An exception as the user sees it: its type and the first line of its message."""
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0][:240]}" if text else type(err).__name__

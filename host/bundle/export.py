@@ -11,12 +11,15 @@ destination is replaced only by a complete one.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import platform
 import shutil
 import subprocess
 import tempfile
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,7 +52,7 @@ from host.bundle.graph import GraphPlan, PolicyGraph
 from host.bundle.rollout import Sequence, Trace, states_fed
 from host.bundle.tracing import build_graph, exploration_type, frozen_statistics, reference
 from host.envs import action_table, env_spec_from
-from host.errors import ExportError
+from host.errors import ExportError, one_line
 from host.policies import epsilon_of
 
 
@@ -73,11 +76,6 @@ class ExportOptions:
     """What is known of the policy's training (frames, wall time...), recorded in the provenance."""
     source: str | None = None
     """Where the policy came from (--from FILE.py:FUNC, a run folder), recorded in the provenance."""
-
-
-def _one_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return f"{type(err).__name__}: {text[0][:240]}" if text else type(err).__name__
 
 
 def _git_commit() -> str | None:
@@ -205,7 +203,7 @@ def _export_backends(graph: PolicyGraph, args: tuple, plan: GraphPlan, tmp: Path
         try:
             program = _quiet_export(graph, args)
         except Exception as err:  # torch.export names the unsupported construct; pass it on in one line
-            raise ExportError(f"torch.export cannot capture the policy{_culprit(err)}: {_one_line(err)}; "
+            raise ExportError(f"torch.export cannot capture the policy{_culprit(err)}: {one_line(err)}; "
                               "rewrite that step without a Python branch on tensor values") from err
         torch.export.save(program, tmp / PT2_FILE)
         backends["pt2"] = {"status": "ok", "file": PT2_FILE, "seconds": round(time.perf_counter() - t, 2)}
@@ -234,9 +232,6 @@ def _export_backends(graph: PolicyGraph, args: tuple, plan: GraphPlan, tmp: Path
 
 def _quiet_export(graph: PolicyGraph, args: tuple) -> torch.export.ExportedProgram:
     """torch.export, without the partial graph it prints to stderr on failure (the error says it in one line)."""
-    import contextlib
-    import io
-
     shapes = logging.getLogger("torch.fx.experimental.symbolic_shapes")
     level = shapes.level
     shapes.setLevel(logging.ERROR)
@@ -249,8 +244,6 @@ def _quiet_export(graph: PolicyGraph, args: tuple) -> torch.export.ExportedProgr
 
 def _culprit(err: BaseException) -> str:
     """' in Module.method (file:line)': the innermost frame of the failure outside torch and edgerl's graph."""
-    import traceback
-
     frames = [f for f in traceback.walk_tb(err.__traceback__)
               if "/torch/" not in f[0].f_code.co_filename and "host/bundle" not in f[0].f_code.co_filename]
     if not frames:
@@ -273,7 +266,7 @@ def _onnx_reason(err: BaseException) -> str:
             return (f"ONNX has no translation for {found.group(1)}; replace that layer in the policy with one ONNX "
                     "supports (e.g. a fixed-size pooling instead of an adaptive one)")
         seen = seen.__cause__ or seen.__context__
-    return _one_line(err)
+    return one_line(err)
 
 
 def compile_aoti(program: torch.export.ExportedProgram, path: Path, example: tuple) -> dict[str, Any]:
@@ -285,13 +278,13 @@ def compile_aoti(program: torch.export.ExportedProgram, path: Path, example: tup
         torch._inductor.aoti_compile_and_package(program, package_path=str(path))
     except Exception as err:  # a compiler or toolchain problem: record, don't abort the export
         path.unlink(missing_ok=True)
-        return {"status": "failed", "stage": "compile", "reason": _one_line(err)}
+        return {"status": "failed", "stage": "compile", "reason": one_line(err)}
     try:
         runner = torch._inductor.aoti_load_package(str(path))
         runner(*example)
     except Exception as err:  # e.g. the tutorial's libstdc++ version error at load time
         path.unlink(missing_ok=True)
-        return {"status": "failed", "stage": "load", "reason": _one_line(err)}
+        return {"status": "failed", "stage": "load", "reason": one_line(err)}
     return {"status": "ok", "file": path.name, "seconds": round(time.perf_counter() - t, 2)}
 
 

@@ -148,7 +148,8 @@ def _spec(name: str, value: torch.Tensor) -> TensorSpec:
     return TensorSpec(name, list(value.shape), str(value.numpy().dtype) if value.dtype != torch.bool else "bool")
 
 
-def _is_vecnorm(t: Transform) -> bool:
+def is_vecnorm(t: Transform) -> bool:
+    """VecNorm (v1) or VecNormV2."""
     return type(t).__name__ in ("VecNorm", "VecNormV2")
 
 
@@ -204,9 +205,9 @@ def check_transforms(env: EnvBase | None) -> None:
         name = type(t).__name__
         if name in _DYNAMICS:
             raise ExportError(f"the env uses {name}, which the board cannot reproduce: {_DYNAMICS[name]}")
-        if _is_vecnorm(t) and not _has_statistics(t):
+        if is_vecnorm(t) and not _has_statistics(t):
             raise ExportError(f"the env's {name} has no statistics yet; step the env (or load them) before export")
-        if name in _BOOKKEEPING or _is_vecnorm(t):
+        if name in _BOOKKEEPING or is_vecnorm(t):
             continue
         if getattr(t, "in_keys_inv", None):
             raise ExportError(f"the env's {name} transforms actions; the board feeds actions to the game unchanged")
@@ -226,7 +227,7 @@ def preprocessing(env: EnvBase | None) -> tuple[list[TensorDictModuleBase], list
     stacks: list[dict] = []
     norms: list[dict] = []
     for t in env_transforms(env):
-        if _is_vecnorm(t):
+        if is_vecnorm(t):
             baked, records = vecnorm_affine(t, observation_keys(env))
             modules.extend(baked)
             norms.extend(records)

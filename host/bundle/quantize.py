@@ -135,35 +135,35 @@ def quantize(model: Path, out: Path, feeds: list[dict]) -> dict[str, Any]:
     return front
 
 
-def agreement(fp32: Any, int8: Any, feeds: list[dict], action: str) -> float:
-    """Share of frames where both models choose the same action (same inputs, fp32 states)."""
-    same = sum(int(fp32.run([action], f)[0]) == int(int8.run([action], f)[0]) for f in feeds)
-    return same / len(feeds)
+def agreement_and_regret(fp32: Any, int8: Any, feeds: list[dict], manifest: Manifest) -> tuple[float, float | None]:
+    """Share of frames where both models choose the same action, and the mean value int8 gives up there.
 
-
-def regret(fp32: Any, int8: Any, feeds: list[dict], manifest: Manifest) -> float | None:
-    """Mean value int8 gives up: fp32's Q of its own best action minus fp32's Q of int8's action (Q-policies)."""
-    if manifest.values_output != "action_value":
-        return None
-    lost = 0.0
+    The regret is fp32's Q of its own best action minus fp32's Q of int8's action (None without Q-values).
+    """
+    q_values = manifest.values_output == "action_value"
+    names = [manifest.action_output, *([manifest.values_output] if q_values else [])]
+    same, lost = 0, 0.0
     for feed in feeds:
-        q = fp32.run([manifest.values_output], feed)[0].reshape(-1)
-        lost += float(q.max() - q[int(int8.run([manifest.action_output], feed)[0])])
-    return lost / len(feeds)
+        mine, *values = fp32.run(names, feed)
+        theirs = int(int8.run([manifest.action_output], feed)[0])
+        same += int(mine) == theirs
+        if q_values:
+            q = values[0].reshape(-1)
+            lost += float(q.max() - q[theirs])
+    return same / len(feeds), (lost / len(feeds) if q_values else None)
 
 
 def judge_int8(bundle: Path, cfg: QuantizeConfig, say: Callable[[str], None] = print) -> tuple[dict, list[str]]:
     """A game policy's int8 model judged by play (mean score, same games) with agreement and regret reported."""
     manifest = load_bundle(bundle)
     if manifest.env is None:
-        return judge_sensor_int8(bundle, cfg, say)
+        return judge_sensor_int8(bundle, manifest, cfg, say)
     fp32 = _session(bundle / manifest.model_file)
     int8 = _session(bundle / INT8_FILE)
     say(f"  playing {cfg.check_frames} frames of the policy's own games to compare the models on")
     check = policy_screens(bundle, cfg.check_frames, seed=11, segment=500)
     feeds = _feeds(check.screens, check.starts, fp32, manifest)
-    agree = agreement(fp32, int8, feeds, manifest.action_output)
-    lost = regret(fp32, int8, feeds, manifest)
+    agree, lost = agreement_and_regret(fp32, int8, feeds, manifest)
     say(f"  int8 agrees with fp32 on {agree:.2%} of {len(check)} frames of the policy's own games"
         + (f"; mean value regret {lost:.4f}" if lost is not None else ""))
     scores, reports = {}, {}
@@ -202,10 +202,9 @@ def sensor_feeds(bundle: Path, manifest: Manifest, count: int, seed: int) -> lis
     return feeds
 
 
-def judge_sensor_int8(bundle: Path, cfg: QuantizeConfig, say: Callable[[str], None] = print
+def judge_sensor_int8(bundle: Path, manifest: Manifest, cfg: QuantizeConfig, say: Callable[[str], None] = print
                       ) -> tuple[dict, list[str]]:
     """A sensor policy's int8 model judged on its outputs over inputs around the golden ones."""
-    manifest = load_bundle(bundle)
     fp32, int8 = _session(bundle / manifest.model_file), _session(bundle / INT8_FILE)
     names = [t.name for t in manifest.outputs if t.dtype.startswith("float")]
     worst = 0.0

@@ -19,10 +19,18 @@ from torchrl.envs.utils import ExplorationType, set_exploration_type
 from torchrl.modules.utils import get_primers_from_module
 
 from device.manifest import EPISODE_START_INPUT, EdgerlError
-from host.bundle.graph import GraphPlan, PolicyGraph, check_transforms, env_transforms, plan_graph, state_keys
+from host.bundle.graph import (
+    GraphPlan,
+    PolicyGraph,
+    check_transforms,
+    env_transforms,
+    is_vecnorm,
+    plan_graph,
+    state_keys,
+)
 from host.bundle.rollout import RawTap, Sequence, Trace, eager_env_rollout, eager_example_rollout
 from host.envs import base_env
-from host.errors import ExportError
+from host.errors import ExportError, one_line
 
 
 @contextmanager
@@ -32,7 +40,7 @@ def frozen_statistics(env: EnvBase | None) -> Iterator[None]:
     The statistics baked into the graph are then the ones the eager reference normalises with; each
     VecNorm is left as frozen (or not) as it was.
     """
-    thawed = [t for t in env_transforms(env) if type(t).__name__ in ("VecNorm", "VecNormV2") and not t.frozen]
+    thawed = [t for t in env_transforms(env) if is_vecnorm(t) and not t.frozen]
     for t in thawed:
         t.freeze()
     try:
@@ -92,14 +100,9 @@ def build_graph(policy: TensorDictModuleBase, env: EnvBase | None, example: Tens
     except EdgerlError:
         raise
     except Exception as err:  # the user's env or transforms fail on reset: name it in one line
-        raise ExportError(f"the env fails on reset: {_first_line(err)}") from err
+        raise ExportError(f"the env fails on reset: {one_line(err)}") from err
     with set_exploration_type(mode):
         return plan_graph(policy, raw, _is_one_hot(env), env)
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return f"{type(err).__name__}: {text[0][:200]}" if text else type(err).__name__
 
 
 def reference(policy: TensorDictModuleBase, env: EnvBase | None, example: TensorDictBase | None, plan: GraphPlan,
@@ -119,6 +122,6 @@ def reference(policy: TensorDictModuleBase, env: EnvBase | None, example: Tensor
         raise
     except Exception as err:  # the user's env or policy fails while stepping: one line, not a traceback
         raise ExportError(f"stepping the eager policy {'in its env' if env is not None else 'on its example'} "
-                          f"failed: {_first_line(err)}") from err
+                          f"failed: {one_line(err)}") from err
 
 
