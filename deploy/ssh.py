@@ -207,6 +207,11 @@ class SshTarget(Target):
                         on_line(line.decode(errors="replace"))
             if channel.exit_status_ready() and not channel.recv_ready() and not channel.recv_stderr_ready():
                 break
+            if channel.exit_status_ready():
+                # The command finished and its last output came in with the close, after this turn's reads:
+                # a closed channel still holds it, so read it on the next turn. (Taking this close for a lost
+                # link failed one board in twelve under load.)
+                continue
             if self._link_is_down() or channel.closed:
                 raise self.lost(what)
             if deadline is not None and time.monotonic() > deadline:
