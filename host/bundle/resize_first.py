@@ -25,7 +25,6 @@ ELEMENTWISE = {"Cast", "Div", "Mul", "Add", "Sub"}
 
 @dataclass
 class _Chain:
-    graph_input: str
     nodes: list  # onnx.NodeProto from the input to the Resize, in order
     resize: object
 
@@ -61,7 +60,7 @@ def _chain_from(graph, name: str, consts: dict, users: dict, outputs: set[str]) 
             mode = next((a.s for a in node.attribute if a.name == "mode"), b"nearest")
             if mode != b"nearest" or node.input[0] != tensor or any(i and i not in consts for i in others):
                 return None
-            return _Chain(name, nodes, node)
+            return _Chain(nodes, node)
         if node.op_type in LAYOUT and all(i in consts for i in others if i):
             nodes.append(node)
         elif node.op_type in ELEMENTWISE and all(i in consts and consts[i].size == 1 for i in others):
@@ -145,11 +144,16 @@ def resize_first(model):  # noqa: ANN001, ANN201 - onnx.ModelProto in and out
         del graph.value_info[:]
         graph.value_info.extend(keep_info)
         moved += 1
+    drop_unused_initializers(graph)
+    return model, moved
+
+
+def drop_unused_initializers(graph) -> None:  # noqa: ANN001 - onnx.GraphProto
+    """Remove the initializers no node reads any more (onnxruntime warns about each one it finds)."""
     used = {i for n in graph.node for i in n.input}
     kept = [t for t in graph.initializer if t.name in used]
     del graph.initializer[:]
     graph.initializer.extend(kept)
-    return model, moved
 
 
 def exact(original: bytes, rewritten: bytes, feeds: list[dict], atol: float = 0.0) -> bool:

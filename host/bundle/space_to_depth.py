@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from host.bundle.resize_first import drop_unused_initializers
+
 MAX_CHANNELS = 8
 """Only layers on this few input channels are rewritten: wider inputs im2col efficiently already."""
 
@@ -84,9 +86,6 @@ def space_to_depth(model):  # noqa: ANN001, ANN201 - onnx.ModelProto in and out
         graph.node.insert(position, conv)
         graph.node.insert(position, s2d)
         rewritten += 1
-    used = {i for n in graph.node for i in n.input}
-    kept = [t for t in graph.initializer if t.name in used]
-    del graph.initializer[:]
-    graph.initializer.extend(kept)
+    drop_unused_initializers(graph)
     onnx.checker.check_model(model)
     return model, rewritten
