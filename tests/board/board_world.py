@@ -58,7 +58,19 @@ class Pi:
         return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
 
     def loop_status(self) -> dict:
-        return json.loads(self.sh(f"cat {BOARD_DIR}/status.json 2>/dev/null || echo '{{}}'"))
+        return self.aged_status()[0]
+
+    def aged_status(self) -> tuple[dict, float]:
+        """The loop's status and its age in seconds, both read on the board.
+
+        The age is taken on the board's own clock: a board's clock is not the host's (a reboot left the
+        booting board's several seconds apart from CI's, and a Pi without an RTC can be days off), so
+        comparing the board's `updated_at` with the host's time would call a live loop stale.
+        """
+        now, _, text = self.sh(f"date +%s.%N; cat {BOARD_DIR}/status.json 2>/dev/null || echo '{{}}'"
+                               ).partition("\n")
+        status = json.loads(text)
+        return status, float(now) - float(status.get("updated_at") or 0)
 
     def current(self) -> str:
         return self.sh(f"basename $(readlink {BOARD_DIR}/current)").strip()
@@ -68,16 +80,18 @@ class Pi:
         """Until the loop runs (on `release`, in a process other than `other_than_pid`); its status."""
         deadline = time.monotonic() + timeout
         status: dict = {}
+        age = float("inf")
         while time.monotonic() < deadline:
             try:
-                status = self.loop_status()
+                status, age = self.aged_status()
             except (AssertionError, ValueError, subprocess.TimeoutExpired):
-                status = {}
-            fresh = time.time() - float(status.get("updated_at") or 0) < 5
+                status, age = {}, float("inf")
+            fresh = age < 5
             if (status.get("state") == "running" and fresh and (release is None or status.get("release") == release)
                     and (other_than_pid is None or status.get("pid") != other_than_pid)):
                 return status
             time.sleep(1)
-        raise AssertionError(f"the loop did not serve {release or 'anything'} within {timeout:.0f} s: {status}")
+        raise AssertionError(f"the loop did not serve {release or 'anything'} within {timeout:.0f} s "
+                             f"(status {age:.1f} s old on the board's clock): {status}")
 
 
