@@ -205,14 +205,18 @@ class SshTarget(Target):
                 for line in lines:
                     if on_line:
                         on_line(line.decode(errors="replace"))
-            if channel.exit_status_ready() and not channel.recv_ready() and not channel.recv_stderr_ready():
-                break
+            # Read before the exit status: paramiko handles sshd's exit-status before its close, so a close seen
+            # here with no exit status after it is a command that never finished. (Read the other way round,
+            # both could land between the two reads and a finished command passed for a lost link.)
+            closed = channel.closed
             if channel.exit_status_ready():
+                if not channel.recv_ready() and not channel.recv_stderr_ready():
+                    break
                 # The command finished and its last output came in with the close, after this turn's reads:
                 # a closed channel still holds it, so read it on the next turn. (Taking this close for a lost
                 # link failed one board in twelve under load.)
                 continue
-            if self._link_is_down() or channel.closed:
+            if closed or self._link_is_down():
                 raise self.lost(what)
             if deadline is not None and time.monotonic() > deadline:
                 raise DeployError(f"{what} on {self.name} did not finish within {timeout:.0f} s")
