@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from deploy import board_fleet, board_runner, board_service, board_side, board_trust
+from deploy import board_fleet, board_runner, board_service, board_side, board_trust, board_units
 from deploy.targets import DeployError, Spawned, Target
 from device import layout
 
@@ -24,6 +24,7 @@ _DEVICE = Path(layout.__file__).resolve().parent
 SHIPPED = {
     "board_side.py": Path(board_side.__file__).resolve(),
     "board_service.py": Path(board_service.__file__).resolve(),
+    "board_units.py": Path(board_units.__file__).resolve(),
     "board_runner.py": Path(board_runner.__file__).resolve(),
     "board_trust.py": Path(board_trust.__file__).resolve(),
     "board_fleet.py": Path(board_fleet.__file__).resolve(),

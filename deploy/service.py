@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from deploy import board_client
-from deploy.board_service import START_ALLOWANCE_S
+from deploy.board_units import START_ALLOWANCE_S
 from deploy.targets import DeployError, Target
 from device import layout
 from device.manifest import IntegrityError

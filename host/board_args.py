@@ -48,8 +48,9 @@ def _deploy_parser(sub: argparse._SubParsersAction) -> None:
                                                           "game's real-time rate; required with --io)")
     s.add_argument("--gate-seconds", type=float, default=30.0, help="with --service: healthy seconds before the "
                                                                     "board commits the release (default 30)")
-    s.add_argument("--max-overrun", type=float, default=0.05, help="with --service: share of periods allowed to "
-                                                                   "miss their deadline in the gate (default 0.05)")
+    s.add_argument("--max-overrun", type=float, default=0.05, help="with --service: share of the gate's periods "
+                                                                   "(--hz x --gate-seconds) allowed to miss their "
+                                                                   "deadline (default 0.05)")
     ssh_args(d)
 
 

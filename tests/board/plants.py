@@ -1,4 +1,4 @@
-"""Plants for the booting board's service tests: the cart, and two that a health gate must refuse."""
+"""Plants for the booting board's service tests: ones a health gate must refuse, and one it must not."""
 
 from __future__ import annotations
 
@@ -34,3 +34,21 @@ class AlwaysLate:
 
     def apply(self, action: np.ndarray) -> None:
         time.sleep(0.15)
+
+
+SLOW_START_CALLS = 10
+
+
+class SlowStart:
+    """A driver whose first writes are slow (a bus still waking up), then keeps time: late only while it starts."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def observe(self) -> np.ndarray:
+        return np.zeros(2, dtype=np.float32)
+
+    def apply(self, action: np.ndarray) -> None:
+        self.calls += 1
+        if self.calls <= SLOW_START_CALLS:
+            time.sleep(0.15)

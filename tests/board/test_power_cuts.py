@@ -19,7 +19,7 @@ import sys
 import time
 
 import pytest
-from board_world import BOARD_DIR, REPO, record
+from board_world import BOARD_DIR, MAX_OVERRUN, REPO, record
 
 from deploy import board_client
 
@@ -32,8 +32,8 @@ GATE_S = 10
 
 def start_deploy(pi, cart_bundle, hz: float, log) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "host.cli", "deploy", str(cart_bundle), "--to", pi.target,
-                             "--service", "--gate-seconds", str(GATE_S), "--wheelhouse", "--io",
-                             "examples/cart_io.py:Cart", "--hz", str(hz), *pi.flags()],
+                             "--service", "--gate-seconds", str(GATE_S), "--max-overrun", str(MAX_OVERRUN),
+                             "--wheelhouse", "--io", "examples/cart_io.py:Cart", "--hz", str(hz), *pi.flags()],
                             stdout=log, stderr=subprocess.STDOUT, text=True, cwd=REPO)
 
 

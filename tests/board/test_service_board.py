@@ -12,15 +12,16 @@ import threading
 import time
 
 import pytest
-from board_world import record
+from board_world import MAX_OVERRUN, record
+from plants import SLOW_START_CALLS
 
-from deploy.board_service import RESTART_S, WATCHDOG_S
+from deploy.board_units import RESTART_S, WATCHDOG_S
 
 pytestmark = pytest.mark.board
 
 HZ = 10
 GATE_S = 10
-SERVICE = ["--service", "--gate-seconds", GATE_S, "--wheelhouse"]
+SERVICE = ["--service", "--gate-seconds", GATE_S, "--max-overrun", MAX_OVERRUN, "--wheelhouse"]
 
 
 def deploy_service(pi, bundle, io: str, hz: float = HZ, **kw):
@@ -114,6 +115,19 @@ def test_a_release_that_fails_its_gate_is_rolled_back_by_the_board(pi, cart_bund
         journal = pi.sh("journalctl --user -u edgerl.service -n 400 --no-pager")
         assert "error: your I/O class's apply() raised RuntimeError: motor driver lost" in journal
         assert "crash-soon: motor off" in journal
+
+
+def test_a_release_late_only_while_it_starts_is_committed_within_its_allowance(pi, cart_bundle):
+    # Its first ten decisions overrun: a share of the first twenty (50%) over the allowance, but of the gate's
+    # window (10 Hz x 10 s) well within it; the gate judges the window.
+    done = deploy_service(pi, cart_bundle, "tests/board/plants.py:SlowStart")
+    assert done.returncode == 0, done.stdout + done.stderr
+    release = re.search(r"committed (\S+): healthy for 10 s", done.stdout)
+    assert release, done.stdout
+    status = pi.wait_serving(release.group(1))
+    assert status["overruns"] >= SLOW_START_CALLS and status["overruns"] / status["decisions"] <= MAX_OVERRUN, status
+    record("slow_start_gate", {"overruns": status["overruns"], "decisions": status["decisions"],
+                               "allowance": MAX_OVERRUN})
 
 
 def test_a_link_cut_after_the_switch_leaves_the_gate_to_the_board(pi, board, cart_bundle):

@@ -3,7 +3,8 @@
 The gate's judging of a live loop is proven on the booting board (tests/board/);
 here are the decisions that need no running unit: a gate whose switch never
 happened, one committed just before a power loss, one with nothing to go back
-to, and the unit files' quoting.
+to, how missed deadlines are counted against the allowance, and the unit
+files' quoting.
 """
 
 from __future__ import annotations
@@ -100,3 +101,23 @@ def test_unit_files_quote_every_path_for_systemd(tmp_path):
     # Paths outside a command line are not quoted there, only their specifiers escaped.
     assert f"WorkingDirectory={tmp_path}/my boards/100%%$HOME\n" in units[UNIT]
     assert f"ConditionPathExists={tmp_path}/my boards/100%%$HOME/gate.json\n" in units[GATE_UNIT]
+
+
+def test_missed_deadlines_are_a_share_of_the_gates_whole_window_not_of_its_first_seconds():
+    gate = {"seconds": 10.0, "max_overrun": 0.05}  # 10 Hz x 10 s: 100 periods, 5 may be late
+
+    def late(overruns: int, decisions: int, final: bool = False) -> str | None:
+        status = {"decisions": decisions, "overruns": overruns, "target_hz": 10.0, "worst_overrun_ms": 94.3}
+        return board_service.overrun_failure(gate, status, final)
+
+    # A slow start (CI's emulated board: 2 late of its first 38) is not yet a failure: 98 more may run on time.
+    assert late(2, 38) is None and late(5, 20) is None
+    # Once more are late than the whole window allows, no clean run can mend it: it fails now.
+    assert late(6, 30) == ("it missed its deadline on 20% of periods (6 of 30; the gate allows 5%; worst overrun "
+                           "94.3 ms)")
+    # At the window's end the share of every decision is judged: the loop ran slower than asked, so 5 is too many.
+    assert late(5, 80, final=True) is not None and late(4, 80, final=True) is None
+    # Past the window (a gate restarted by a reboot counts from its loop's start) the share is of all decisions.
+    assert late(7, 200) is None and late(11, 200) is not None
+    # Fewer than MIN_DECISIONS say little: not judged.
+    assert late(board_service.MIN_DECISIONS - 1, board_service.MIN_DECISIONS - 1) is None
