@@ -57,7 +57,7 @@ from device.layout import (
 MAX_ATTEMPTS = 3
 """Boots a pending gate may span (power cuts) before its release is rolled back unjudged."""
 STALE_S = 5.0
-"""A status file older than this, while the unit is active, means the loop has stopped deciding."""
+"""A status file unchanged for this long, while the unit is active, means the loop has stopped deciding."""
 MIN_DECISIONS = 20
 """Overruns are judged once the loop has made this many decisions (a share of fewer says little)."""
 UNIT_PROPS = ("LoadState", "ActiveState", "SubState", "Result", "NRestarts", "MainPID", "InvocationID",
@@ -235,8 +235,33 @@ def _rollback(root: str, gate: dict[str, Any], reason: str, figures: dict[str, A
     return result
 
 
-def _health(gate: dict[str, Any], unit: dict[str, str], status: dict[str, Any] | None) -> tuple[bool, str | None]:
-    """(running healthy now, why it failed or None)."""
+class Pulse:
+    """Whether the loop still rewrites its status file, timed by this process's monotonic clock.
+
+    Not its `updated_at` against the board's wall clock: a Pi without a real-time clock boots at fake-hwclock's
+    last save and NTP steps the clock when the network comes up, often mid-gate, which would make a live loop
+    look stale for a poll and roll a healthy release back. The status seen at the first poll is not fresh yet:
+    after a power cut it is the dead loop's last.
+    """
+
+    def __init__(self) -> None:
+        self.polled = False
+        self.last: tuple[Any, ...] | None = None
+        self.changed_at: float | None = None
+
+    def fresh(self, status: dict[str, Any] | None) -> bool:
+        """Whether the status changed within STALE_S (called once per poll)."""
+        key = None if status is None else (status.get("pid"), status.get("updated_at"), status.get("decisions"))
+        now = time.monotonic()
+        if self.polled and key is not None and key != self.last:
+            self.changed_at = now
+        self.polled, self.last = True, key
+        return self.changed_at is not None and now - self.changed_at < STALE_S
+
+
+def _health(gate: dict[str, Any], unit: dict[str, str], status: dict[str, Any] | None, fresh: bool
+            ) -> tuple[bool, str | None]:
+    """(running healthy now, why it failed or None); `fresh`: the status file is still being rewritten."""
     mine = status is not None and status.get("release") == gate["release"]
     if mine and status.get("state") == "failed":
         return False, f"the loop stopped: {status.get('error')}"
@@ -244,8 +269,7 @@ def _health(gate: dict[str, Any], unit: dict[str, str], status: dict[str, Any] |
         return False, f"systemd cannot load the unit ({unit.get('LoadState')})"
     if unit.get("ActiveState") == "failed" or unit.get("SubState") == "auto-restart":
         return False, f"the loop exited ({unit.get('Result')}) and systemd is restarting it"
-    fresh = mine and time.time() - float(status.get("updated_at") or 0) < STALE_S
-    running = unit.get("ActiveState") == "active" and fresh and status.get("state") == "running"
+    running = unit.get("ActiveState") == "active" and mine and fresh and status.get("state") == "running"
     late = overrun_failure(gate, status, final=False) if running else None
     return (False, late) if late else (running, None)
 
@@ -267,12 +291,12 @@ def overrun_failure(gate: dict[str, Any], status: dict[str, Any], final: bool) -
 def watch(root: str, gate: dict[str, Any], poll: float = 1.0) -> tuple[str | None, dict[str, Any] | None]:
     """Watch the loop until it has run healthy for the gate's seconds: (why it failed or None, its figures)."""
     started, healthy_since = time.monotonic(), None
-    restarts, invocation, status = None, None, None
+    restarts, invocation, status, pulse = None, None, None, Pulse()
     while True:
         time.sleep(poll)
         unit, status = unit_state(), read_json(os.path.join(root, SERVE_STATUS))
         restarts = int(unit.get("NRestarts") or 0) if restarts is None else restarts
-        running, failure = _health(gate, unit, status)
+        running, failure = _health(gate, unit, status, pulse.fresh(status))
         if failure is None and int(unit.get("NRestarts") or 0) > restarts:
             failure = "systemd restarted the loop (it crashed, or its watchdog pings stopped)"
         if failure is None and running:

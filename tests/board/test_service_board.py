@@ -12,7 +12,7 @@ import threading
 import time
 
 import pytest
-from board_world import MAX_OVERRUN, record
+from board_world import BOARD_DIR, MAX_OVERRUN, record
 from plants import SLOW_START_CALLS
 
 from deploy.board_units import RESTART_S, WATCHDOG_S
@@ -162,6 +162,32 @@ def test_a_link_cut_after_the_switch_leaves_the_gate_to_the_board(pi, board, car
     shown = pi.edgerl("service", "status", "--on", pi.target)
     assert f"committed {lines[0]}" in shown.stdout, shown.stdout
     assert f"last gate: committed {lines[0]}" in shown.stdout
+
+
+def test_a_clock_stepped_forward_mid_gate_as_ntp_does_after_a_boot_does_not_fail_a_healthy_release(pi, board,
+                                                                                                 cart_bundle):
+    result: dict = {}
+    worker = threading.Thread(target=lambda: result.update(
+        done=deploy_service(pi, cart_bundle, "examples/cart_io.py:Cart", hz=HZ + 2)))
+    worker.start()
+    stepped = ""
+    deadline = time.monotonic() + 900
+    while not stepped and worker.is_alive() and time.monotonic() < deadline:
+        try:
+            status = pi.loop_status()
+        except (AssertionError, ValueError):  # a status read mid-write, or an ssh the busy board refused
+            status = {}
+        if status.get("target_hz") == HZ + 2:  # switched: the gate is judging the new release
+            stepped = board.ssh("root", f"test -e {BOARD_DIR}/gate.json && date -s @$(( $(date +%s) + 3600 )) "
+                                        ">/dev/null && echo stepped").stdout.strip()
+            break
+        time.sleep(1)
+    worker.join(timeout=900)
+    if stepped:  # back to the host's time, for the tests after this one
+        board.ssh("root", "date -s @$(( $(date +%s) - 3600 ))")
+    assert stepped == "stepped", "the gate ended before the clock could be stepped"
+    done = result["done"]
+    assert done.returncode == 0 and "committed" in done.stdout, done.stdout + done.stderr
 
 
 def test_the_service_comes_back_after_a_reboot_and_a_power_cut_on_the_same_release(pi, board):

@@ -121,3 +121,25 @@ def test_missed_deadlines_are_a_share_of_the_gates_whole_window_not_of_its_first
     assert late(7, 200) is None and late(11, 200) is not None
     # Fewer than MIN_DECISIONS say little: not judged.
     assert late(board_service.MIN_DECISIONS - 1, board_service.MIN_DECISIONS - 1) is None
+
+
+def test_a_loop_is_fresh_while_it_rewrites_its_status_whatever_the_wall_clock_says(monkeypatch):
+    clock = [1000.0]
+    monkeypatch.setattr(board_service.time, "monotonic", lambda: clock[0])
+    pulse = board_service.Pulse()
+
+    def poll(updated_at: float, decisions: int, pid: int = 7) -> bool:
+        clock[0] += 1.0
+        return pulse.fresh({"pid": pid, "updated_at": updated_at, "decisions": decisions})
+
+    # The first status seen may be a dead loop's last (a power cut): not fresh until it changes.
+    assert poll(50.0, 10) is False
+    assert poll(51.0, 20) is True
+    # NTP steps the clock an hour forward: the loop's next write is an hour later, and still fresh.
+    assert poll(3651.0, 30) is True
+    # A status that stops changing is stale STALE_S after its last change, whatever its updated_at.
+    stale_after = [poll(3651.0, 30) for _ in range(int(board_service.STALE_S))]
+    assert stale_after[:int(board_service.STALE_S) - 1] == [True] * (int(board_service.STALE_S) - 1)
+    assert stale_after[-1] is False
+    # A restarted loop (a new pid) is a change too.
+    assert poll(3651.0, 30, pid=8) is True
