@@ -205,25 +205,33 @@ class SshTarget(Target):
                 for line in lines:
                     if on_line:
                         on_line(line.decode(errors="replace"))
-            # Read before the exit status: paramiko handles sshd's exit-status before its close, so a close seen
-            # here with no exit status after it is a command that never finished. (Read the other way round,
-            # both could land between the two reads and a finished command passed for a lost link.)
-            closed = channel.closed
-            if channel.exit_status_ready():
-                if not channel.recv_ready() and not channel.recv_stderr_ready():
-                    break
-                # The command finished and its last output came in with the close, after this turn's reads:
-                # a closed channel still holds it, so read it on the next turn. (Taking this close for a lost
-                # link failed one board in twelve under load.)
-                continue
-            if closed or self._link_is_down():
+            # paramiko counts a closed channel as exited (its status -1 when none came); a status may also come
+            # before the command's last output. Done is: exited, all output in (EOF or close), none left unread.
+            if (channel.exit_status_ready() and (channel.eof_received or channel.closed)
+                    and not channel.recv_ready() and not channel.recv_stderr_ready()):
+                break
+            if channel.closed:
+                continue  # its last output came in with the close: read it on the next turn
+            if self._link_is_down():
                 raise self.lost(what)
             if deadline is not None and time.monotonic() > deadline:
                 raise DeployError(f"{what} on {self.name} did not finish within {timeout:.0f} s")
+        if channel.recv_exit_status() == -1:
+            raise self._no_exit_status(what)
         if partial and on_line:
             on_line(partial.decode(errors="replace"))
         return Completed(channel.recv_exit_status(), b"".join(out).decode(errors="replace"),
                          b"".join(err).decode(errors="replace"))
+
+    def _no_exit_status(self, what: str) -> DeployError:
+        """A command whose channel closed with no exit status: its link died, or the board killed it."""
+        for _ in range(10):  # a dying transport closes its channels a moment before it goes inactive
+            if self._link_is_down():
+                return self.lost(what)
+            time.sleep(0.1)
+        # The link is up: sshd closes a command killed by a signal with an exit-signal, which paramiko drops.
+        return DeployError(f"{what} on {self.name} was killed before it finished (by a signal: out of memory, or "
+                           "the board shutting down?); check `dmesg` on the board, then rerun")
 
     def spawn(self, argv: list[str], what: str) -> Spawned:
         """Start argv on the board with a stdin we keep open (the deploy lock's holder)."""

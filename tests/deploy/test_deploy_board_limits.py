@@ -1,4 +1,4 @@
-"""Boards with little disk and no internet."""
+"""Boards with little disk, little memory and no internet."""
 
 from pathlib import Path
 
@@ -28,6 +28,19 @@ def test_full_disk_on_the_board_gives_a_clear_error_and_keeps_the_old_release(ss
         with pytest.raises(DeployError, match="out of disk space"):
             deploy(target, DeployConfig(bundles["lstm"]), say=lambda _: None)
     assert not list((small_disk_board / "incoming").glob("*"))
+
+
+def test_a_board_command_killed_by_a_signal_is_said_to_be_killed_not_a_lost_link(ssh_world, ssh_opts, board_dir):
+    # The OOM killer's SIGKILL, as a Pi short of memory sends it to a pip install or a self-test.
+    server = ssh_world.servers[0]
+    with SshTarget(ssh_world.user, "127.0.0.1", server.port, ssh_opts(board_dir())) as target:
+        with pytest.raises(DeployError) as err:
+            target.run(["sh", "-c", "echo started; kill -KILL $$"], what="the self-test")
+        message = str(err.value)
+        assert message.startswith(f"the self-test on {target.name} was killed before it finished"), message
+        assert "dmesg" in message and "lost the connection" not in message
+        # The link itself is fine: the next command runs on the same connection.
+        assert target.run(["echo", "still here"]).stdout == "still here\n"
 
 
 def _use_up_inodes(folder: Path) -> int:
