@@ -16,12 +16,12 @@ import boot_board  # noqa: E402
 
 BOARD_DIR = "/home/pi/edgerl"
 FIGURES = REPO / "build" / "board-figures.json"
+"""Where the tests leave the figures they measured (boot, gate, restarts, power cuts) for docs/results.md."""
 MAX_OVERRUN = 0.2
 """The gate's deadline allowance in these tests (`--max-overrun`; the default is 0.05). TCG on two shared cores
 stalls the whole emulated board now and then, which a real board does not: CI's board once ran 7.3 Hz of 9.9 with
 a 535 ms period right after a power-cut boot, and missed 2 of 38 deadlines. The gate's judging of overruns is what
 AlwaysLate (every period) and SlowStart (its first ten) prove, and tests/deploy/test_board_service.py exactly."""
-"""Where the tests leave the figures they measured (boot, gate, restarts, power cuts) for docs/results.md."""
 
 
 def record(key: str, value: object) -> None:
