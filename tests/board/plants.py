@@ -8,8 +8,8 @@ import time
 import numpy as np
 
 
-class CrashSoon:
-    """A driver that works for ten decisions, then raises (a bug in the user's code)."""
+class _Counted:
+    """A plant that reads nothing and counts its writes."""
 
     def __init__(self) -> None:
         self.calls = 0
@@ -19,6 +19,13 @@ class CrashSoon:
 
     def apply(self, action: np.ndarray) -> None:
         self.calls += 1
+
+
+class CrashSoon(_Counted):
+    """A driver that works for ten decisions, then raises (a bug in the user's code)."""
+
+    def apply(self, action: np.ndarray) -> None:
+        super().apply(action)
         if self.calls > 10:
             raise RuntimeError("motor driver lost")
 
@@ -26,11 +33,8 @@ class CrashSoon:
         print("crash-soon: motor off", file=sys.stderr, flush=True)
 
 
-class AlwaysLate:
+class AlwaysLate(_Counted):
     """A driver whose every write takes longer than the loop's period (a bus far too slow for the rate)."""
-
-    def observe(self) -> np.ndarray:
-        return np.zeros(2, dtype=np.float32)
 
     def apply(self, action: np.ndarray) -> None:
         time.sleep(0.15)
@@ -39,16 +43,10 @@ class AlwaysLate:
 SLOW_START_CALLS = 10
 
 
-class SlowStart:
+class SlowStart(_Counted):
     """A driver whose first writes are slow (a bus still waking up), then keeps time: late only while it starts."""
 
-    def __init__(self) -> None:
-        self.calls = 0
-
-    def observe(self) -> np.ndarray:
-        return np.zeros(2, dtype=np.float32)
-
     def apply(self, action: np.ndarray) -> None:
-        self.calls += 1
+        super().apply(action)
         if self.calls <= SLOW_START_CALLS:
             time.sleep(0.15)
