@@ -216,12 +216,12 @@ class SshTarget(Target):
                 raise self.lost(what)
             if deadline is not None and time.monotonic() > deadline:
                 raise DeployError(f"{what} on {self.name} did not finish within {timeout:.0f} s")
-        if channel.recv_exit_status() == -1:
+        code = channel.recv_exit_status()
+        if code == -1:
             raise self._no_exit_status(what)
         if partial and on_line:
             on_line(partial.decode(errors="replace"))
-        return Completed(channel.recv_exit_status(), b"".join(out).decode(errors="replace"),
-                         b"".join(err).decode(errors="replace"))
+        return Completed(code, b"".join(out).decode(errors="replace"), b"".join(err).decode(errors="replace"))
 
     def _no_exit_status(self, what: str) -> DeployError:
         """A command whose channel closed with no exit status: its link died, or the board killed it."""
