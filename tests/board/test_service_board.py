@@ -130,6 +130,20 @@ def test_a_release_late_only_while_it_starts_is_committed_within_its_allowance(p
                                "allowance": MAX_OVERRUN})
 
 
+def serving_at(pi, hz: float, worker: threading.Thread, timeout: float = 900) -> dict | None:
+    """The loop's status once the release at `hz` serves (the deploy in `worker` switched), or None if it ended."""
+    deadline = time.monotonic() + timeout
+    while worker.is_alive() and time.monotonic() < deadline:
+        try:
+            status = pi.loop_status()
+        except (AssertionError, ValueError):  # a status read mid-write, or an ssh the busy board refused
+            status = {}
+        if status.get("target_hz") == hz:
+            return status
+        time.sleep(1)
+    return None
+
+
 def test_a_link_cut_after_the_switch_leaves_the_gate_to_the_board(pi, board, cart_bundle):
     lines: list[str] = []
     result: dict = {}
@@ -140,17 +154,10 @@ def test_a_link_cut_after_the_switch_leaves_the_gate_to_the_board(pi, board, car
 
     worker = threading.Thread(target=run)
     worker.start()
-    deadline = time.monotonic() + 900
-    while time.monotonic() < deadline and "done" not in result:
-        try:
-            status = pi.loop_status()
-        except (AssertionError, ValueError):
-            status = {}
-        if status.get("target_hz") == HZ + 5:  # switched: the new release is serving
-            board.set_link(False)
-            lines.append(status["release"])
-            break
-        time.sleep(1)
+    status = serving_at(pi, HZ + 5, worker)
+    if status:
+        board.set_link(False)
+        lines.append(status["release"])
     try:
         worker.join(timeout=900)
         done = result["done"]
@@ -173,18 +180,10 @@ def test_a_clock_stepped_forward_mid_gate_as_ntp_does_does_not_fail_a_healthy_re
         done=deploy_service(pi, cart_bundle, "examples/cart_io.py:Cart", hz=HZ + 2)))
     worker.start()
     stepped = ""
-    deadline = time.monotonic() + 900
-    while not stepped and worker.is_alive() and time.monotonic() < deadline:
-        try:
-            status = pi.loop_status()
-        except (AssertionError, ValueError):  # a status read mid-write, or an ssh the busy board refused
-            status = {}
-        if status.get("target_hz") == HZ + 2:  # switched: the gate is judging the new release
-            stepped = board.ssh("root", f"test -e {BOARD_DIR}/gate.json && for i in 1 2 3 4 5 6; do "
-                                        "date -s @$(( $(date +%s) + 600 )) >/dev/null; sleep 1.3; done && "
-                                        "echo stepped").stdout.strip()
-            break
-        time.sleep(1)
+    if serving_at(pi, HZ + 2, worker):  # the gate is judging the new release
+        stepped = board.ssh("root", f"test -e {BOARD_DIR}/gate.json && for i in 1 2 3 4 5 6; do "
+                                    "date -s @$(( $(date +%s) + 600 )) >/dev/null; sleep 1.3; done && "
+                                    "echo stepped").stdout.strip()
     worker.join(timeout=900)
     if stepped:  # back to the host's time, for the tests after this one
         board.ssh("root", "date -s @$(( $(date +%s) - 3600 ))")
