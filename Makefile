@@ -1,5 +1,8 @@
-# Two entry points: `make demo` (the main job) and `make test` (the whole suite).
-# Each creates .venv on first use; nothing else needs to be installed by hand.
+# Entry points: `make demo` (the main job) and the proof in three tiers, named by what they need:
+#   make test         this machine's kernel: units, real sshd, network namespaces, ALE, onnxruntime, TorchRL
+#   make test-board   the emulated aarch64 boards: the qemu-user chroot and the booting board (systemd)
+#   make campaigns    the long runs behind docs/results.md's figures (CI runs one short trial of each in the tiers)
+# Each creates .venv on first use and installs the Debian packages its tests open (tools/system_needs.py).
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
@@ -9,7 +12,7 @@ DEMO   ?= build/demo
 POLICY ?= stacked
 EPISODES ?= 1
 
-.PHONY: venv sshd demo model test test-arm test-board power-cuts lint bench clean
+.PHONY: venv sshd board-tools demo model test test-arm test-board campaigns power-cuts lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,8 +24,11 @@ venv: $(STAMP)
 
 # The deploy tests start real OpenSSH servers, on loopback and in network namespaces (ip, tc).
 sshd:
-	@{ test -x /usr/sbin/sshd && command -v ip >/dev/null && command -v tc >/dev/null; } || \
-	  { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq openssh-server openssh-client iproute2; }
+	@$(PYTHON) tools/system_needs.py install test
+
+# debootstrap, qemu-user, qemu-system-aarch64, qemu-img and the ROMs qemu loads (ipxe-qemu).
+board-tools:
+	@$(PYTHON) tools/system_needs.py install board
 
 # Main job: self-test the shipped policy on its golden frames (or export and
 # verify an untrained one if none is shipped), deploy it to a local board
@@ -53,22 +59,34 @@ model: venv
 	$(VENV)/bin/edgerl plot $(RUN) --out $(CANDIDATE)/learning_curve.png
 	$(VENV)/bin/edgerl promote $(CANDIDATE) --to models/pong
 
+# pytest-xdist's workers (measured against serial in docs/results.md "Tests"); the tests marked `alone` time
+# something against the clock and run afterwards, with the machine to themselves.
+# Both runs share what is expensive to make (exports, the boards' venv) through build/made-once.
+JOBS ?= 2
+MADE_ONCE := $(CURDIR)/build/made-once
 test: venv sshd
-	$(PY) -m pytest
+	rm -rf $(MADE_ONCE)
+	EDGERL_MADE_ONCE=$(MADE_ONCE) $(PY) -m pytest -n $(JOBS) --dist loadgroup -m 'not arm and not board and not alone'
+	EDGERL_MADE_ONCE=$(MADE_ONCE) $(PY) -m pytest -p no:xdist -m 'alone and not arm and not board'
 
-# The emulated aarch64 board (Debian arm64 under qemu): slow to build the first time, cached after.
-test-arm: venv sshd
-	$(PY) -m pytest -m arm tests/arm
-
-# The booting aarch64 board (qemu-system-aarch64, its own kernel, systemd as PID 1): the service, its health
-# gate and power cuts. Built from test-arm's userland the first time (cached after); boots once per run.
-# CI runs 1 power-cut trial (to keep .ci/run near an hour); `make power-cuts` runs the 20 docs/results.md reports.
+# The emulated aarch64 boards: the Debian arm64 chroot (qemu-user) and the booting board (qemu-system-aarch64, its
+# own kernel, systemd as PID 1: the service, its health gate, power cuts). Both images are built the first time and
+# cached in ~/.cache/edgerl; the board boots once per run. `make test-arm` is the chroot alone.
 POWER_CUTS ?= 1
-test-board: venv sshd
-	EDGERL_POWER_CUTS=$(POWER_CUTS) $(PY) -m pytest -m board tests/board
+test-board: venv sshd board-tools
+	EDGERL_POWER_CUTS=$(POWER_CUTS) $(PY) -m pytest -p no:xdist -m 'arm or board' tests/arm tests/board
 
-power-cuts: venv sshd
-	EDGERL_POWER_CUTS=20 $(PY) -m pytest -m board tests/board/test_power_cuts.py
+test-arm: venv sshd board-tools
+	$(PY) -m pytest -p no:xdist -m arm tests/arm
+
+# The figures docs/results.md quotes, each at full length: twenty link cuts, the shipped int8 model's 10 games,
+# replays of the recorded evaluation, and 20 power cuts on the booting board. Alone on the machine (timing).
+campaigns: venv sshd board-tools
+	EDGERL_CAMPAIGN=full $(PY) -m pytest -p no:xdist -m campaign tests
+	$(MAKE) power-cuts
+
+power-cuts: venv sshd board-tools
+	EDGERL_POWER_CUTS=20 $(PY) -m pytest -p no:xdist -m board tests/board/test_power_cuts.py
 
 lint: venv
 	$(VENV)/bin/ruff check host device deploy

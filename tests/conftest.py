@@ -1,28 +1,40 @@
-"""Shared fixtures: bundles exported once per session with the real exporter."""
+"""Shared fixtures: bundles exported with the real exporter, each once per test run and only when a test asks."""
 
 from __future__ import annotations
 
 import shutil
 import sys
+from functools import partial
 from pathlib import Path
 
 import pytest
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from made_once import LazyBundles, MadeOnce, run_folder  # noqa: E402
+from tests_own import OWN_POLICIES, SECOND_ROUND, export_flags, export_from  # noqa: E402
 
-def _export(out: Path, kind: str, stochastic: bool = False, aoti: bool = False) -> Path:
+
+def _export(out: Path, kind: str, stochastic: bool = False) -> Path:
     from host.bundle.pipeline import ExportConfig, export_bundle
 
-    return export_bundle(ExportConfig(out=out, untrained=True, network=kind, stochastic=stochastic, aoti=aoti),
-                         say=lambda _: None)
+    # 200 steps of the export's own verification: the tests that judge parity verify these bundles over 1000
+    # (tests/host/bundle/test_export.py), so the fixture need not do it a second time.
+    return export_bundle(ExportConfig(out=out, untrained=True, network=kind, stochastic=stochastic, aoti=False,
+                                      verify_steps=200), say=lambda _: None)
 
 
 @pytest.fixture(scope="session")
-def bundles(tmp_path_factory) -> dict[str, Path]:
-    """One deterministic bundle per policy kind, plus a stochastic dqn (exported once)."""
-    root = tmp_path_factory.mktemp("bundles")
-    made = {kind: _export(root / kind, kind) for kind in ("dqn", "stacked", "lstm")}
-    made["dqn-stochastic"] = _export(root / "dqn-stochastic", "dqn", stochastic=True)
-    return made
+def made_once(tmp_path_factory) -> MadeOnce:
+    """This run's results that every pytest-xdist worker shares."""
+    return MadeOnce(run_folder(tmp_path_factory))
+
+
+@pytest.fixture(scope="session")
+def bundles(made_once) -> LazyBundles:
+    """One deterministic bundle per built-in network, plus a stochastic dqn."""
+    recipes = {kind: partial(_export, kind=kind) for kind in ("dqn", "stacked", "lstm")}
+    recipes["dqn-stochastic"] = partial(_export, kind="dqn", stochastic=True)
+    return LazyBundles(made_once, recipes)
 
 
 @pytest.fixture
@@ -38,26 +50,28 @@ def bundle_copy(bundles, tmp_path):
 
 
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from tests_own import OWN_POLICIES, SECOND_ROUND, export_from  # noqa: E402
 
-
-@pytest.fixture(scope="session")
-def own_bundles(tmp_path_factory) -> dict[str, Path]:
-    """Each of the user-style example policies, exported once through the CLI with every backend."""
-    root = tmp_path_factory.mktemp("own")
-    made = {}
-    for name in (*OWN_POLICIES, "tutorial_lstm", *SECOND_ROUND):
-        run = export_from(f"examples/{name}.py:make", root / name)
-        assert run.returncode == 0, run.stdout + run.stderr
-        made[name] = root / name
-    return made
-
-
-@pytest.fixture(scope="session")
-def cart_bundle(tmp_path_factory) -> Path:
-    """examples/cart_service.py's sensor policy (a PD law as a TorchRL actor), exported as a user would."""
-    out = tmp_path_factory.mktemp("cart") / "bundle"
-    run = export_from("examples/cart_service.py:make", out, "--no-aoti")
+def _export_own(out: Path, name: str, extra: tuple[str, ...] = ()) -> None:
+    run = export_from(f"examples/{name}.py:make", out, *extra)
     assert run.returncode == 0, run.stdout + run.stderr
-    return out
+
+
+@pytest.fixture(scope="session")
+def own_bundles(made_once) -> LazyBundles:
+    """Each of the user-style example policies, exported through the CLI as a user would."""
+    names = (*OWN_POLICIES, "tutorial_lstm", *SECOND_ROUND)
+    return LazyBundles(made_once, {name: partial(_export_own, name=name, extra=export_flags(name))
+                                   for name in names})
+
+
+@pytest.fixture(scope="session")
+def cart_bundle(made_once) -> Path:
+    """examples/cart_service.py's sensor policy (a PD law as a TorchRL actor), exported as a user would."""
+    return made_once.get("cart", partial(_export_own, name="cart_service", extra=("--no-aoti",)))
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Under pytest-xdist, the fleet's file goes first: it is the longest piece one worker must run whole (twelve
+    boards shared by its tests), and a long piece started last would leave the other worker idle at the end."""
+    if config.getoption("numprocesses", default=None):
+        items.sort(key=lambda item: item.get_closest_marker("xdist_group") is None)

@@ -17,6 +17,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import system_needs  # noqa: E402
+
 CACHE = Path(os.environ.get("EDGERL_ARM_ROOTFS", "~/.cache/edgerl/arm64-rootfs")).expanduser()
 VENV = "/opt/edgerl-venv"
 CODE = "/opt/edgerl"
@@ -39,13 +42,14 @@ def _sh(argv: list[str], **kw: object) -> subprocess.CompletedProcess:
 
 
 def ensure_tools() -> None:
-    """debootstrap and qemu-user-static from Debian."""
-    if shutil.which("debootstrap") and Path(QEMU).is_file():
+    """debootstrap and qemu-user-static from Debian (tools/system_needs.py's board tier)."""
+    if not system_needs.missing("board"):
         return
     if os.geteuid() != 0:
-        raise BoardError("the ARM board needs root to install debootstrap and qemu-user-static")
-    _sh(["apt-get", "update", "-qq"])
-    _sh(["apt-get", "install", "-y", "-qq", "debootstrap", "qemu-user-static"], stdout=subprocess.DEVNULL)
+        raise BoardError("the ARM board needs root to install " + " ".join(system_needs.packages("board")))
+    system_needs.install("board")
+    if system_needs.missing("board"):
+        raise BoardError("; ".join(system_needs.complaints("board")))
 
 
 def ensure_binfmt() -> None:

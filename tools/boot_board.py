@@ -53,14 +53,11 @@ def _chroot(rootfs: Path, script: str) -> None:
 
 
 def ensure_tools() -> None:
-    """qemu-system-aarch64 and qemu-img from Debian."""
-    if shutil.which(QEMU) and shutil.which("qemu-img"):
-        return
-    if os.geteuid() != 0:
-        raise BootError("the booting board needs qemu-system-arm and qemu-utils: sudo apt-get install them")
-    subprocess.run(["apt-get", "update", "-qq"], check=True)
-    subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", "qemu-system-arm", "qemu-utils"],
-                   check=True, stdout=subprocess.DEVNULL)
+    """qemu-system-aarch64, qemu-img and the ROMs qemu loads (tools/system_needs.py's board tier)."""
+    try:
+        arm_board.ensure_tools()
+    except arm_board.BoardError as err:
+        raise BootError(str(err)) from err
 
 
 def _keys(cache: Path) -> None:
@@ -122,15 +119,57 @@ def _configure(rootfs: Path, cache: Path) -> None:
     """)
 
 
+BOARD_DIR = f"/home/{USER}/edgerl"
+"""Where `edgerl deploy --to pi@...` keeps its releases (and venvs/) by default."""
+
+
+def _venv_key(rootfs: Path) -> tuple[str, dict[str, str]]:
+    """The name `edgerl deploy` gives the device's venv on this image (deploy.install.venv_key), and its board."""
+    from deploy.install import venv_key
+
+    pyver = subprocess.run([arm_board.CHROOT, str(rootfs), "python3", "-c",
+                            "import sys; print('%d.%d' % sys.version_info[:2])"],
+                           check=True, capture_output=True, text=True).stdout.strip()
+    board = {"machine": "aarch64", "python": pyver}
+    return venv_key(arm_board.requirements(), board), board
+
+
+def _bake_venv(rootfs: Path, key: str, board: dict[str, str], say=print) -> None:  # noqa: ANN001
+    """The device's venv, installed where deploy looks for it, so no test pays pip under TCG (~4 min a boot).
+
+    Installing a venv on aarch64 stays proven where it is quick: tests/arm deploys with --wheelhouse to the
+    qemu-user chroot, which installs it from nothing.
+    """
+    from deploy.install import InstallConfig, download_wheels
+    from device import layout
+
+    wheels = download_wheels(arm_board.requirements(), board, InstallConfig(wheelhouse=True), key)
+    inside = f"/opt/wheels-{key}"
+    shutil.rmtree(rootfs / inside.lstrip("/"), ignore_errors=True)
+    shutil.copytree(wheels, rootfs / inside.lstrip("/"))
+    venv = f"{BOARD_DIR}/{layout.VENVS}/{key}"
+    say(f"installing the device venv {key} in the image (under qemu-user)")
+    _chroot(rootfs, f"""
+        rm -rf {venv}
+        python3 -m venv {venv}
+        {venv}/bin/pip install -q --disable-pip-version-check --no-index --find-links {inside} \
+            {' '.join(arm_board.requirements())}
+        touch {venv}/{layout.VENV_COMPLETE}
+        chown -R {USER}:{USER} {BOARD_DIR}
+        rm -rf {inside}
+    """)
+
+
 def build(cache: Path = CACHE, say=print) -> Path:  # noqa: ANN001
-    """Build (or finish building) the cached disk image, kernel and initrd."""
+    """Build (or finish building) the cached disk image, kernel and initrd; rebuilt when its inputs change."""
     ensure_tools()
-    if (cache / ".ready").is_file():
+    rootfs = cache / "rootfs"
+    ready = cache / ".ready"
+    if ready.is_file() and rootfs.is_dir() and ready.read_text().strip() == _inputs(rootfs):
         return cache
     userland = arm_board.build(say=say)
     arm_board.ensure_sshd_installed(userland)
     _keys(cache)
-    rootfs = cache / "rootfs"
     marker = rootfs / ".edgerl-system"
     if not marker.is_file():
         say(f"copying the arm64 userland into {rootfs}")
@@ -142,6 +181,8 @@ def build(cache: Path = CACHE, say=print) -> Path:  # noqa: ANN001
         marker.write_text(" ".join(PACKAGES) + "\n")
     arm_board.ensure_binfmt()
     _configure(rootfs, cache)
+    key, board = _venv_key(rootfs)
+    _bake_venv(rootfs, key, board, say=say)
     boot = rootfs / "boot"
     shutil.copy(max(boot.glob("vmlinuz-*")), cache / "vmlinuz")
     shutil.copy(max(boot.glob("initrd.img-*")), cache / "initrd.img")
@@ -149,8 +190,14 @@ def build(cache: Path = CACHE, say=print) -> Path:  # noqa: ANN001
     (cache / "disk.raw").unlink(missing_ok=True)
     subprocess.run(["mkfs.ext4", "-q", "-F", "-L", "edgerl-root", "-d", str(rootfs), str(cache / "disk.raw"),
                     DISK_SIZE], check=True)
-    (cache / ".ready").write_text("ok\n")
+    ready.write_text(_inputs(rootfs) + "\n")
     return cache
+
+
+def _inputs(rootfs: Path) -> str:
+    """What the image is made of: its packages and the venv it carries (a new numpy pin means a new image)."""
+    arm_board.ensure_binfmt()
+    return f"packages {' '.join(PACKAGES)}; venv {_venv_key(rootfs)[0]}"
 
 
 def _free_port() -> int:

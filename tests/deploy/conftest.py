@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import in_process  # noqa: E402
 from tests_ssh import free_port, keygen  # noqa: E402
 
 SSHD = "/usr/sbin/sshd"
@@ -108,15 +109,14 @@ class SshWorld:
         return env
 
     def cli(self, *args: object, timeout: float = 600) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "host.cli", *map(str, args)], capture_output=True, text=True,
-                              env=self.env(), timeout=timeout)
+        return in_process.edgerl(*args, env=self.env())
 
     def ssh_flags(self) -> list[str]:
         return ["--known-hosts", str(self.known_hosts), "--ssh-config", str(self.ssh_config), "-i", str(self.key)]
 
 
 @pytest.fixture(scope="session")
-def ssh_world(tmp_path_factory) -> SshWorld:
+def ssh_world(tmp_path_factory, made_once, bundles) -> SshWorld:
     root = tmp_path_factory.mktemp("ssh")
     home = root / "home"
     (home / ".ssh").mkdir(parents=True)
@@ -124,17 +124,34 @@ def ssh_world(tmp_path_factory) -> SshWorld:
     _keygen(key)
     servers = [start_sshd(root / f"sshd{i}", Path(f"{key}.pub")) for i in range(2)]
     user = subprocess.run(["id", "-un"], capture_output=True, text=True, check=True).stdout.strip()
-    world = SshWorld(home, key, root / "known_hosts", root / "ssh_config", servers, root / "venvs",
+    # One venvs/ for every board of the run, xdist workers included: the device venv is installed once, below.
+    world = SshWorld(home, key, root / "known_hosts", root / "ssh_config", servers, made_once.root / "venvs",
                      root / "wheels", user)
     world.known_hosts.write_text("".join(world.known_line(s) for s in servers))
     world.ssh_config.write_text(
         "".join(f"Host board{i}\n  HostName 127.0.0.1\n  Port {s.port}\n  User {user}\n  IdentityFile {key}\n"
                 for i, s in enumerate(servers))
     )
-    world.venvs.mkdir()
+    world.venvs.mkdir(exist_ok=True)
+    # Boards share venvs/ by symlink, which no real board does: two workers' first deploys would build the same
+    # venv at once. So the first worker installs it before any test deploys, and the rest wait for it.
+    made_once.get("device-venv", lambda out: _install_venv(world, bundles["dqn"], out))
     yield world
     for server in servers:
         server.stop()
+
+
+def _install_venv(world: SshWorld, bundle: Path, out: Path) -> None:
+    """The device venv, installed over loopback by a real deploy into the shared venvs/; its key in out/key."""
+    from deploy.release import DeployConfig, deploy
+    from deploy.ssh import SshOptions, SshTarget
+
+    out.mkdir()
+    (out / "venvs").symlink_to(world.venvs)
+    opts = SshOptions(known_hosts=world.known_hosts, ssh_config=world.ssh_config, identity=world.key,
+                      board_dir=str(out))
+    with SshTarget(world.user, "127.0.0.1", world.servers[0].port, opts) as target:
+        (out / "key").write_text(deploy(target, DeployConfig(bundle), say=lambda _: None).venv)
 
 
 @pytest.fixture
@@ -267,17 +284,9 @@ _NETNS_COUNT = [0]
 
 
 @pytest.fixture(scope="session")
-def shared_venv(ssh_world, bundles, tmp_path_factory):
-    """The device venv, installed once over loopback: a namespace board has no route to the package index."""
-    from deploy.release import DeployConfig, deploy
-    from deploy.ssh import SshOptions, SshTarget
-
-    board = tmp_path_factory.mktemp("venv-board")
-    (board / "venvs").symlink_to(ssh_world.venvs)
-    opts = SshOptions(known_hosts=ssh_world.known_hosts, ssh_config=ssh_world.ssh_config, identity=ssh_world.key,
-                      board_dir=str(board))
-    with SshTarget(ssh_world.user, "127.0.0.1", ssh_world.servers[0].port, opts) as target:
-        return deploy(target, DeployConfig(bundles["dqn"]), say=lambda _: None).venv
+def shared_venv(ssh_world, made_once) -> str:
+    """The key of the device venv every test board shares (a namespace board has no route to the package index)."""
+    return (made_once.root / "device-venv" / "key").read_text()
 
 
 @pytest.fixture

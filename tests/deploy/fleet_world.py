@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,8 @@ class Fleet:
     inventory: Path
     known_hosts: Path
     venv_key: str
+    releases: dict[str, str] = field(default_factory=dict)
+    """The release each bundle became when the whole fleet was last deployed to it."""
 
     @property
     def names(self) -> list[str]:

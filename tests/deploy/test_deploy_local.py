@@ -1,13 +1,12 @@
 """The embedded default: a board folder on this machine, same release logic as SSH."""
 
 import json
-import subprocess
-import sys
+
+import in_process
 
 
 def edgerl(*args, env=None):
-    return subprocess.run([sys.executable, "-m", "host.cli", *map(str, args)], capture_output=True, text=True,
-                          timeout=600, env=env)
+    return in_process.edgerl(*args, env=env)
 
 
 def test_local_board_deploy_run_status_rollback(bundles, tmp_path, ssh_world):

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from campaign import trials
 
 from deploy.release import DeployConfig, deploy, rollback, status
 from deploy.remote_run import RunConfig, run_on
@@ -200,10 +201,13 @@ def _fresh_board(nb, trial: int) -> Path:
     return board
 
 
+@pytest.mark.alone  # CUT_SLACK is 1.5 s
+@pytest.mark.campaign
 def test_twenty_link_cuts_at_random_points_all_recover(ssh_world, netns_board, bundles):
-    # The figure of docs/results.md: each deploy is cut while it runs (during the lock, the venv check, the upload,
-    # the checksums, the self-test or just before the switch), gives up within the silence timeout plus
-    # CUT_SLACK seconds, and a rerun after the link is back finishes it, verified.
+    # The figure of docs/results.md (20 cuts under `make campaigns`; the tiers cut 4: both sides, every bundle):
+    # each deploy is cut while it runs (during the lock, the venv check, the upload, the checksums, the self-test
+    # or just before the switch), gives up within the silence timeout plus CUT_SLACK seconds, and a rerun after
+    # the link is back finishes it, verified.
     import random
     import statistics
 
@@ -216,8 +220,8 @@ def test_twenty_link_cuts_at_random_points_all_recover(ssh_world, netns_board, b
         with nb.target(ssh_world, board_dir=str(_fresh_board(nb, -1 - kinds.index(kind)))) as target:
             deploy(target, DeployConfig(bundles[kind]), say=count.event, progress=count.event)
         events[kind] = count.events
-    cut, recovered, noticed = 0, 0, []
-    for trial in range(20):
+    cut, recovered, noticed, cuts = 0, 0, [], trials(4, 20)
+    for trial in range(cuts):
         kind, board = kinds[trial % 3], _fresh_board(nb, trial)
         cutter = CutAtEvent(nb, "host" if trial % 2 else "board", rng.randint(1, events[kind]))
         try:
@@ -234,8 +238,8 @@ def test_twenty_link_cuts_at_random_points_all_recover(ssh_world, netns_board, b
         if current_of(board) == done.release and (board / "current" / ".verified").is_file():
             recovered += 1
     # pytest tests/deploy/test_link_faults.py -k twenty -s
-    print(f"\n20 deploys, {cut} cut while they ran, {recovered} recovered by a rerun; each gave up after the cut in "
-          f"median {statistics.median(noticed or [0]):.1f} s, max {max(noticed or [0]):.1f} s (silence {SILENCE} s)")
-    assert cut == 20, f"only {cut} of 20 deploys were cut while they ran"
-    assert recovered == 20
+    print(f"\n{cuts} deploys, {cut} cut while they ran, {recovered} recovered by a rerun; each gave up after the cut "
+          f"in median {statistics.median(noticed or [0]):.1f} s, max {max(noticed or [0]):.1f} s (silence {SILENCE} s)")
+    assert cut == cuts, f"only {cut} of {cuts} deploys were cut while they ran"
+    assert recovered == cuts
     assert max(noticed) <= SILENCE + CUT_SLACK, noticed

@@ -1,16 +1,15 @@
 """A user scores a bundle on the device's own loop and finds the scores in its manifest."""
 
 import json
-import subprocess
-import sys
+
+import in_process
 
 from device.manifest import load_bundle
 from device.play import PlayConfig, play
 
 
 def edgerl(*args):
-    return subprocess.run([sys.executable, "-m", "host.cli", *map(str, args)], capture_output=True, text=True,
-                          timeout=600)
+    return in_process.edgerl(*args)
 
 
 def test_evaluate_records_the_device_loops_scores_in_the_manifest(bundle_copy):

@@ -5,6 +5,7 @@ import shutil
 import subprocess
 import sys
 
+import in_process
 import pytest
 import torch
 
@@ -13,8 +14,7 @@ from host.errors import ExportError
 
 
 def edgerl(*args):
-    return subprocess.run([sys.executable, "-m", "host.cli", *map(str, args)], capture_output=True, text=True,
-                          timeout=600)
+    return in_process.edgerl(*args)
 
 
 def one_line_error(run, *words):
@@ -92,10 +92,14 @@ def test_aoti_failure_is_recorded_and_other_formats_go_on(tmp_path, monkeypatch)
 
     monkeypatch.setattr(torch._inductor, "aoti_compile_and_package", no_compiler)
     lines = []
-    out = export_bundle(ExportConfig(out=tmp_path / "b", untrained=True, aoti=True), say=lines.append)
+    # The other formats go on to be verified: 100 steps say so as well as the default 1000.
+    out = export_bundle(ExportConfig(out=tmp_path / "b", untrained=True, aoti=True, verify_steps=100),
+                        say=lines.append)
     from device.manifest import load_bundle
 
-    aoti = load_bundle(out).backends["aoti"]
+    manifest = load_bundle(out)
+    assert manifest.parity["ok"] and set(manifest.parity["backends"]) == {"onnx", "pt2"}
+    aoti = manifest.backends["aoti"]
     assert aoti["status"] == "failed" and "GLIBCXX" in aoti["reason"] and "\n" not in aoti["reason"]
     assert any(line.strip().startswith("aoti  failed: OSError") for line in lines)
     assert (out / "policy.onnx").is_file() and not (out / "policy.aoti.pt2").exists()

@@ -3,8 +3,10 @@
 import subprocess
 import sys
 
+import in_process
 import numpy as np
 import pytest
+from campaign import trials
 
 from device import Policy
 from device.manifest import load_bundle
@@ -52,8 +54,7 @@ def test_int8_below_the_bar_is_refused_and_fp32_stays(bundle_copy):
 def test_verify_rechecks_the_int8_model_by_play(bundle_copy):
     bundle = bundle_copy("stacked")
     quantize_bundle(quick(bundle), say=lambda _: None)
-    run = subprocess.run([sys.executable, "-m", "host.cli", "verify", str(bundle)], capture_output=True, text=True,
-                         timeout=900)
+    run = in_process.edgerl("verify", bundle)
     assert run.returncode == 0, run.stderr
     assert "of 10000 frames of the policy's own games" in run.stdout and "over 10 games" in run.stdout
     figures = load_bundle(bundle).backends["int8"]
@@ -85,6 +86,7 @@ def test_a_refused_int8_export_exits_3_and_the_fp32_bundle_plays(tmp_path, monke
     assert play(PlayConfig(out, episodes=1, seed=1, max_steps=20))["steps"] == 20
 
 
+@pytest.mark.campaign
 def test_the_shipped_policy_carries_an_int8_model_that_plays_as_well_over_10_games():
     from pathlib import Path
 
@@ -96,26 +98,31 @@ def test_the_shipped_policy_carries_an_int8_model_that_plays_as_well_over_10_gam
     assert figures["mean_score"]["fp32"] >= 15  # the policy wins
     assert figures["mean_score"]["int8"] >= figures["mean_score"]["fp32"] - 1.0
     assert figures["value_regret"] is not None and figures["check_frames"] == 10_000
-    scores = {}
-    for flag in ([], ["--int8"]):
-        run = subprocess.run([sys.executable, "-m", "device", "play", str(shipped), "--episodes", "10", "--seed",
-                              str(figures["eval_seed"]), *flag], capture_output=True, text=True, timeout=900)
-        assert run.returncode == 0, run.stderr
-        scores["int8" if flag else "fp32"] = float(run.stdout.split("mean score ")[1].split()[0])
-    assert scores == pytest.approx(figures["mean_score"])  # the same games, on the device loop
-    assert scores["int8"] >= scores["fp32"] - 1.0
+    for model, scores in figures["scores"].items():
+        assert len(scores) == figures["eval_episodes"] and sum(scores) / len(scores) == pytest.approx(
+            figures["mean_score"][model])
+    # The same games on the device loop: all 10 under `make campaigns`, the first 2 in the tiers.
+    games = trials(2, figures["eval_episodes"])
+    scores = {model: [e["score"] for e in play(PlayConfig(shipped, episodes=games, seed=figures["eval_seed"],
+                                                          int8=model == "int8"))["episodes"]]
+              for model in ("fp32", "int8")}
+    assert scores["fp32"] == figures["scores"]["fp32"][:games]  # fp32 replays game for game
+    # onnxruntime's integer kernels differ by CPU (AVX2, AVX-512 VNNI, NEON: this one played 18.5 where the
+    # recording CPU played 19.2), so int8's games are judged here by the manifest's own bar, not replayed.
+    assert sum(scores["int8"]) / games >= sum(scores["fp32"]) / games - figures["max_score_loss"], scores
 
 
 def test_a_sensor_policys_int8_model_is_judged_on_its_outputs(own_bundles, tmp_path):
     import shutil
 
-    # The camera + joints policy: at the default 0.05 its int8 model is refused (a tiny MLP's 8-bit
-    # activations move a torque by ~0.16), and the bundle keeps fp32 only.
+    # The camera + joints policy, held to a bound no 8-bit model meets: refused, and the bundle keeps fp32 only.
+    # (At the default 0.05 it was refused on an AVX2 CPU, |d| ~0.16, and kept on an AVX-512 VNNI one: onnxruntime's
+    # integer kernels differ by CPU, so the outcome at a bound near |d| is the machine's, not the test's.)
     strict = shutil.copytree(own_bundles["two_sensors"], tmp_path / "strict")
-    with pytest.raises(QuantizeError, match=r"its outputs differ from fp32 by [0-9.]+ \(> 0.05\)"):
-        quantize_bundle(QuantizeConfig(strict), say=lambda _: None)
+    with pytest.raises(QuantizeError, match=r"its outputs differ from fp32 by [0-9.]+ \(> 0.0001\)"):
+        quantize_bundle(QuantizeConfig(strict, sensor_atol=1e-4), say=lambda _: None)
     figures = load_bundle(strict).backends["int8"]
-    assert figures["judged_by"] == "max |d| of the outputs" and figures["max_rel_diff"] > 0.05
+    assert figures["judged_by"] == "max |d| of the outputs" and figures["max_rel_diff"] > 1e-4
     assert not (strict / INT8_FILE).exists()
     # A user who accepts a looser bound gets the model, and it holds to that bound on the board.
     loose = shutil.copytree(own_bundles["two_sensors"], tmp_path / "loose")

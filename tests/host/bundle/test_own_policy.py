@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(__import__('pathlib').Path(__file__).resolve().parents[2]))
-from tests_own import OWN_POLICIES, REPO, export_from  # noqa: E402
+import in_process  # noqa: E402
+from tests_own import OWN_POLICIES, REPO, backends_of, export_from  # noqa: E402
 
 from device import Policy  # noqa: E402
 from device.manifest import load_bundle  # noqa: E402
@@ -16,13 +17,14 @@ from device.manifest import load_bundle  # noqa: E402
 GAMES = {"breakout_stacked": "breakout", "invaders_actor": "space_invaders"}
 
 
+@pytest.mark.campaign  # every backend, AOTInductor included, under `make campaigns`
 @pytest.mark.parametrize("name", OWN_POLICIES)
 def test_an_unseen_policy_verifies_on_every_backend_against_the_eager_one(own_bundles, name):
     manifest = load_bundle(own_bundles[name])
     parity = manifest.parity
     assert parity["ok"] and parity["reference"] == "eager" and parity["frames"] == 1000
     assert parity["episode_starts"] >= 4
-    assert set(parity["backends"]) == {"onnx", "pt2", "aoti"}, manifest.backends["aoti"]
+    assert set(parity["backends"]) == backends_of(name), manifest.backends["aoti"]
     for figures in parity["backends"].values():
         assert figures["action_agreement"] == 1.0
         assert figures["max_abs_diff_values"] <= 1e-4 and figures["max_abs_diff_state"] <= 1e-4
@@ -108,7 +110,7 @@ def test_the_recurrent_bundle_declares_its_states_and_needs_no_game(own_bundles)
     assert manifest.episode_start_input == "is_init"
     assert next(t for t in manifest.outputs if t.name == "action").shape == [5]
     assert manifest.parity["ok"] and manifest.parity["episode_starts"] >= 4
-    assert set(manifest.parity["backends"]) == {"onnx", "pt2", "aoti"}
+    assert set(manifest.parity["backends"]) == backends_of("tutorial_lstm") == {"onnx", "pt2", "aoti"}
     play = subprocess.run([sys.executable, "-m", "device", "play", str(own_bundles["tutorial_lstm"])],
                           capture_output=True, text=True)
     assert play.returncode == 2 and "no game to play" in play.stderr and "Traceback" not in play.stderr
@@ -118,12 +120,11 @@ def test_verify_rebuilds_the_eager_policy_from_the_factory(own_bundles, tmp_path
     import shutil
 
     bundle = shutil.copytree(own_bundles["tutorial_lstm"], tmp_path / "b")
-    run = subprocess.run([sys.executable, "-m", "host.cli", "verify", str(bundle), "--frames", "300", "--from",
-                          "examples/tutorial_lstm.py:make"], capture_output=True, text=True, cwd=REPO)
+    run = in_process.edgerl("verify", bundle, "--frames", 300, "--from", "examples/tutorial_lstm.py:make", cwd=REPO)
     assert run.returncode == 0, run.stderr
     assert "reference eager" in run.stdout and load_bundle(bundle).parity["reference"] == "eager"
-    wrong = subprocess.run([sys.executable, "-m", "host.cli", "verify", str(bundle), "--frames", "50", "--from",
-                            "examples/breakout_stacked.py:make"], capture_output=True, text=True, cwd=REPO)
+    wrong = in_process.edgerl("verify", bundle, "--frames", 50, "--from", "examples/breakout_stacked.py:make",
+                              cwd=REPO)
     assert wrong.returncode == 1 and "the bundle has" in wrong.stderr
 
 

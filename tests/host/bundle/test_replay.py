@@ -1,17 +1,15 @@
 """A user replays the board's game on the host and gets a GIF and matching scores."""
 
 import json
-import subprocess
-import sys
 
+import in_process
 from PIL import Image
 
 from device.play import PlayConfig, play
 
 
 def edgerl(*args):
-    return subprocess.run([sys.executable, "-m", "host.cli", *map(str, args)], capture_output=True, text=True,
-                          timeout=600)
+    return in_process.edgerl(*args)
 
 
 def test_replay_rebuilds_the_boards_game_as_a_gif(bundles, tmp_path):

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from tests_own import REPO, SECOND_ROUND, export_from  # noqa: E402
+import in_process  # noqa: E402
+from tests_own import REPO, SECOND_ROUND, backends_of, export_from  # noqa: E402
 
 from device import Policy  # noqa: E402
 from device.manifest import load_bundle  # noqa: E402
@@ -27,18 +28,18 @@ def _module(name: str):  # noqa: ANN202
     return __import__(f"examples.{name}", fromlist=["make"])
 
 
+@pytest.mark.campaign  # every backend, AOTInductor included, under `make campaigns`
 @pytest.mark.parametrize("name", SECOND_ROUND)
 def test_each_exports_verifies_on_every_backend_and_verify_rebuilds_it(own_bundles, name, tmp_path):
     import shutil
 
     manifest = load_bundle(own_bundles[name])
-    assert manifest.parity["ok"] and set(manifest.parity["backends"]) == {"onnx", "pt2", "aoti"}
+    assert manifest.parity["ok"] and set(manifest.parity["backends"]) == backends_of(name)
     for figures in manifest.parity["backends"].values():
         assert figures["action_agreement"] == 1.0
         assert figures["max_abs_diff_values"] <= 1e-4 and figures["max_abs_diff_state"] <= 1e-4
     bundle = shutil.copytree(own_bundles[name], tmp_path / "b")
-    run = subprocess.run([sys.executable, "-m", "host.cli", "verify", str(bundle), "--frames", "300", "--from",
-                          f"examples/{name}.py:make"], capture_output=True, text=True, cwd=REPO, timeout=600)
+    run = in_process.edgerl("verify", bundle, "--frames", 300, "--from", f"examples/{name}.py:make", cwd=REPO)
     assert run.returncode == 0 and "reference eager" in run.stdout, run.stdout + run.stderr
 
 

@@ -1,15 +1,14 @@
 """A user trains with `edgerl train`: one algorithm, runs that are never overwritten, logs that resume cleanly."""
 
-import subprocess
-import sys
+
+import in_process
 
 from host.train.pqn import PQNConfig
 from host.train.training_log import TrainingLog, plot_run, read_episodes
 
 
 def edgerl(*args):
-    return subprocess.run([sys.executable, "-m", "host.cli", *map(str, args)], capture_output=True, text=True,
-                          timeout=300)
+    return in_process.edgerl(*args)
 
 
 def test_train_help_lists_only_what_exists():
