@@ -7,7 +7,6 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.edgerl-installed
-SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEMO   ?= build/demo
 POLICY ?= stacked
 EPISODES ?= 1

@@ -1,7 +1,7 @@
-"""The two command lines called in-process: what a user's shell runs, without paying a new interpreter each time.
+"""`edgerl` called in-process: what a user's shell runs, without paying a new interpreter each time.
 
 `edgerl export` in a fresh process spends ~7 s importing torch before it does anything; the suite calls the CLI
-well over a hundred times. A test uses `run_cli` wherever the process boundary is not what it checks, and keeps a
+well over a hundred times. A test uses `edgerl` wherever the process boundary is not what it checks, and keeps a
 real subprocess for exit codes on signals, Ctrl-C, torch-free imports and the board side.
 """
 
@@ -10,6 +10,8 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import signal
+import subprocess
 import sys
 import threading
 from collections.abc import Iterator, Mapping
@@ -21,8 +23,6 @@ from pathlib import Path
 # distutils shim off for good, so a later first import of setuptools fails its own check inside AOTInductor
 # ("InductorError: AssertionError: .../distutils/core.py"). Imported before anything else, it never runs that check.
 import setuptools  # noqa: F401, E402
-
-MODULES = ("host.cli", "device")
 
 
 @dataclass
@@ -67,40 +67,47 @@ def _folder(cwd: Path | str | None) -> Iterator[None]:
         os.chdir(saved)
 
 
-def _main(module: str):  # noqa: ANN202
-    if module == "host.cli":
-        from host.cli import main
-    elif module == "device":
-        from device.cli import main
-    else:
-        raise ValueError(f"run_cli runs one of {MODULES}, not {module}")
-    return main
+class _TimedOut(BaseException):
+    """Raised in the command by the alarm; a BaseException, so no `except Exception` on the way swallows it."""
 
 
-def run_cli(module: str, *args: object, env: Mapping[str, str] | None = None,
-            cwd: Path | str | None = None) -> Ran:
-    """`python -m MODULE ARGS...` in this process: its exit code and what it printed, as the shell would see them."""
+@contextlib.contextmanager
+def _bounded(seconds: float) -> Iterator[None]:
+    """What `subprocess.run(timeout=...)` gave: a command that hangs (a dead link that paramiko waits on) fails the
+    test instead of the whole run. The alarm interrupts the main thread, where pytest and its xdist workers run."""
+    def ring(*_: object) -> None:
+        raise _TimedOut
+
+    previous = signal.signal(signal.SIGALRM, ring)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def edgerl(*args: object, env: Mapping[str, str] | None = None, cwd: Path | str | None = None,
+           timeout: float = 900) -> Ran:
+    """`edgerl ARGS...` in this process: its exit code and what it printed, as the shell would see them.
+
+    Raises subprocess.TimeoutExpired after `timeout` seconds, as subprocess.run would.
+    """
+    from host.cli import main
+
     argv = [str(a) for a in args]
-    main = _main(module)
     out, err = io.StringIO(), io.StringIO()
     with _ONE_AT_A_TIME, _environment(env), _folder(cwd), contextlib.redirect_stdout(out), \
             contextlib.redirect_stderr(err):
         try:
-            code = main(argv)
+            with _bounded(timeout):
+                code = main(argv)
         except SystemExit as done:  # argparse: --help is 0, a usage error 2
             code = done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
             if isinstance(done.code, str):
                 print(done.code, file=sys.stderr)
+        except _TimedOut:
+            raise subprocess.TimeoutExpired(["edgerl", *argv], timeout, out.getvalue(), err.getvalue()) from None
         finally:
             sys.stdout.flush()
-    return Ran([sys.executable, "-m", module, *argv], code, out.getvalue(), err.getvalue())
-
-
-def edgerl(*args: object, **kw: object) -> Ran:
-    """`edgerl ARGS...` in-process."""
-    return run_cli("host.cli", *args, **kw)
-
-
-def device(*args: object, **kw: object) -> Ran:
-    """`python -m device ARGS...` in-process."""
-    return run_cli("device", *args, **kw)
+    return Ran([sys.executable, "-m", "host.cli", *argv], code, out.getvalue(), err.getvalue())

@@ -88,11 +88,8 @@ def build(rootfs: Path = CACHE, say=print) -> Path:  # noqa: ANN001
     # downloaded on the host for aarch64 and its Python, installed with --no-index.
     from deploy.install import InstallConfig, download_wheels, venv_key
 
-    pyver = subprocess.run([CHROOT, str(rootfs), "python3", "-c",
-                            "import sys; print('%d.%d' % sys.version_info[:2])"],
-                           check=True, capture_output=True, text=True).stdout.strip()
-    board = {"machine": "aarch64", "python": pyver}
-    say(f"downloading aarch64 / Python {pyver} wheels for {' '.join(requirements())} on the host")
+    board = board_of(rootfs)
+    say(f"downloading aarch64 / Python {board['python']} wheels for {' '.join(requirements())} on the host")
     wheels = download_wheels(requirements(), board, InstallConfig(wheelhouse=True), venv_key(requirements(), board))
     target = rootfs / "opt" / "wheels"
     shutil.rmtree(target, ignore_errors=True)
@@ -104,6 +101,13 @@ def build(rootfs: Path = CACHE, say=print) -> Path:  # noqa: ANN001
          "--find-links", "/opt/wheels", *requirements()], env=clean)
     (rootfs / "opt" / ".edgerl-ready").write_text("ok\n")
     return rootfs
+
+
+def board_of(rootfs: Path) -> dict[str, str]:
+    """The userland as `edgerl deploy` probes a board (deploy.install.venv_key's input): machine and Python."""
+    pyver = subprocess.run([CHROOT, str(rootfs), "python3", "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+                           check=True, capture_output=True, text=True).stdout.strip()
+    return {"machine": "aarch64", "python": pyver}
 
 
 def requirements() -> list[str]:

@@ -123,15 +123,11 @@ BOARD_DIR = f"/home/{USER}/edgerl"
 """Where `edgerl deploy --to pi@...` keeps its releases (and venvs/) by default."""
 
 
-def _venv_key(rootfs: Path) -> tuple[str, dict[str, str]]:
-    """The name `edgerl deploy` gives the device's venv on this image (deploy.install.venv_key), and its board."""
+def _venv_key(board: dict[str, str]) -> str:
+    """The name `edgerl deploy` gives the device's venv on this image."""
     from deploy.install import venv_key
 
-    pyver = subprocess.run([arm_board.CHROOT, str(rootfs), "python3", "-c",
-                            "import sys; print('%d.%d' % sys.version_info[:2])"],
-                           check=True, capture_output=True, text=True).stdout.strip()
-    board = {"machine": "aarch64", "python": pyver}
-    return venv_key(arm_board.requirements(), board), board
+    return venv_key(arm_board.requirements(), board)
 
 
 def _bake_venv(rootfs: Path, key: str, board: dict[str, str], say=print) -> None:  # noqa: ANN001
@@ -165,8 +161,10 @@ def build(cache: Path = CACHE, say=print) -> Path:  # noqa: ANN001
     ensure_tools()
     rootfs = cache / "rootfs"
     ready = cache / ".ready"
-    if ready.is_file() and rootfs.is_dir() and ready.read_text().strip() == _inputs(rootfs):
-        return cache
+    if ready.is_file() and rootfs.is_dir():
+        arm_board.ensure_binfmt()
+        if ready.read_text().strip() == _inputs(_venv_key(arm_board.board_of(rootfs))):
+            return cache
     userland = arm_board.build(say=say)
     arm_board.ensure_sshd_installed(userland)
     _keys(cache)
@@ -181,7 +179,8 @@ def build(cache: Path = CACHE, say=print) -> Path:  # noqa: ANN001
         marker.write_text(" ".join(PACKAGES) + "\n")
     arm_board.ensure_binfmt()
     _configure(rootfs, cache)
-    key, board = _venv_key(rootfs)
+    board = arm_board.board_of(rootfs)
+    key = _venv_key(board)
     _bake_venv(rootfs, key, board, say=say)
     boot = rootfs / "boot"
     shutil.copy(max(boot.glob("vmlinuz-*")), cache / "vmlinuz")
@@ -190,14 +189,13 @@ def build(cache: Path = CACHE, say=print) -> Path:  # noqa: ANN001
     (cache / "disk.raw").unlink(missing_ok=True)
     subprocess.run(["mkfs.ext4", "-q", "-F", "-L", "edgerl-root", "-d", str(rootfs), str(cache / "disk.raw"),
                     DISK_SIZE], check=True)
-    ready.write_text(_inputs(rootfs) + "\n")
+    ready.write_text(_inputs(key) + "\n")
     return cache
 
 
-def _inputs(rootfs: Path) -> str:
+def _inputs(venv_key: str) -> str:
     """What the image is made of: its packages and the venv it carries (a new numpy pin means a new image)."""
-    arm_board.ensure_binfmt()
-    return f"packages {' '.join(PACKAGES)}; venv {_venv_key(rootfs)[0]}"
+    return f"packages {' '.join(PACKAGES)}; venv {venv_key}"
 
 
 def _free_port() -> int:

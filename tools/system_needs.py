@@ -50,7 +50,7 @@ NEEDS: dict[str, tuple[Need, ...]] = {
         Need("/usr/bin/qemu-aarch64-static", "qemu-user-static", "aarch64 programs in the chroot"),
         Need("qemu-system-aarch64", "qemu-system-arm", "the booting board"),
         Need("qemu-img", "qemu-utils", "the board's copy-on-write disk"),
-        Need("/usr/lib/ipxe/qemu/efi-virtio.rom", "ipxe-qemu", 
+        Need("/usr/lib/ipxe/qemu/efi-virtio.rom", "ipxe-qemu",
              "the ROM of the board's virtio-net-pci (on qemu's firmware path)"),
         Need("mkfs.ext4", "e2fsprogs", "the board's disk image"),
     ),
@@ -62,14 +62,18 @@ def missing(tier: str) -> list[Need]:
     return [need for need in NEEDS[tier] if need.found() is None]
 
 
+def _packages_of(needs: list[Need] | tuple[Need, ...]) -> list[str]:
+    return list(dict.fromkeys(need.package for need in needs))
+
+
 def packages(tier: str) -> list[str]:
     """Every package the tier installs, in table order."""
-    return list(dict.fromkeys(need.package for need in NEEDS[tier]))
+    return _packages_of(NEEDS[tier])
 
 
 def install(tier: str) -> None:
     """apt-get install what is missing; nothing at all when every file is there."""
-    wanted = list(dict.fromkeys(need.package for need in missing(tier)))
+    wanted = _packages_of(missing(tier))
     if not wanted:
         return
     sudo = [] if os.geteuid() == 0 else ["sudo"]

@@ -108,8 +108,8 @@ class SshWorld:
         env["PIP_CACHE_DIR"] = str(self.home / "pip-cache")
         return env
 
-    def cli(self, *args: object, timeout: float = 600) -> subprocess.CompletedProcess:
-        return in_process.edgerl(*args, env=self.env())
+    def cli(self, *args: object, timeout: float = 600) -> in_process.Ran:
+        return in_process.edgerl(*args, env=self.env(), timeout=timeout)
 
     def ssh_flags(self) -> list[str]:
         return ["--known-hosts", str(self.known_hosts), "--ssh-config", str(self.ssh_config), "-i", str(self.key)]

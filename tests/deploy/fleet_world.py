@@ -44,7 +44,7 @@ class Fleet:
         return ["--inventory", str(self.inventory), "--known-hosts", str(self.known_hosts),
                 "--ssh-config", str(self.world.ssh_config)]
 
-    def cli(self, *args: object, timeout: float = 900) -> subprocess.CompletedProcess:
+    def cli(self, *args: object, timeout: float = 900) -> Any:
         return self.world.cli(*args, *self.flags(), timeout=timeout)
 
     def popen(self, *args: object) -> subprocess.Popen:

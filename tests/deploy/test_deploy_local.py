@@ -6,7 +6,7 @@ import in_process
 
 
 def edgerl(*args, env=None):
-    return in_process.edgerl(*args, env=env)
+    return in_process.edgerl(*args, env=env, timeout=600)
 
 
 def test_local_board_deploy_run_status_rollback(bundles, tmp_path, ssh_world):

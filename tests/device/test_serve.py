@@ -152,7 +152,7 @@ def strong_bundle(tmp_path_factory) -> Path:
         "    nn.init.constant_(net.weight, 40.0)\n"
         "    return TensorDictModule(net, ['observation'], ['action']), GymEnv('Pendulum-v1')\n")
     run = in_process.edgerl("export", "--from", f"{root / 'strong.py'}:make", "--out", root / "bundle", "--no-aoti",
-                            "--verify-frames", 50, cwd=REPO)
+                            "--verify-frames", 50, cwd=REPO, timeout=600)
     assert run.returncode == 0, run.stderr
     return root / "bundle"
 

@@ -9,7 +9,7 @@ from device.play import PlayConfig, play
 
 
 def edgerl(*args):
-    return in_process.edgerl(*args)
+    return in_process.edgerl(*args, timeout=600)
 
 
 def test_evaluate_records_the_device_loops_scores_in_the_manifest(bundle_copy):

@@ -18,7 +18,7 @@ PONG_MINIMAL_ACTIONS = [0, 1, 3, 4, 11, 12]
 
 
 def edgerl(*args, timeout=600):
-    return in_process.edgerl(*args)
+    return in_process.edgerl(*args, timeout=timeout)
 
 
 def test_cli_export_then_verify_dqn_with_every_backend(tmp_path):

@@ -14,7 +14,7 @@ from host.errors import ExportError
 
 
 def edgerl(*args):
-    return in_process.edgerl(*args)
+    return in_process.edgerl(*args, timeout=600)
 
 
 def one_line_error(run, *words):

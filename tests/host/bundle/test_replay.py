@@ -9,7 +9,7 @@ from device.play import PlayConfig, play
 
 
 def edgerl(*args):
-    return in_process.edgerl(*args)
+    return in_process.edgerl(*args, timeout=600)
 
 
 def test_replay_rebuilds_the_boards_game_as_a_gif(bundles, tmp_path):

@@ -39,7 +39,8 @@ def test_each_exports_verifies_on_every_backend_and_verify_rebuilds_it(own_bundl
         assert figures["action_agreement"] == 1.0
         assert figures["max_abs_diff_values"] <= 1e-4 and figures["max_abs_diff_state"] <= 1e-4
     bundle = shutil.copytree(own_bundles[name], tmp_path / "b")
-    run = in_process.edgerl("verify", bundle, "--frames", 300, "--from", f"examples/{name}.py:make", cwd=REPO)
+    run = in_process.edgerl("verify", bundle, "--frames", 300, "--from", f"examples/{name}.py:make", cwd=REPO,
+                            timeout=600)
     assert run.returncode == 0 and "reference eager" in run.stdout, run.stdout + run.stderr
 
 

@@ -8,7 +8,7 @@ from host.train.training_log import TrainingLog, plot_run, read_episodes
 
 
 def edgerl(*args):
-    return in_process.edgerl(*args)
+    return in_process.edgerl(*args, timeout=300)
 
 
 def test_train_help_lists_only_what_exists():
