@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import secrets
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -66,11 +67,13 @@ def ensure_code(target: Target) -> str:
                    if not _same(target, f"{folder}/{name}", local)]
         if missing:
             target.check(["mkdir", "-p", f"{folder}/{layout.DEVICE_DIR}"], "making the board module's folder")
-        # The folder is named by the content, so a partial file left by a cut upload is a prefix of the same
-        # bytes: put() resumes it.
+        # Each upload writes its own part file: this runs before the board's lock is taken, and two deploys
+        # starting at once on a fresh board would otherwise write, then rename away, one shared part file.
+        # The files are small (no resume needed) and named by content, so either rename leaves the same bytes.
+        token = secrets.token_hex(4)
         for remote, local in missing:
-            target.put(local, remote + layout.PART)
-            target.rename(remote + layout.PART, remote)
+            target.put(local, f"{remote}{layout.PART}-{token}")
+            target.rename(f"{remote}{layout.PART}-{token}", remote)
     except OSError as err:
         raise DeployError(f"cannot put edgerl's board module on {target.name} ({err}); the board may be out of disk "
                           "space or inodes (`df -h -i` there): free some and rerun, nothing was changed") from err

@@ -3,19 +3,31 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
-import subprocess
 import sys
 from pathlib import Path
 
 
+class _Tee(io.StringIO):
+    """Shows a command's output as it comes and keeps it for reading back (the board's status is JSON)."""
+
+    def write(self, text: str) -> int:
+        sys.__stdout__.write(text)
+        return super().write(text)
+
+
 def _edgerl(*args: object) -> str:
-    run = subprocess.run([sys.executable, "-m", "host.cli", *map(str, args)], capture_output=True, text=True)
-    print(run.stdout, end="")
-    if run.returncode:
-        last = run.stderr.strip().splitlines()[-1] if run.stderr.strip() else f"exit {run.returncode}"
-        sys.exit(f"edgerl {args[0]} failed: {last}")
-    return run.stdout
+    # In this process: each step as its own `edgerl` process would pay torch's imports again (~5 s a step).
+    from host.cli import main
+
+    out = _Tee()
+    with contextlib.redirect_stdout(out):
+        code = main([str(a) for a in args])
+    if code:
+        sys.exit(f"edgerl {args[0]} failed (exit {code}): see the error above")
+    return out.getvalue()
 
 
 def run_pipeline(factory: str, work: Path, aoti: bool = True, play_steps: int | None = None) -> None:

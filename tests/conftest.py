@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import sys
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
@@ -49,6 +50,37 @@ def bundle_copy(bundles, tmp_path):
     return copy
 
 
+
+
+@dataclass(frozen=True)
+class DeviceVenv:
+    """The board's device venv (numpy, onnxruntime, ale-py: no torch), installed once per run by a real deploy."""
+
+    venvs: Path
+    """The venvs/ folder every test board links to (boards of a run share it; no real board does)."""
+    key: str
+
+    @property
+    def python(self) -> Path:
+        return self.venvs / self.key / "bin" / "python"
+
+
+def _install_device_venv(out: Path, bundle: Path) -> None:
+    from deploy.release import DeployConfig, deploy
+    from deploy.targets import LocalTarget
+
+    board = out / "board"
+    board.mkdir(parents=True)
+    (out / "venvs").mkdir()
+    (board / "venvs").symlink_to(out / "venvs")
+    (out / "key").write_text(deploy(LocalTarget(str(board)), DeployConfig(bundle), say=lambda _: None).venv)
+
+
+@pytest.fixture(scope="session")
+def device_venv(made_once, bundles) -> DeviceVenv:
+    """Installed before any test deploys, so two xdist workers' first deploys never build it at once."""
+    out = made_once.get("device-venv", partial(_install_device_venv, bundle=bundles["dqn"]))
+    return DeviceVenv(out / "venvs", (out / "key").read_text())
 
 
 def _export_own(out: Path, name: str, extra: tuple[str, ...] = ()) -> None:

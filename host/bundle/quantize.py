@@ -175,7 +175,8 @@ def judge_int8(bundle: Path, cfg: QuantizeConfig, say: Callable[[str], None] = p
     say(f"  mean score over {cfg.eval_episodes} games (seed {cfg.eval_seed}): fp32 {scores['fp32']:+.2f}, "
         f"int8 {scores['int8']:+.2f}")
     figures = {"judged_by": "mean score, same games", "mean_score": scores, "scores": reports,
-               "eval_episodes": cfg.eval_episodes, "eval_seed": cfg.eval_seed, "max_score_loss": cfg.max_score_loss,
+               "eval_episodes": cfg.eval_episodes, "eval_seed": cfg.eval_seed, "eval_max_steps": cfg.eval_max_steps,
+               "max_score_loss": cfg.max_score_loss,
                "agreement": agree, "value_regret": lost, "check_frames": len(check),
                "frames_from": "the fp32 policy's own games"}
     problems = []
@@ -255,11 +256,22 @@ def quantize_bundle(cfg: QuantizeConfig, say: Callable[[str], None] = print) -> 
     return figures
 
 
+def bar_it_was_judged_by(bundle: Path) -> QuantizeConfig:
+    """The judgement the bundle's int8 model was admitted by (its manifest's figures), defaults where unrecorded.
+
+    A model admitted at a bound its user chose (a looser sensor bound, a shorter judgement) is re-judged by that
+    bound, not refused by the defaults it was never held to.
+    """
+    recorded = load_bundle(bundle).backends.get("int8", {})
+    fields = ("check_frames", "eval_episodes", "eval_seed", "eval_max_steps", "max_score_loss", "sensor_atol")
+    return QuantizeConfig(bundle, **{k: recorded[k] for k in fields if k in recorded})
+
+
 def recheck_int8(bundle: Path, say: Callable[[str], None] = print) -> None:
     """Re-judge a bundle's int8 model against its fp32 one (after a re-verify); refuse it if it no longer holds."""
     bundle = Path(bundle)
     say(f"checking {INT8_FILE} against fp32")
-    figures, problems = judge_int8(bundle, QuantizeConfig(bundle), say)
+    figures, problems = judge_int8(bundle, bar_it_was_judged_by(bundle), say)
     manifest = load_bundle(bundle)
     figures["status"] = "refused" if problems else "ok"
     manifest.backends["int8"] = {**manifest.backends.get("int8", {}), **figures}

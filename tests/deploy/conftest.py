@@ -67,6 +67,9 @@ def start_sshd(root: Path, client_pub: Path, listen: tuple[str, ...] = ("127.0.0
         "PubkeyAuthentication yes\nPermitRootLogin yes\nStrictModes no\nUsePAM no\n"
         f"PidFile {root / 'sshd.pid'}\nSubsystem sftp internal-sftp -d {root / 'home'}\n"
         "LogLevel ERROR\nMaxStartups 50\n"
+        # The board's shell starts in its own home, as a fresh Debian board's does: without this, a root login here
+        # sources the host's ~/.bashrc (pyenv's init and shims, ~0.2 s of CPU per board command, thousands a run).
+        f"SetEnv HOME={root / 'home'}\n"
     )
     log = root / "sshd.log"
     prefix = ["ip", "netns", "exec", netns] if netns else []
@@ -116,7 +119,7 @@ class SshWorld:
 
 
 @pytest.fixture(scope="session")
-def ssh_world(tmp_path_factory, made_once, bundles) -> SshWorld:
+def ssh_world(tmp_path_factory, device_venv) -> SshWorld:
     root = tmp_path_factory.mktemp("ssh")
     home = root / "home"
     (home / ".ssh").mkdir(parents=True)
@@ -124,34 +127,17 @@ def ssh_world(tmp_path_factory, made_once, bundles) -> SshWorld:
     _keygen(key)
     servers = [start_sshd(root / f"sshd{i}", Path(f"{key}.pub")) for i in range(2)]
     user = subprocess.run(["id", "-un"], capture_output=True, text=True, check=True).stdout.strip()
-    # One venvs/ for every board of the run, xdist workers included: the device venv is installed once, below.
-    world = SshWorld(home, key, root / "known_hosts", root / "ssh_config", servers, made_once.root / "venvs",
+    # One venvs/ for every board of the run, xdist workers included, the device venv installed in it once.
+    world = SshWorld(home, key, root / "known_hosts", root / "ssh_config", servers, device_venv.venvs,
                      root / "wheels", user)
     world.known_hosts.write_text("".join(world.known_line(s) for s in servers))
     world.ssh_config.write_text(
         "".join(f"Host board{i}\n  HostName 127.0.0.1\n  Port {s.port}\n  User {user}\n  IdentityFile {key}\n"
                 for i, s in enumerate(servers))
     )
-    world.venvs.mkdir(exist_ok=True)
-    # Boards share venvs/ by symlink, which no real board does: two workers' first deploys would build the same
-    # venv at once. So the first worker installs it before any test deploys, and the rest wait for it.
-    made_once.get("device-venv", lambda out: _install_venv(world, bundles["dqn"], out))
     yield world
     for server in servers:
         server.stop()
-
-
-def _install_venv(world: SshWorld, bundle: Path, out: Path) -> None:
-    """The device venv, installed over loopback by a real deploy into the shared venvs/; its key in out/key."""
-    from deploy.release import DeployConfig, deploy
-    from deploy.ssh import SshOptions, SshTarget
-
-    out.mkdir()
-    (out / "venvs").symlink_to(world.venvs)
-    opts = SshOptions(known_hosts=world.known_hosts, ssh_config=world.ssh_config, identity=world.key,
-                      board_dir=str(out))
-    with SshTarget(world.user, "127.0.0.1", world.servers[0].port, opts) as target:
-        (out / "key").write_text(deploy(target, DeployConfig(bundle), say=lambda _: None).venv)
 
 
 @pytest.fixture
@@ -284,9 +270,9 @@ _NETNS_COUNT = [0]
 
 
 @pytest.fixture(scope="session")
-def shared_venv(ssh_world, made_once) -> str:
+def shared_venv(device_venv) -> str:
     """The key of the device venv every test board shares (a namespace board has no route to the package index)."""
-    return (made_once.root / "device-venv" / "key").read_text()
+    return device_venv.key
 
 
 @pytest.fixture

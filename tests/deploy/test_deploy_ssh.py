@@ -230,7 +230,7 @@ def test_two_deploys_at_once_to_one_board(ssh_world, ssh_opts, board_dir, bundle
     errors = [o for o in outcomes if isinstance(o, DeployError)]
     oks = [o for o in outcomes if not isinstance(o, DeployError)]
     assert oks, errors
-    assert all("another deploy is running" in str(e) for e in errors)
+    assert all("another deploy is running" in str(e) for e in errors), errors
     assert current_of(board) in {o.release for o in oks}
     assert (board / "current" / ".verified").is_file()
     with SshTarget(ssh_world.user, "127.0.0.1", server.port, ssh_opts(board)) as target:

@@ -130,7 +130,7 @@ def test_nan_in_policy_output_is_refused(tmp_path):
         next(policy.qnet.parameters()).fill_(float("nan"))
     save_checkpoint(tmp_path / "checkpoint.pt", PolicyConfig("dqn"), EnvSpec(), policy.qnet.state_dict())
     bundle = export_bundle(ExportConfig(out=tmp_path / "b", source=tmp_path / "checkpoint.pt", aoti=False,
-                                        verify=False),
+                                        verify=False, verify_steps=50),
                            say=lambda _: None)
     refused(device("play", bundle, "--max-steps", 3), "NaN")
 

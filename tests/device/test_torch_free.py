@@ -1,9 +1,10 @@
 """The device package runs in a venv holding only numpy, onnxruntime and ale-py."""
 
+import importlib.util
 import json
+import os
+import shutil
 import subprocess
-import sys
-import venv
 from pathlib import Path
 
 import pytest
@@ -24,50 +25,49 @@ sys.exit(code)
 
 
 @pytest.fixture(scope="module")
-def board_python(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("board-venv")
-    venv.create(root, with_pip=True)
-    py = root / "bin" / "python"
-    pip = [str(py), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
-    subprocess.run([*pip, "numpy", "onnxruntime", "ale-py"], check=True, timeout=600)
-    subprocess.run([*pip, "--no-deps", str(REPO)], check=True, timeout=600, cwd=root)
-    return py
+def board_python(device_venv, tmp_path_factory):
+    """Runs the board's venv (what a deploy installs: numpy, onnxruntime, ale-py) on a release's code: device/ alone."""
+    code = tmp_path_factory.mktemp("release-code")
+    shutil.copytree(REPO / "device", code / "device", ignore=shutil.ignore_patterns("__pycache__"))
+    env = {**{k: v for k, v in os.environ.items() if k != "PYTHONPATH"}, "PYTHONPATH": str(code)}
+
+    def run(*args: object, cwd: Path) -> subprocess.CompletedProcess:
+        return subprocess.run([str(device_venv.python), *map(str, args)], capture_output=True, text=True, cwd=cwd,
+                              env=env, timeout=300)
+
+    return run
 
 
 def test_device_never_imports_torch(board_python, bundles, tmp_path):
-    freeze = subprocess.run([str(board_python), "-m", "pip", "freeze"], capture_output=True, text=True).stdout
+    freeze = board_python("-m", "pip", "freeze", cwd=tmp_path).stdout
     names = {line.split("==")[0].lower() for line in freeze.splitlines()}
     assert not names & {"torch", "torchrl", "tensordict", "onnx", "gymnasium"}, names
     script = tmp_path / "check.py"
     script.write_text(CHECK)
     for kind in ("stacked", "lstm"):
-        st = subprocess.run([str(board_python), str(script), "selftest", str(bundles[kind])],
-                            capture_output=True, text=True, cwd=tmp_path, timeout=300)
+        st = board_python(script, "selftest", bundles[kind], cwd=tmp_path)
         assert st.returncode == 0, st.stdout + st.stderr
         report = tmp_path / f"{kind}.json"
-        pl = subprocess.run([str(board_python), str(script), "play", str(bundles[kind]), "--max-steps", "200",
-                             "--report", str(report)], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+        pl = board_python(script, "play", bundles[kind], "--max-steps", "200", "--report", report, cwd=tmp_path)
         assert pl.returncode == 0, pl.stdout + pl.stderr
         assert json.loads(report.read_text())["steps"] == 200
 
 
 def test_board_install_has_no_torch_to_import(board_python, tmp_path):
-    run = subprocess.run([str(board_python), "-c", "import torch"], capture_output=True, text=True, cwd=tmp_path)
+    run = board_python("-c", "import torch", cwd=tmp_path)
     assert run.returncode != 0 and "No module named 'torch'" in run.stderr
-    assert sys.executable != str(board_python)
+    assert importlib.util.find_spec("torch") is not None  # this host has it; the board's venv does not
 
 
 def test_own_policies_self_test_and_play_without_torch(board_python, own_bundles, tmp_path):
     script = tmp_path / "check.py"
     script.write_text(CHECK)
     for bundle in own_bundles.values():
-        st = subprocess.run([str(board_python), str(script), "selftest", str(bundle)], capture_output=True,
-                            text=True, cwd=tmp_path, timeout=300)
+        st = board_python(script, "selftest", bundle, cwd=tmp_path)
         assert st.returncode == 0 and ": ok" in st.stdout, st.stdout + st.stderr
         if json.loads((bundle / "manifest.json").read_text())["env"] is None:
             continue  # no game: the user's own loop runs it (below)
-        pl = subprocess.run([str(board_python), str(script), "play", str(bundle), "--max-steps", "100"],
-                            capture_output=True, text=True, cwd=tmp_path, timeout=300)
+        pl = board_python(script, "play", bundle, "--max-steps", "100", cwd=tmp_path)
         assert pl.returncode == 0, pl.stdout + pl.stderr
 
 
@@ -86,6 +86,5 @@ def test_the_runtime_api_runs_a_sensor_policy_in_a_users_loop(board_python, own_
         "assert 'torch' not in sys.modules\n"
         "print('ok', first[0].shape)\n"
     )
-    run = subprocess.run([str(board_python), str(loop), str(own_bundles["tutorial_lstm"])], capture_output=True,
-                         text=True, cwd=tmp_path, timeout=300)
+    run = board_python(loop, own_bundles["tutorial_lstm"], cwd=tmp_path)
     assert run.returncode == 0 and "ok (5,)" in run.stdout, run.stdout + run.stderr

@@ -9,7 +9,7 @@ import pytest
 from campaign import trials
 
 from device import Policy
-from device.manifest import load_bundle
+from device.manifest import load_bundle, write_manifest
 from device.play import PlayConfig, play
 from host.bundle.quantize import INT8_FILE, QuantizeConfig, QuantizeError, quantize_bundle
 
@@ -51,14 +51,23 @@ def test_int8_below_the_bar_is_refused_and_fp32_stays(bundle_copy):
     assert manifest.backends["int8"]["status"] == "refused" and "mean_score" in manifest.backends["int8"]
 
 
-def test_verify_rechecks_the_int8_model_by_play(bundle_copy):
+def test_verify_rechecks_the_int8_model_by_play_with_the_bar_it_was_admitted_by(bundle_copy):
     bundle = bundle_copy("stacked")
-    quantize_bundle(quick(bundle), say=lambda _: None)
+    quantize_bundle(quick(bundle, eval_seed=7), say=lambda _: None)
     run = in_process.edgerl("verify", bundle)
     assert run.returncode == 0, run.stderr
-    assert "of 10000 frames of the policy's own games" in run.stdout and "over 10 games" in run.stdout
+    # The shipped model's 10 games over 10,000 frames are test_the_shipped_policy_carries_...'s to check.
+    assert "int8 agrees with fp32 on" in run.stdout and "of 2000 frames of the policy's own games" in run.stdout
+    assert "mean score over 1 games (seed 7)" in run.stdout
     figures = load_bundle(bundle).backends["int8"]
-    assert figures["check_frames"] == 10_000 and figures["eval_episodes"] == 10
+    assert figures["status"] == "ok" and figures["check_frames"] == 2000 and figures["eval_max_steps"] == 300
+    # A model its user admitted at a looser bar stays admitted by it; a bar no model meets refuses it at verify.
+    manifest = load_bundle(bundle)
+    manifest.backends["int8"]["max_score_loss"] = -100
+    write_manifest(bundle, manifest)
+    run = in_process.edgerl("verify", bundle)
+    assert run.returncode == 3 and "the bundle's int8 model loses" in run.stderr
+    assert load_bundle(bundle).backends["int8"]["status"] == "refused"
 
 
 def test_play_int8_without_an_int8_model_is_a_clear_error(bundles):

@@ -9,7 +9,7 @@ import pytest
 
 sys.path.insert(0, str(__import__('pathlib').Path(__file__).resolve().parents[2]))
 import in_process  # noqa: E402
-from tests_own import OWN_POLICIES, REPO, backends_of, export_from  # noqa: E402
+from tests_own import OWN_POLICIES, REPO, VERIFY_STEPS, backends_of, export_from  # noqa: E402
 
 from device import Policy  # noqa: E402
 from device.manifest import load_bundle  # noqa: E402
@@ -22,8 +22,8 @@ GAMES = {"breakout_stacked": "breakout", "invaders_actor": "space_invaders"}
 def test_an_unseen_policy_verifies_on_every_backend_against_the_eager_one(own_bundles, name):
     manifest = load_bundle(own_bundles[name])
     parity = manifest.parity
-    assert parity["ok"] and parity["reference"] == "eager" and parity["frames"] == 1000
-    assert parity["episode_starts"] >= 4
+    assert parity["ok"] and parity["reference"] == "eager" and parity["frames"] == VERIFY_STEPS
+    assert parity["episode_starts"] >= 2
     assert set(parity["backends"]) == backends_of(name), manifest.backends["aoti"]
     for figures in parity["backends"].values():
         assert figures["action_agreement"] == 1.0
@@ -109,8 +109,8 @@ def test_the_recurrent_bundle_declares_its_states_and_needs_no_game(own_bundles)
     assert [(p.input, p.shape) for p in manifest.state] == [("hidden0", [2, 256]), ("hidden1", [2, 256])]
     assert manifest.episode_start_input == "is_init"
     assert next(t for t in manifest.outputs if t.name == "action").shape == [5]
-    assert manifest.parity["ok"] and manifest.parity["episode_starts"] >= 4
-    assert set(manifest.parity["backends"]) == backends_of("tutorial_lstm") == {"onnx", "pt2", "aoti"}
+    assert manifest.parity["ok"] and manifest.parity["episode_starts"] >= 2
+    assert set(manifest.parity["backends"]) == backends_of("tutorial_lstm")
     play = subprocess.run([sys.executable, "-m", "device", "play", str(own_bundles["tutorial_lstm"])],
                           capture_output=True, text=True)
     assert play.returncode == 2 and "no game to play" in play.stderr and "Traceback" not in play.stderr
@@ -129,8 +129,11 @@ def test_verify_rebuilds_the_eager_policy_from_the_factory(own_bundles, tmp_path
 
 
 @pytest.mark.parametrize("script", ["tutorial_dqn", "tutorial_lstm"])
-def test_the_tutorial_examples_run_end_to_end(script, tmp_path):
+def test_the_tutorial_examples_run_end_to_end(script, tmp_path, device_venv):
     extra = ["--train-frames", "64"] if script == "tutorial_dqn" else []
+    # The run's board venv, as a board that ran edgerl before has one (test_deploy_local.py installs a fresh one).
+    (tmp_path / "board").mkdir()
+    (tmp_path / "board" / "venvs").symlink_to(device_venv.venvs)
     run = subprocess.run([sys.executable, f"examples/{script}.py", "--out", str(tmp_path), "--no-aoti", *extra],
                          capture_output=True, text=True, cwd=REPO, timeout=900,
                          env={**__import__("os").environ, "PYTHONPATH": str(REPO)})
