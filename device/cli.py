@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
 
 from device.manifest import EXIT_CODES_HELP, EXIT_FAILED_CHECK, EXIT_INTERRUPTED, EXIT_OK, EdgerlError
+from device.trust import ALLOW_UNVERIFIED
 
 STARTED = time.monotonic()
 """When this process had the CLI loaded: serve's cold start (to the first action) counts from here."""
@@ -27,6 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
                                      description="Run an edgerl bundle on this board: play its game, self-test it, "
                                                  "or time its loop. Needs only numpy, onnxruntime and ale-py.",
                                      epilog=EXIT_CODES_HELP)
+    parser.add_argument("--allow-unverified", action="store_true",
+                        help="run a bundle whose verification failed (its manifest's parity); for debugging only")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("play", help="play the bundle's game with its policy and write a JSON report",
@@ -123,6 +127,8 @@ def _serve(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Entry point: one line and a non-zero exit code for any bad input."""
     args = build_parser().parse_args(argv)
+    if args.allow_unverified:
+        os.environ[ALLOW_UNVERIFIED] = "1"  # read where every command loads its bundle (device.trust)
     try:
         return _run(args)
     except EdgerlError as err:

@@ -106,13 +106,15 @@ class Policy:
         self.reset()
 
     @classmethod
-    def load(cls, bundle: str | Path, threads: int | None = None, int8: bool = False, clip: bool = False) -> Policy:
-        """Check the bundle's checksums and load its model (or its int8 model).
+    def load(cls, bundle: str | Path, threads: int | None = None, int8: bool = False, clip: bool = False,
+             allow_unverified: bool = False) -> Policy:
+        """Check the bundle's checksums and verification and load its model (or its int8 model).
 
-        With `clip`, a continuous action is clipped into the manifest's bounds instead of refused.
+        With `clip`, a continuous action is clipped into the manifest's bounds instead of refused. A bundle whose
+        verification failed is refused unless `allow_unverified` (for debugging it).
         """
         bundle = Path(bundle).resolve()  # once: a `current` link flipped meanwhile cannot mix two releases
-        manifest = load_trusted(bundle)
+        manifest = load_trusted(bundle, allow_unverified)
         return cls(bundle, manifest, threads, model_file(manifest, int8), clip)
 
     def reset(self) -> None:
@@ -129,7 +131,12 @@ class Policy:
     def _checked(self, name: str, value: object, what: str) -> np.ndarray:
         spec = self._specs[name]
         array = np.asarray(value)
-        if array.dtype != np.dtype(spec.dtype) or list(array.shape) != list(spec.shape):
+        want = np.dtype(spec.dtype)
+        if what == "observation" and array.dtype.kind == want.kind and np.can_cast(array.dtype, want, "safe"):
+            # A sensor's float32 where the env declared float64 (TorchRL's DoubleToFloat leaves the raw input
+            # float64): widening loses nothing, narrowing or changing kind would, and stays refused.
+            array = array.astype(want, copy=False)
+        if array.dtype != want or list(array.shape) != list(spec.shape):
             raise PolicyError(f"{what} {name!r} is {array.dtype}{list(array.shape)}, the manifest says "
                               f"{spec.dtype}{list(spec.shape)}")
         return array

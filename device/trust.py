@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from device.layout import INCOMING, RELEASES, format_sums, parse_sums, sha256_file
-from device.manifest import EXIT_UNTRUSTED, MANIFEST, EdgerlError, Manifest, load_bundle
+from device.manifest import EXIT_FAILED_CHECK, EXIT_UNTRUSTED, MANIFEST, BundleError, EdgerlError, Manifest, load_bundle
 
 NAMESPACE = "edgerl-bundle"
 BUNDLE_SUMS = "SHA256SUMS"
@@ -171,8 +171,30 @@ def check_release(bundle_dir: str | os.PathLike[str], manifest_files: list[str])
     return check_signed(Path(bundle_dir), os.path.join(root, POLICY), manifest_files)
 
 
-def load_trusted(bundle: Path) -> Manifest:
-    """`load_bundle`, and inside a board folder with a trust policy, its signature: what the board runs from."""
+ALLOW_UNVERIFIED = "EDGERL_ALLOW_UNVERIFIED"
+"""Set to 1 (or pass `--allow-unverified`) to run a bundle whose verification failed: for debugging it only."""
+
+
+class UnverifiedBundle(BundleError):
+    """The bundle's own manifest records that its exported model disagrees with the policy it came from."""
+
+    exit_code = EXIT_FAILED_CHECK
+
+
+def check_verified(bundle: Path, manifest: Manifest, allow: bool = False) -> None:
+    """Refuse a bundle whose recorded parity failed (one exported without verification has none: not refused)."""
+    parity = manifest.parity or {}
+    if parity.get("ok") is not False or allow or os.environ.get(ALLOW_UNVERIFIED) == "1":
+        return
+    failed = [name for name, fig in parity.get("backends", {}).items() if not fig.get("ok", True)]
+    raise UnverifiedBundle(f"{bundle}: its verification failed ({', '.join(failed) or 'a backend'} disagreed with "
+                           f"the {parity.get('reference', 'reference')} policy, figures in its manifest), so it does "
+                           "not act as the policy it came from; re-export it, or pass --allow-unverified to debug it")
+
+
+def load_trusted(bundle: Path, allow_unverified: bool = False) -> Manifest:
+    """What the board runs from: the bundle, its verification passed, its signature where the board trusts keys."""
     manifest = load_bundle(bundle)
+    check_verified(bundle, manifest, allow_unverified)
     check_release(bundle, list(manifest.files))
     return manifest

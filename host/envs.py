@@ -6,7 +6,9 @@ to the exported policy, so the preprocessing is written once.
 
 from __future__ import annotations
 
-from torchrl.envs import Compose, EnvBase, GrayScale, GymEnv, Resize, ToTensorImage, TransformedEnv
+import torch
+from torchrl.envs import CatFrames, Compose, EnvBase, GrayScale, GymEnv, Resize, ToTensorImage, TransformedEnv
+from torchrl.envs.batched_envs import BatchedEnvBase
 
 from device.manifest import SCREEN_INPUT, EdgerlError, EnvSpec
 
@@ -75,6 +77,30 @@ def action_table(env: GymEnv | TransformedEnv) -> tuple[list[int], list[str]]:
     return ids, list(ale_env.get_action_meanings())
 
 
+def single_env(env: EnvBase | None, close: bool = False) -> EnvBase | None:
+    """The one env a batched env (SerialEnv, ParallelEnv, or a TransformedEnv over either) runs copies of.
+
+    What a user trains in is batched; what the board runs is one copy. The copy is made by the batched env's own
+    constructor and kwargs (for the first worker), and the transforms over the batch are cloned onto it, their
+    statistics (VecNorm's) with them and their per-batch buffers (CatFrames') emptied, so they fill at the copy's
+    shape. With `close`, the batched env's workers are shut down (ours to close: the CLI built them).
+    """
+    batched = base_env(env) if env is not None else None
+    if not isinstance(batched, BatchedEnvBase):
+        return env
+    one = batched.create_env_fn[0](**(batched.create_env_kwargs[0] or {}))
+    if isinstance(env, TransformedEnv):
+        transforms = env.transform.clone()
+        for t in transforms.transforms if isinstance(transforms, Compose) else [transforms]:
+            if isinstance(t, CatFrames):
+                for key in t.in_keys:
+                    setattr(t, f"_cat_buffers_{key}", torch.nn.parameter.UninitializedBuffer())
+        one = TransformedEnv(one, transforms)
+    if close and not batched.is_closed:
+        batched.close()
+    return one
+
+
 def base_env(env: EnvBase) -> EnvBase:
     """The env under its transforms."""
     return env.base_env if isinstance(env, TransformedEnv) else env
@@ -86,7 +112,10 @@ def ale_of(env: EnvBase) -> object | None:
         from ale_py.env import AtariEnv
     except ImportError:  # pragma: no cover - ale-py is a core dependency
         return None
-    gym_env = getattr(base_env(env), "_env", None)
+    base = base_env(env)
+    if isinstance(base, BatchedEnvBase):  # its attributes are its workers' (an unstarted one recurses): unbatch first
+        return None
+    gym_env = getattr(base, "_env", None)
     unwrapped = getattr(gym_env, "unwrapped", None)
     return unwrapped if isinstance(unwrapped, AtariEnv) else None
 

@@ -24,6 +24,7 @@ from device.manifest import (
     EXIT_ROLLOUT_STOPPED,
     load_bundle,
 )
+from device.trust import check_verified
 from host.board_cli import progress_bar, say, ssh_options
 
 
@@ -114,7 +115,9 @@ def _exit(rollout: Rollout, single: bool) -> int:
 
 def deploy_cmd(args: argparse.Namespace) -> int:
     """Deploy to every board, in waves when asked; one line per board, and why the rollout stopped."""
-    load_bundle(args.bundle)  # a bad bundle is refused once, before any board is touched
+    # A bad bundle, or one whose verification failed, is refused once, before any board is touched. No flag
+    # overrides the second: debug an unverified bundle here (`python -m device play --allow-unverified`).
+    check_verified(args.bundle, load_bundle(args.bundle))
     boards = boards_of(args)
     waves = _wave_config(args)
     cfg = DeployConfig(args.bundle, keep=args.keep, install=InstallConfig(wheelhouse=args.wheelhouse),

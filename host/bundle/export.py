@@ -48,10 +48,10 @@ from device.manifest import (
     write_manifest,
 )
 from host.bundle.action_bounds import action_spec
-from host.bundle.graph import GraphPlan, PolicyGraph
+from host.bundle.graph import GraphPlan, PolicyGraph, training_only
 from host.bundle.rollout import Sequence, Trace, states_fed
 from host.bundle.tracing import build_graph, exploration_type, frozen_statistics, reference
-from host.envs import action_table, env_spec_from
+from host.envs import action_table, env_spec_from, single_env
 from host.errors import ExportError, one_line
 from host.policies import epsilon_of
 
@@ -122,6 +122,7 @@ def write_bundle(policy: TensorDictModuleBase, env: EnvBase | None, out: Path | 
                  example: TensorDictBase | None = None, options: ExportOptions | None = None,
                  say: Callable[[str], None] = print, progress: bool = False) -> Written:
     """Write a complete bundle for `policy` to `out` (not yet verified: `pipeline.export_policy` does both)."""
+    env = single_env(env)  # a batched env: its one copy (the user's env, workers and all, is left as it was)
     with frozen_statistics(env):
         return _write_bundle(policy, env, Path(out), example, options or ExportOptions(), say, progress)
 
@@ -186,6 +187,7 @@ def _manifest(plan: GraphPlan, env: EnvBase | None, env_spec: EnvSpec | None, op
             "source": opts.source,
             "training": opts.training or {"frames_trained": None},
             **({"normalization": plan.normalization} if plan.normalization else {}),
+            **({"training_only": training_only(env)} if training_only(env) else {}),
             "exported_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "export_seconds": round(time.perf_counter() - started, 1),
             "host_only": list(HOST_ONLY_FILES),

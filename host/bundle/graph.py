@@ -38,13 +38,18 @@ VALUE_KEYS = ("action_value", "logits")
 # env's bookkeeping, not on what the policy sees, so they stay out of the graph.
 _BOOKKEEPING = {"StepCounter", "RewardSum", "RewardScaling", "RewardClipping", "InitTracker", "TensorDictPrimer",
                 "SignTransform", "TargetReturn", "DTypeCastTransform"}
+# Transforms that shape only where training episodes begin or end: nothing the policy sees at a step. They are
+# left out of the board's game and named in the manifest (provenance.training_only), with why.
+TRAINING_ONLY = {"NoopResetEnv": "random no-op starts vary where training episodes begin; the board's game starts "
+                                 "from the emulator's reset",
+                 "EndOfLifeTransform": "life-loss marks shape training's value targets; the board's episode is the "
+                                       "whole game"}
 # Transforms that change the env's dynamics: the device loop cannot reproduce them.
 _DYNAMICS = {"FrameSkipTransform": "set frame_skip on the GymEnv instead (ALE repeats the action natively)",
-             "NoopResetEnv": "no-op starts are not reproduced on the board",
-             "EndOfLifeTransform": "life-loss episodes are not reproduced on the board",
-             "TimeMaxPool": "max-pooling over frames is not reproduced on the board",
-             "ActionMask": "action masks are not reproduced on the board",
-             "ActionDiscretizer": "action transforms are not reproduced on the board"}
+             "TimeMaxPool": "max-pooling over frames is not reproduced on the board; drop it and retrain",
+             "ActionMask": "action masks are not reproduced on the board; drop it and retrain",
+             "ActionDiscretizer": "action transforms are not reproduced on the board; give the game its own "
+                                  "actions"}
 
 
 def flat_name(key: NestedKey) -> str:
@@ -102,6 +107,16 @@ class Affine(nn.Module):
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         """Normalised observation, as ObservationNorm computes it."""
         return (obs - self.loc) / self.scale if self.standard_normal else obs * self.scale + self.loc
+
+
+class KeptStack(StackFrames):
+    """The next stack twice: once for the transforms after CatFrames, once as the state carried to the next step."""
+
+    def forward(self, stack: torch.Tensor, frame: torch.Tensor, is_init: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the stack the next transform reads, the stack carried)."""
+        nxt = super().forward(stack, frame, is_init)
+        return nxt, nxt
 
 
 class PolicyGraph(nn.Module):
@@ -199,22 +214,38 @@ def observation_keys(env: EnvBase | None) -> set:
     return keys | set(base.observation_spec.keys(include_nested=True, leaves_only=True))
 
 
-def check_transforms(env: EnvBase | None) -> None:
-    """Refuse, before the env is touched, the transforms the board cannot reproduce or that are not ready."""
+def transform_problems(env: EnvBase | None) -> list[str]:
+    """Every transform of the env the board cannot reproduce or that is not ready, each with what to do."""
+    problems = []
     for t in env_transforms(env):
         name = type(t).__name__
         if name in _DYNAMICS:
-            raise ExportError(f"the env uses {name}, which the board cannot reproduce: {_DYNAMICS[name]}")
-        if is_vecnorm(t) and not _has_statistics(t):
-            raise ExportError(f"the env's {name} has no statistics yet; step the env (or load them) before export")
-        if name in _BOOKKEEPING or is_vecnorm(t):
+            problems.append(f"{name} changes the game's dynamics ({_DYNAMICS[name]})")
+        elif is_vecnorm(t) and not _has_statistics(t):
+            problems.append(f"{name} has no statistics yet (step the env, or load them, before export)")
+        elif name in _BOOKKEEPING or name in TRAINING_ONLY or is_vecnorm(t):
             continue
-        if getattr(t, "in_keys_inv", None):
-            raise ExportError(f"the env's {name} transforms actions; the board feeds actions to the game unchanged")
-        if isinstance(t, CatFrames) and t.as_inverse:
-            raise ExportError("CatFrames(as_inverse=True) is not supported; stack observations, not actions")
-        if isinstance(t, ObservationNorm) and not t.initialized:
-            raise ExportError("the env's ObservationNorm has no statistics yet; call init_stats() before export")
+        elif getattr(t, "in_keys_inv", None):
+            problems.append(f"{name} transforms actions (the board feeds actions to the game unchanged; drop it)")
+        elif isinstance(t, CatFrames) and t.as_inverse:
+            problems.append("CatFrames(as_inverse=True) stacks actions (stack observations instead)")
+        elif isinstance(t, ObservationNorm) and not t.initialized:
+            problems.append("ObservationNorm has no statistics yet (call init_stats() before export)")
+    return problems
+
+
+def check_transforms(env: EnvBase | None) -> None:
+    """Refuse, before the env is touched, every transform the board cannot reproduce, all in one line."""
+    problems = transform_problems(env)
+    if problems:
+        raise ExportError(f"the env has {len(problems)} transform{'s' if len(problems) > 1 else ''} the board "
+                          f"cannot take: {'; '.join(problems)}")
+
+
+def training_only(env: EnvBase | None) -> list[dict]:
+    """The env's transforms left out of the board's game, and why (recorded in the manifest)."""
+    return [{"transform": type(t).__name__, "why": TRAINING_ONLY[type(t).__name__]} for t in env_transforms(env)
+            if type(t).__name__ in TRAINING_ONLY]
 
 
 def preprocessing(env: EnvBase | None) -> tuple[list[TensorDictModuleBase], list[dict], list[dict]]:
@@ -231,14 +262,19 @@ def preprocessing(env: EnvBase | None) -> tuple[list[TensorDictModuleBase], list
             baked, records = vecnorm_affine(t, observation_keys(env))
             modules.extend(baked)
             norms.extend(records)
-        elif type(t).__name__ in _BOOKKEEPING:
+        elif type(t).__name__ in _BOOKKEEPING or type(t).__name__ in TRAINING_ONLY:
             continue
         elif isinstance(t, CatFrames):
             for in_key, out_key in zip(t.in_keys, t.out_keys, strict=True):
                 state_key = f"{flat_name(out_key)}_stack"
-                stacks.append({"in": in_key, "out": out_key, "state": state_key, "n": t.N, "dim": t.dim})
-                modules.append(TensorDictModule(StackFrames(t.N, t.dim, t.padding, float(t.padding_value)),
-                                                in_keys=[state_key, in_key, EPISODE_START_INPUT], out_keys=[out_key]))
+                kept = f"next_{state_key}"
+                stacks.append({"in": in_key, "out": out_key, "state": state_key, "next": kept, "n": t.N,
+                               "dim": t.dim})
+                # The stack is kept as it leaves CatFrames: a later transform on the same key (the Atari
+                # references' VecNorm) changes what the policy sees, not what CatFrames carries to the next step.
+                modules.append(TensorDictModule(KeptStack(t.N, t.dim, t.padding, float(t.padding_value)),
+                                                in_keys=[state_key, in_key, EPISODE_START_INPUT],
+                                                out_keys=[out_key, kept]))
         elif isinstance(t, ObservationNorm):
             for in_key, out_key in zip(t.in_keys, t.out_keys, strict=True):
                 modules.append(TensorDictModule(Affine(t.loc, t.scale, t.standard_normal), in_keys=[in_key],
@@ -317,7 +353,7 @@ def _state_slots(policy: TensorDictModuleBase, example: TensorDict, result: Tens
     module_in = [slot(k, flat_name(k), example.get(k)) for k in states]
     module_out = [slot(_writes(policy, k), f"next_{flat_name(k)}", result.get(_writes(policy, k))) for k in states]
     stack_in = [slot(s["state"], s["state"], example.get(s["state"])) for s in stacks]
-    stack_out = [slot(s["out"], f"next_{s['state']}", result.get(s["out"])) for s in stacks]
+    stack_out = [slot(s["next"], s["next"], result.get(s["next"])) for s in stacks]
     state_in, state_out = [*module_in, *stack_in], [*module_out, *stack_out]
     for i, o in zip(state_in, state_out, strict=True):
         if i.spec.shape != o.spec.shape or i.spec.dtype != o.spec.dtype:
@@ -371,7 +407,7 @@ def _run_prefix(pre: list[TensorDictModuleBase], td: TensorDictBase, key: Nested
     td = td.clone()
     with torch.no_grad():
         for m in pre:
-            if isinstance(m, TensorDictModule) and isinstance(m.module, StackFrames):
+            if isinstance(m, TensorDictModule) and isinstance(m.module, KeptStack):
                 if m.in_keys[1] == key:
                     return td.get(key)
                 continue

@@ -23,7 +23,7 @@ from torchrl.envs import EnvBase
 from device.manifest import INT8_FILE, EnvSpec, load_bundle
 from host.bundle.export import ExportOptions, prepare_out, write_bundle
 from host.bundle.quantize import QuantizeConfig, quantize_bundle, recheck_int8
-from host.bundle.sources import Source, builtin_source, checkpoint_source, load_factory
+from host.bundle.sources import Source, builtin_source, checkpoint_source, known_noise_silenced, load_factory
 from host.bundle.verify import VerifyConfig, verify_bundle
 from host.errors import ExportError
 
@@ -93,6 +93,11 @@ def resolve_source(cfg: ExportConfig) -> Source:
 def export_bundle(cfg: ExportConfig, say: Callable[[str], None] = print, progress: bool = False) -> Path:
     """`edgerl export`: resolve the source, write and verify the bundle, then make and judge int8 if asked."""
     prepare_out(Path(cfg.out))
+    with known_noise_silenced():
+        return _export_bundle(cfg, say, progress)
+
+
+def _export_bundle(cfg: ExportConfig, say: Callable[[str], None], progress: bool) -> Path:
     src = resolve_source(cfg)
     opts = ExportOptions(exploration="random" if cfg.stochastic else "deterministic", aoti=cfg.aoti,
                          verify=cfg.verify, verify_steps=cfg.verify_steps, label=src.label, training=src.training,

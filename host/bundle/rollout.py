@@ -18,10 +18,10 @@ import numpy as np
 import torch
 from tensordict import TensorDict, TensorDictBase
 from tensordict.nn import TensorDictModuleBase
-from torchrl.envs import EnvBase
+from torchrl.envs import CatFrames, EnvBase
 from torchrl.envs.utils import ExplorationType, set_exploration_type, step_mdp
 
-from host.bundle.graph import GraphPlan
+from host.bundle.graph import GraphPlan, NestedKey, env_transforms
 from host.envs import base_env
 
 Progress = Callable[[Iterable[int]], Iterable[int]] | None
@@ -50,15 +50,25 @@ def _np(value: torch.Tensor) -> np.ndarray:
     return value.detach().cpu().numpy().copy()
 
 
-def _eager_outputs(td: TensorDictBase, plan: GraphPlan) -> dict[str, np.ndarray]:
+def stack_buffers(env: EnvBase | None) -> list[tuple[CatFrames, NestedKey]]:
+    """Each CatFrames stack of the env, in the graph's order of stack states (preprocessing's order)."""
+    return [(t, key) for t in env_transforms(env) if isinstance(t, CatFrames) for key in t.in_keys]
+
+
+def _eager_outputs(td: TensorDictBase, plan: GraphPlan, stacks: list[tuple[CatFrames, NestedKey]] = ()
+                   ) -> dict[str, np.ndarray]:
     action = td.get(plan.action.key)
     if plan.one_hot_action:
         action = action.argmax(-1)
     if plan.one_hot_action or plan.action.spec.shape == []:
         action = action.reshape(())
     out = {plan.action.spec.name: _np(action)}
-    for slot in ([plan.values] if plan.values else []) + plan.state_out:
+    for slot in ([plan.values] if plan.values else []) + plan.state_out[:plan.module_states]:
         out[slot.spec.name] = _np(td.get(slot.key))
+    # A stack's state is CatFrames' own buffer: what the env carries to the next step, before any transform after
+    # it (a VecNorm on the same key) changes what the policy sees.
+    for slot, (t, key) in zip(plan.state_out[plan.module_states:], stacks, strict=True):
+        out[slot.spec.name] = _np(getattr(t, f"_cat_buffers_{key}"))
     return out
 
 
@@ -110,6 +120,7 @@ def eager_env_rollout(policy: TensorDictModuleBase, env: EnvBase, plan: GraphPla
     episodes are cut every `segment` steps so states cross several resets.
     """
     obs_keys = [s.key for s in plan.observations]
+    stacks = stack_buffers(env)
     inputs, outputs, starts = [], [], []
     torch.manual_seed(seed)
     env.set_seed(seed)
@@ -124,7 +135,7 @@ def eager_env_rollout(policy: TensorDictModuleBase, env: EnvBase, plan: GraphPla
             starts.append(start)
             _fill_missing(td, plan, start)
             td = policy(td)
-            outputs.append(_eager_outputs(td, plan))
+            outputs.append(_eager_outputs(td, plan, stacks))
             td.set("action", env.action_spec.rand())
             td = env.step(td)
             done = bool(td.get(("next", "done")).any())

@@ -6,6 +6,9 @@ Each source gives the same thing, a TorchRL actor and the env it acts in
 
 from __future__ import annotations
 
+import contextlib
+import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -17,6 +20,7 @@ from torchrl.envs import EnvBase
 from device.manifest import EnvSpec
 from device.user_code import load_named
 from host.checkpoint import load_checkpoint
+from host.envs import single_env
 from host.errors import ExportError
 from host.policies import PolicyConfig, build_policy
 
@@ -34,19 +38,41 @@ class Source:
     description: str = ""
 
 
+KNOWN_NOISE = (
+    r"The VecNorm class is to be deprecated",  # torchrl: the reference scripts still use VecNorm (v1)
+    r"This class is to be deprecated in favor of",  # torchrl: the same, from VecNorm's constructor
+    r"Nested TransformedEnvs are automatically unwrapped",  # torchrl: a batched env of TransformedEnvs
+    r"The env passed to Collector is missing transforms",  # torchrl: a factory that trains first
+    r"The environment .* is out of date",  # gymnasium: the scripts' v4 Atari ids
+)
+"""Third-party warnings a user's factory raises that say nothing about their export, silenced by message."""
+
+
+@contextlib.contextmanager
+def known_noise_silenced() -> Iterator[None]:
+    """While the factory runs and the export steps its env: other warnings still show."""
+    with warnings.catch_warnings():
+        for message in KNOWN_NOISE:
+            warnings.filterwarnings("ignore", message=message)
+        yield
+
+
 def load_factory(spec: str) -> Source:
     """Import FILE.py and call FUNC(): it returns (policy, env) or (policy, None, example)."""
-    path, func_name, func = load_named(spec, "--from", "FUNC", ExportError)
+    with known_noise_silenced():
+        path, func_name, func = load_named(spec, "--from", "FUNC", ExportError)
     if not callable(func):
         raise ExportError(f"--from: {path} has no function {func_name}()")
     try:
-        made = func()
+        with known_noise_silenced():
+            made = func()
     except Exception as err:  # the user's code
         raise ExportError(f"--from: {func_name}() failed: {type(err).__name__}: {err}") from err
     if not isinstance(made, tuple) or len(made) not in (2, 3):
         raise ExportError(f"--from: {func_name}() must return (policy, env) or (policy, None, example), "
                           f"not {type(made).__name__}")
     policy, env, *rest = made
+    env = single_env(env, close=True)  # the workers of the user's batched env would keep the process alive
     example = rest[0] if rest else None
     if env is None and example is None:
         raise ExportError(f"--from: {func_name}() returned no env; return (policy, None, example) with an example "

@@ -1,6 +1,8 @@
 """A user exports each tutorial policy to a bundle and verifies it."""
 
 import json
+import subprocess
+import sys
 
 import in_process
 import numpy as np
@@ -8,7 +10,9 @@ import onnx
 import pytest
 import torch
 
+from device import Policy
 from device.manifest import FORMAT_VERSION, load_bundle, sha256_file
+from device.trust import UnverifiedBundle
 from host.bundle.pipeline import ExportConfig, export_bundle
 from host.bundle.verify import VerifyConfig, VerifyError, verify_bundle
 from host.checkpoint import save_checkpoint
@@ -142,3 +146,19 @@ def test_verify_fails_when_a_backend_disagrees(bundles, tmp_path):
     assert run.returncode == 1
     assert "onnx" in run.stderr and "disagree" in run.stderr and "pt2 policy" in run.stderr
     assert load_bundle(bundle).parity["backends"]["onnx"]["ok"] is False
+
+    # Told not to ship it, the user tries anyway: nothing runs it, each refusal one line (exit 1), a flag to debug.
+    for command in ("play", "selftest"):
+        refused = subprocess.run([sys.executable, "-m", "device", command, str(bundle)], capture_output=True,
+                                 text=True)
+        assert refused.returncode == 1 and "its verification failed (onnx disagreed" in refused.stderr
+        assert len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+    with pytest.raises(UnverifiedBundle, match="--allow-unverified"):
+        Policy.load(bundle)
+    assert Policy.load(bundle, allow_unverified=True).act(np.zeros((210, 160, 3), np.uint8)) is not None
+    debug = subprocess.run([sys.executable, "-m", "device", "--allow-unverified", "play", str(bundle), "--max-steps",
+                            "5", "--quiet"], capture_output=True, text=True)
+    assert debug.returncode == 0, debug.stderr
+    deploy = edgerl("deploy", bundle, "--to", f"local:{tmp_path / 'board'}")
+    assert deploy.returncode == 1 and "its verification failed" in deploy.stderr
+    assert not (tmp_path / "board").exists()  # refused before any board was touched

@@ -1,0 +1,55 @@
+"""A user brings what TorchRL's own reference scripts build (tests/references/): it exports untouched, verifies
+at 100 % of actions within 1e-4, and runs on the board's torch-free loop."""
+
+import multiprocessing
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import in_process
+import pytest
+
+from device.manifest import load_bundle
+
+REFERENCES = Path(__file__).resolve().parents[2] / "references"
+REPO = REFERENCES.parents[1]
+
+
+@pytest.fixture(scope="module")
+def board_code(tmp_path_factory) -> dict[str, str]:
+    """The environment of a board's release: its venv's python runs device/ alone."""
+    code = tmp_path_factory.mktemp("release-code")
+    shutil.copytree(REPO / "device", code / "device", ignore=shutil.ignore_patterns("__pycache__"))
+    return {**{k: v for k, v in os.environ.items() if k != "PYTHONPATH"}, "PYTHONPATH": str(code)}
+
+
+@pytest.mark.parametrize("script, game", [("dqn_atari", "pong"), ("ppo_atari", "pong"), ("sac_pendulum", None)])
+def test_a_reference_scripts_policy_exports_untouched_and_runs_on_the_board(script, game, tmp_path, device_venv,
+                                                                            board_code):
+    out = tmp_path / "bundle"
+    run = in_process.edgerl("export", "--from", REFERENCES / f"{script}.py:make", "--out", out, "--no-aoti",
+                            "--verify-steps", 300)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "Warning" not in run.stderr, run.stderr  # torchrl's and gymnasium's known deprecations are silenced
+    assert multiprocessing.active_children() == []  # a ParallelEnv's workers are closed, the process can exit
+    manifest = load_bundle(out)
+    assert manifest.parity["ok"] and manifest.parity["reference"] == "eager"
+    for figures in manifest.parity["backends"].values():
+        assert figures["action_agreement"] == 1.0
+        assert figures["max_abs_diff_values"] <= 1e-4 and figures["max_abs_diff_state"] <= 1e-4
+    # One copy of the batched env: the board's input has no batch dimension.
+    first = manifest.inputs[0]
+    assert first.shape == ([210, 160, 3] if game else [3]), manifest.inputs
+    assert (manifest.env.game if manifest.env else None) == game
+    if game:  # training's episode shaping is left out of the board's game, and the manifest says why
+        dropped = [t["transform"] for t in manifest.provenance["training_only"]]
+        assert dropped == ["NoopResetEnv", "EndOfLifeTransform"], manifest.provenance
+    board = [str(device_venv.python), "-m", "device"]
+    selftest = subprocess.run([*board, "selftest", str(out)], capture_output=True, text=True, env=board_code,
+                              cwd=tmp_path, timeout=300)
+    assert selftest.returncode == 0 and ": ok" in selftest.stdout, selftest.stdout + selftest.stderr
+    if game:
+        played = subprocess.run([*board, "play", str(out), "--max-steps", "100", "--quiet"], capture_output=True,
+                                text=True, env=board_code, cwd=tmp_path, timeout=300)
+        assert played.returncode == 0, played.stderr
