@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 from dataclasses import dataclass
@@ -100,6 +101,16 @@ def own_bundles(made_once) -> LazyBundles:
 def cart_bundle(made_once) -> Path:
     """examples/cart_service.py's sensor policy (a PD law as a TorchRL actor), exported as a user would."""
     return made_once.get("cart", partial(_export_own, name="cart_service", extra=("--no-aoti",)))
+
+
+def pytest_configure(config) -> None:
+    """Under pytest-xdist each worker computes with one thread: two workers already fill the 2 cores, and a torch
+    (or OpenMP) pool of two threads per worker only makes them wait on each other."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        os.environ["OMP_NUM_THREADS"] = "1"  # the worker's subprocesses (tutorial scripts, edgerl) too
+        import torch
+
+        torch.set_num_threads(1)
 
 
 def pytest_collection_modifyitems(config, items) -> None:

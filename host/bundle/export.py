@@ -48,9 +48,10 @@ from device.manifest import (
     write_manifest,
 )
 from host.bundle.action_bounds import action_spec
-from host.bundle.graph import GraphPlan, PolicyGraph, training_only
+from host.bundle.graph import GraphPlan, PolicyGraph
 from host.bundle.rollout import Sequence, Trace, states_fed
 from host.bundle.tracing import build_graph, exploration_type, frozen_statistics, reference
+from host.bundle.transforms import training_only
 from host.envs import action_table, env_spec_from, single_env
 from host.errors import ExportError, one_line
 from host.policies import epsilon_of

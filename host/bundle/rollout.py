@@ -21,7 +21,8 @@ from tensordict.nn import TensorDictModuleBase
 from torchrl.envs import CatFrames, EnvBase
 from torchrl.envs.utils import ExplorationType, set_exploration_type, step_mdp
 
-from host.bundle.graph import GraphPlan, NestedKey, env_transforms
+from host.bundle.graph import GraphPlan
+from host.bundle.transforms import NestedKey, env_transforms
 from host.envs import base_env
 
 Progress = Callable[[Iterable[int]], Iterable[int]] | None
