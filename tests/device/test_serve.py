@@ -48,12 +48,14 @@ def plant(tmp_path: Path, body: str, name: str = "plant.py") -> str:
 
 @pytest.mark.alone  # its rate within 2 %, its period p50 within 2 ms
 def test_a_game_bundle_serves_in_the_games_real_time_and_tells_systemd(bundles, tmp_path):
+    # 8 s (120 periods): this VM once woke the loop 133 ms late with no overrun of its own (2 periods skipped,
+    # 14.49 Hz over 4 s, stop 30); one such stall is 1.7 % of 8 s, two still fail the 2 % bound.
     notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     notify.bind(str(tmp_path / "notify"))
     notify.settimeout(10)
     env = {"NOTIFY_SOCKET": str(tmp_path / "notify"), "WATCHDOG_USEC": "3000000", "PATH": "/usr/bin:/bin"}
     status = tmp_path / "status.json"
-    proc = subprocess.Popen([sys.executable, "-m", "device", "serve", str(bundles["stacked"]), "--seconds", "4",
+    proc = subprocess.Popen([sys.executable, "-m", "device", "serve", str(bundles["stacked"]), "--seconds", "8",
                              "--status", str(status)], cwd=REPO, env=env, stderr=subprocess.PIPE, text=True)
     messages = []
     try:
@@ -68,7 +70,7 @@ def test_a_game_bundle_serves_in_the_games_real_time_and_tells_systemd(bundles, 
     assert STATUS_KEYS <= set(figures) and figures["state"] == "stopped"
     assert figures["target_hz"] == 15.0  # Pong v5: 60 frames/s over a frame skip of 4
     assert abs(figures["achieved_hz"] / 15.0 - 1) < 0.02
-    assert 58 <= figures["decisions"] <= 62
+    assert 118 <= figures["decisions"] <= 122
     assert set(figures["phase_ms"]) == {"observe", "infer", "apply"}
     assert figures["period_ms"]["p50"] == pytest.approx(1000 / 15, abs=2)
     assert figures["release"] == str(bundles["stacked"].resolve()) and "scores" in figures
