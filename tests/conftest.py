@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import sys
 from dataclasses import dataclass
 from functools import partial
@@ -82,6 +83,21 @@ def device_venv(made_once, bundles) -> DeviceVenv:
     """Installed before any test deploys, so two xdist workers' first deploys never build it at once."""
     out = made_once.get("device-venv", partial(_install_device_venv, bundle=bundles["dqn"]))
     return DeviceVenv(out / "venvs", (out / "key").read_text())
+
+
+@pytest.fixture(scope="session")
+def board_python(device_venv, tmp_path_factory):
+    """Runs the board's venv (what a deploy installs: numpy, onnxruntime, ale-py) on a release's code: device/ alone."""
+    code = tmp_path_factory.mktemp("release-code")
+    shutil.copytree(Path(__file__).resolve().parents[1] / "device", code / "device",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    env = {**{k: v for k, v in os.environ.items() if k != "PYTHONPATH"}, "PYTHONPATH": str(code)}
+
+    def run(*args: object, cwd: Path) -> subprocess.CompletedProcess:
+        return subprocess.run([str(device_venv.python), *map(str, args)], capture_output=True, text=True, cwd=cwd,
+                              env=env, timeout=300)
+
+    return run
 
 
 def _export_own(out: Path, name: str, extra: tuple[str, ...] = ()) -> None:

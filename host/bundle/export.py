@@ -188,7 +188,7 @@ def _manifest(plan: GraphPlan, env: EnvBase | None, env_spec: EnvSpec | None, op
             "source": opts.source,
             "training": opts.training or {"frames_trained": None},
             **({"normalization": plan.normalization} if plan.normalization else {}),
-            **({"training_only": training_only(env)} if training_only(env) else {}),
+            **({"training_only": dropped} if (dropped := training_only(env)) else {}),
             "exported_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "export_seconds": round(time.perf_counter() - started, 1),
             "host_only": list(HOST_ONLY_FILES),

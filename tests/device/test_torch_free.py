@@ -2,14 +2,7 @@
 
 import importlib.util
 import json
-import os
-import shutil
-import subprocess
-from pathlib import Path
 
-import pytest
-
-REPO = Path(__file__).resolve().parents[2]
 CHECK = """
 import sys, runpy
 sys.argv = ["device", *sys.argv[1:]]
@@ -22,20 +15,6 @@ host_side = {"torchrl", "tensordict", "onnx", "host"}
 assert not any(m.split(".")[0] in host_side for m in sys.modules), "host modules imported"
 sys.exit(code)
 """
-
-
-@pytest.fixture(scope="module")
-def board_python(device_venv, tmp_path_factory):
-    """Runs the board's venv (what a deploy installs: numpy, onnxruntime, ale-py) on a release's code: device/ alone."""
-    code = tmp_path_factory.mktemp("release-code")
-    shutil.copytree(REPO / "device", code / "device", ignore=shutil.ignore_patterns("__pycache__"))
-    env = {**{k: v for k, v in os.environ.items() if k != "PYTHONPATH"}, "PYTHONPATH": str(code)}
-
-    def run(*args: object, cwd: Path) -> subprocess.CompletedProcess:
-        return subprocess.run([str(device_venv.python), *map(str, args)], capture_output=True, text=True, cwd=cwd,
-                              env=env, timeout=300)
-
-    return run
 
 
 def test_device_never_imports_torch(board_python, bundles, tmp_path):

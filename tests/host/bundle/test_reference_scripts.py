@@ -2,9 +2,6 @@
 at 100 % of actions within 1e-4, and runs on the board's torch-free loop."""
 
 import multiprocessing
-import os
-import shutil
-import subprocess
 from pathlib import Path
 
 import in_process
@@ -13,20 +10,10 @@ import pytest
 from device.manifest import load_bundle
 
 REFERENCES = Path(__file__).resolve().parents[2] / "references"
-REPO = REFERENCES.parents[1]
-
-
-@pytest.fixture(scope="module")
-def board_code(tmp_path_factory) -> dict[str, str]:
-    """The environment of a board's release: its venv's python runs device/ alone."""
-    code = tmp_path_factory.mktemp("release-code")
-    shutil.copytree(REPO / "device", code / "device", ignore=shutil.ignore_patterns("__pycache__"))
-    return {**{k: v for k, v in os.environ.items() if k != "PYTHONPATH"}, "PYTHONPATH": str(code)}
 
 
 @pytest.mark.parametrize("script, game", [("dqn_atari", "pong"), ("ppo_atari", "pong"), ("sac_pendulum", None)])
-def test_a_reference_scripts_policy_exports_untouched_and_runs_on_the_board(script, game, tmp_path, device_venv,
-                                                                            board_code):
+def test_a_reference_scripts_policy_exports_untouched_and_runs_on_the_board(script, game, tmp_path, board_python):
     out = tmp_path / "bundle"
     run = in_process.edgerl("export", "--from", REFERENCES / f"{script}.py:make", "--out", out, "--no-aoti",
                             "--verify-steps", 300)
@@ -45,11 +32,8 @@ def test_a_reference_scripts_policy_exports_untouched_and_runs_on_the_board(scri
     if game:  # training's episode shaping is left out of the board's game, and the manifest says why
         dropped = [t["transform"] for t in manifest.provenance["training_only"]]
         assert dropped == ["NoopResetEnv", "EndOfLifeTransform"], manifest.provenance
-    board = [str(device_venv.python), "-m", "device"]
-    selftest = subprocess.run([*board, "selftest", str(out)], capture_output=True, text=True, env=board_code,
-                              cwd=tmp_path, timeout=300)
+    selftest = board_python("-m", "device", "selftest", out, cwd=tmp_path)
     assert selftest.returncode == 0 and ": ok" in selftest.stdout, selftest.stdout + selftest.stderr
     if game:
-        played = subprocess.run([*board, "play", str(out), "--max-steps", "100", "--quiet"], capture_output=True,
-                                text=True, env=board_code, cwd=tmp_path, timeout=300)
+        played = board_python("-m", "device", "play", out, "--max-steps", "100", "--quiet", cwd=tmp_path)
         assert played.returncode == 0, played.stderr
