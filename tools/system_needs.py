@@ -38,12 +38,18 @@ class Need:
         return Path(where) if where else None
 
 
+SYSTEM_PYTHON = os.path.basename(os.path.realpath("/usr/bin/python3")) if os.path.exists("/usr/bin/python3") \
+    else "python3"
+"""Debian's python (python3.11 on bookworm): what a test board's shell runs as `python3`, as a board's does."""
+
 NEEDS: dict[str, tuple[Need, ...]] = {
     "test": (
         Need("/usr/sbin/sshd", "openssh-server", "the deploy tests' boards are real OpenSSH servers"),
         Need("ssh-keygen", "openssh-client", "the tests' host and client keys"),
         Need("ip", "iproute2", "network namespaces and veth links for the link-cut tests"),
         Need("tc", "iproute2", "slow and lossy links"),
+        Need(f"/usr/lib/{SYSTEM_PYTHON}/ensurepip/__init__.py", f"{SYSTEM_PYTHON}-venv",
+             "a test board that installs its own venv runs `python3 -m venv` with Debian's python"),
     ),
     "board": (
         Need("debootstrap", "debootstrap", "the Debian arm64 userland"),
