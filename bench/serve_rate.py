@@ -19,7 +19,6 @@ The goal: achieved within 1 % of target and p99 period error <= 2 ms.
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -30,6 +29,8 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from device.rate import steal_ms  # noqa: E402
 
 
 class NaiveTicker:
@@ -61,12 +62,6 @@ def child(kind: str, bundle: str, io: str, hz: float, seconds: float, status: st
     LoopTiming.record = keep
     figures = serve(ServeConfig(Path(bundle), io or None, hz, seconds, Path(status)))
     Path(status).write_text(json.dumps({**figures, "starts": STARTS}))
-
-
-def steal_ms() -> float:
-    """CPU time the hypervisor took from this VM so far (/proc/stat's steal, all CPUs), in ms."""
-    fields = Path("/proc/stat").read_text().splitlines()[0].split()
-    return int(fields[8]) * 1000.0 / os.sysconf("SC_CLK_TCK") if len(fields) > 8 else 0.0
 
 
 ROUNDS = 4

@@ -9,6 +9,7 @@ than one that skips a beat.
 
 from __future__ import annotations
 
+import os
 import time
 from collections import deque
 from collections.abc import Callable
@@ -27,7 +28,11 @@ on 7 % of periods, one that waits the last ms awake on 1 % (docs/results.md); it
 
 
 class Ticker:
-    """Sleeps until the next absolute deadline; counts the periods it had to skip."""
+    """Sleeps until the next absolute deadline; counts the periods it skipped and the late wake-ups.
+
+    A wake-up the kernel delivers a whole period late is a stall of the machine, not of the loop: the status
+    file names it (`late_wakes`) beside the loop's own overruns.
+    """
 
     def __init__(self, hz: float, clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], None] = time.sleep, spin_s: float = SPIN_S) -> None:
@@ -38,6 +43,8 @@ class Ticker:
         self.t0 = clock()
         self.k = 0
         self.skipped = 0
+        self.late_wakes = 0
+        self.worst_wake_late_s = 0.0
 
     def wait(self) -> float:
         """Sleep until the next deadline still in the future; return that deadline."""
@@ -52,9 +59,23 @@ class Ticker:
         while True:
             left = deadline - self._clock()
             if left <= 0:
+                self.worst_wake_late_s = max(self.worst_wake_late_s, -left)
+                self.late_wakes += -left > self.period
                 return deadline
             if left > self._spin:
                 self._sleep(left - self._spin)
+
+
+def steal_ms() -> float:
+    """CPU time the hypervisor took from this machine so far (/proc/stat's steal, all CPUs), in ms.
+
+    The floor a timing figure is read beside on a VM (0 on a board).
+    """
+    try:
+        fields = open("/proc/stat").readline().split()
+    except OSError:
+        return 0.0
+    return int(fields[8]) * 1000.0 / os.sysconf("SC_CLK_TCK") if len(fields) > 8 else 0.0
 
 
 def _ms(samples: deque[float]) -> dict[str, float]:

@@ -217,6 +217,8 @@ class Loop:
                                "cold_start_s": self.first_action_s, "error": self.error}
         out.update(self.timing.figures())
         out["skipped_periods"] = self.clock.skipped if self.clock is not None else 0
+        out["late_wakes"] = getattr(self.clock, "late_wakes", 0)
+        out["worst_wake_late_ms"] = round(getattr(self.clock, "worst_wake_late_s", 0.0) * 1000.0, 3)
         if isinstance(self.plant, GamePlant):
             out["episodes"] = self.plant.episodes
             out["scores"] = self.plant.scores
