@@ -11,7 +11,7 @@ DEMO   ?= build/demo
 POLICY ?= stacked
 EPISODES ?= 1
 
-.PHONY: venv sshd board-tools demo model test test-arm test-board campaigns power-cuts lint bench clean
+.PHONY: venv sshd board-tools demo model test test-arm test-board campaigns fidelity-campaign power-cuts lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -81,8 +81,18 @@ test-arm: venv sshd board-tools
 # The figures docs/results.md quotes, each at full length: twenty link cuts, the shipped int8 model's 10 games,
 # replays of the recorded evaluation, and 20 power cuts on the booting board. Alone on the machine (timing).
 campaigns: venv sshd board-tools
-	EDGERL_CAMPAIGN=full $(PY) -m pytest -p no:xdist -m campaign tests
+	EDGERL_CAMPAIGN=full $(PY) -m pytest -p no:xdist -m campaign tests --ignore=tests/host/bundle/test_drawn_matrix.py
+	$(MAKE) fidelity-campaign
 	$(MAKE) power-cuts
+
+# The drawn fidelity matrix at full length: 500 configurations from a fresh seed (nothing timed: two workers).
+# Each case's outcome goes to build/drawn-matrix/SEED.jsonl; `python tests/drawn_cases.py SEED INDEX` redraws one.
+DRAW_SEED := $(or $(DRAW_SEED),$(shell date +%s))
+fidelity-campaign: venv
+	@echo "drawing 500 cases from seed $(DRAW_SEED)"
+	EDGERL_CAMPAIGN=full EDGERL_DRAW_SEED=$(DRAW_SEED) $(PY) -m pytest -n $(JOBS) -m campaign \
+	    tests/host/bundle/test_drawn_matrix.py; status=$$?; \
+	$(PY) tests/drawn_cases.py --summary build/drawn-matrix/$(DRAW_SEED).jsonl; exit $$status
 
 power-cuts: venv sshd board-tools
 	EDGERL_POWER_CUTS=20 $(PY) -m pytest -p no:xdist -m board tests/board/test_power_cuts.py

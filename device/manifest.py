@@ -202,6 +202,9 @@ class Manifest:
     """The action's kind and bounds (None in bundles made before edgerl recorded them)."""
     values_output: str | None = "action_value"
     """Action values or logits beside the action, when the policy writes them."""
+    sampled_from: list[str] = field(default_factory=list)
+    """Outputs holding the distribution a stochastic continuous action is drawn from (loc, scale): what verify
+    compares in place of the draw."""
     model_file: str = MODEL_FILE
     golden_file: str = GOLDEN_FILE
     golden_atol: float = 1e-4
@@ -268,6 +271,9 @@ class Manifest:
             raise BundleError(f"manifest names action output {self.action_output!r} but the model has none")
         if self.values_output is not None and self.values_output not in outputs:
             raise BundleError(f"manifest names values output {self.values_output!r} but the model has none")
+        for name in self.sampled_from:
+            if name not in outputs:
+                raise BundleError(f"manifest names distribution output {name!r} but the model has none")
         if self.episode_start_input is not None and self.episode_start_input not in inputs:
             raise BundleError(f"manifest names episode-start input {self.episode_start_input!r} but the model has none")
         for pair in self.state:

@@ -7,7 +7,19 @@ to the exported policy, so the preprocessing is written once.
 from __future__ import annotations
 
 import torch
-from torchrl.envs import CatFrames, Compose, EnvBase, GrayScale, GymEnv, Resize, ToTensorImage, TransformedEnv
+from torchrl.envs import (
+    CatFrames,
+    Compose,
+    EnvBase,
+    GrayScale,
+    GymEnv,
+    Resize,
+    SerialEnv,
+    TensorDictPrimer,
+    ToTensorImage,
+    Transform,
+    TransformedEnv,
+)
 from torchrl.envs.batched_envs import BatchedEnvBase
 
 from device.manifest import SCREEN_INPUT, EdgerlError, EnvSpec
@@ -89,16 +101,45 @@ def single_env(env: EnvBase | None, close: bool = False) -> EnvBase | None:
     if not isinstance(batched, BatchedEnvBase):
         return env
     one = batched.create_env_fn[0](**(batched.create_env_kwargs[0] or {}))
+    if isinstance(batched, SerialEnv) and not batched.is_closed:
+        _take_statistics(batched._envs[0], one)
     if isinstance(env, TransformedEnv):
         transforms = env.transform.clone()
         for t in transforms.transforms if isinstance(transforms, Compose) else [transforms]:
-            if isinstance(t, CatFrames):
-                for key in t.in_keys:
-                    setattr(t, f"_cat_buffers_{key}", torch.nn.parameter.UninitializedBuffer())
+            _unbatch(t, batched.batch_size)
         one = TransformedEnv(one, transforms)
     if close and not batched.is_closed:
         batched.close()
     return one
+
+
+def _unbatch(t: Transform, batch: torch.Size) -> None:
+    """A transform cloned from over a batch, made fit for one copy: what it holds per batch element is the first's.
+
+    CatFrames' stack buffers are emptied (they refill at the copy's shape); a primer's specs and VecNormV2's
+    per-element statistics (`reduce_batch_dims=False`, its default) are indexed at the first element, the copy
+    the board runs.
+    """
+    first = (0,) * len(batch)
+    if isinstance(t, CatFrames):
+        for key in t.in_keys:
+            setattr(t, f"_cat_buffers_{key}", torch.nn.parameter.UninitializedBuffer())
+    elif isinstance(t, TensorDictPrimer) and first and tuple(t.primers.shape[:len(batch)]) == tuple(batch):
+        t.primers = t.primers[first]
+    elif type(t).__name__ == "VecNormV2" and first and getattr(t, "_loc", None) is not None \
+            and tuple(t._loc.batch_size[:len(batch)]) == tuple(batch):
+        t._loc, t._var = t._loc[first], t._var[first]
+
+
+def _take_statistics(worker: EnvBase, one: EnvBase) -> None:
+    """The statistics a started SerialEnv's first worker gathered (its VecNorms'), copied onto the fresh copy."""
+    if not (isinstance(worker, TransformedEnv) and isinstance(one, TransformedEnv)):
+        return
+    theirs = [t for t in worker.transform.modules() if isinstance(t, Transform)]
+    ours = [t for t in one.transform.modules() if isinstance(t, Transform)]
+    for src, dst in zip(theirs, ours, strict=False):
+        if type(src) is type(dst) and "VecNorm" in type(src).__name__:
+            dst.load_state_dict(src.state_dict())
 
 
 def base_env(env: EnvBase) -> EnvBase:

@@ -180,6 +180,7 @@ def _manifest(plan: GraphPlan, env: EnvBase | None, env_spec: EnvSpec | None, op
         observations=[s.spec.name for s in plan.observations],
         episode_start_input=plan.episode_start.spec.name if plan.episode_start else None,
         values_output=plan.values.spec.name if plan.values else None,
+        sampled_from=[s.spec.name for s in plan.params],
         files=record_files(folder, [MODEL_FILE, GOLDEN_FILE]),
         backends=backends,
         provenance={

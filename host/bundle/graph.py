@@ -20,9 +20,10 @@ from dataclasses import dataclass, field
 
 import torch
 from tensordict import TensorDict, TensorDictBase
-from tensordict.nn import TensorDictModule, TensorDictModuleBase, TensorDictSequential
+from tensordict.nn import ProbabilisticTensorDictModule, TensorDictModule, TensorDictModuleBase, TensorDictSequential
 from torch import nn
 from torchrl.envs import EnvBase
+from torchrl.envs.utils import ExplorationType, exploration_type
 
 from device.manifest import ACTION_OUTPUT, EPISODE_START_INPUT, StatePair, TensorSpec
 from host.bundle.traceable import traceable
@@ -59,6 +60,9 @@ class GraphPlan:
     state: list[StatePair] = field(default_factory=list)
     normalization: list[dict] = field(default_factory=list)
     """The VecNorm statistics baked into the graph, for the manifest's provenance."""
+    params: list[Slot] = field(default_factory=list)
+    """A sampled continuous action's distribution parameters (loc, scale): a draw cannot be compared between
+    backends, the distribution it is drawn from can (random mode only)."""
 
     @property
     def inputs(self) -> list[Slot]:
@@ -67,8 +71,8 @@ class GraphPlan:
 
     @property
     def outputs(self) -> list[Slot]:
-        """Action, then values, then next states."""
-        return [self.action, *([self.values] if self.values else []), *self.state_out]
+        """Action, then values, then distribution parameters, then next states."""
+        return [self.action, *([self.values] if self.values else []), *self.params, *self.state_out]
 
 
 class PolicyGraph(nn.Module):
@@ -136,13 +140,23 @@ def _example(policy: TensorDictModuleBase, raw: TensorDictBase, pre: list[Tensor
         init_value = torch.ones(1, dtype=torch.bool) if init_value is None else torch.ones_like(init_value)
         example.set(EPISODE_START_INPUT, init_value)
     # Stacks: their state has the shape of the stacked observation; one eager pass finds it.
-    probe = example.clone()
-    for s in stacks:
-        frame = _run_prefix(pre, probe, s["in"])
+    for i, s in enumerate(stacks):  # in order: a later stack on the same key takes the earlier one's output
+        frame = _run_prefix(pre, example, i)
         n_dim = list(frame.shape)
         n_dim[s["dim"]] *= s["n"]
         example.set(s["state"], torch.zeros(n_dim, dtype=frame.dtype))
     return example, observations, states, init_value
+
+
+def _sampled_from(policy: TensorDictModuleBase, result: TensorDictBase) -> list[NestedKey]:
+    """The keys a continuous action is sampled from, when this step samples it (exploration RANDOM)."""
+    if exploration_type() != ExplorationType.RANDOM:
+        return []
+    for module in policy.modules():
+        if isinstance(module, ProbabilisticTensorDictModule):
+            keys = list(module.in_keys.values()) if isinstance(module.in_keys, dict) else list(module.in_keys)
+            return [k for k in keys if k in result.keys(include_nested=True)]
+    return []
 
 
 def _first_step(chain: TensorDictModuleBase, example: TensorDict) -> TensorDictBase:
@@ -192,6 +206,7 @@ def plan_graph(policy: TensorDictModuleBase, raw: TensorDictBase, one_hot: bool,
                                                and not action.is_floating_point())
     action = action.reshape(()) if scalar else action
     values_key = next((k for k in VALUE_KEYS if k in result.keys()), None)
+    params = _sampled_from(policy, result) if values_key is None and action.is_floating_point() else []
     state_in, state_out = _state_slots(policy, example, result, states, stacks)
     plan = GraphPlan(
         observations=[Slot(k, _spec(flat_name(k), example.get(k))) for k in observations],
@@ -201,6 +216,7 @@ def plan_graph(policy: TensorDictModuleBase, raw: TensorDictBase, one_hot: bool,
         action=Slot("action", _spec(ACTION_OUTPUT, action)),
         values=Slot(values_key, _spec(values_key, result.get(values_key))) if values_key else None,
         state_out=state_out,
+        params=[Slot(k, _spec(flat_name(k), result.get(k))) for k in params],
         one_hot_action=one_hot,
         scalar_action=scalar,
         module_states=len(states),
@@ -216,14 +232,15 @@ def plan_graph(policy: TensorDictModuleBase, raw: TensorDictBase, one_hot: bool,
     return graph, args
 
 
-def _run_prefix(pre: list[TensorDictModuleBase], td: TensorDictBase, key: NestedKey) -> torch.Tensor:
-    """Run the preprocessing until `key` exists (the frame a stack is made of)."""
+def _run_prefix(pre: list[TensorDictModuleBase], td: TensorDictBase, index: int) -> torch.Tensor:
+    """Run the preprocessing up to its `index`-th stack (earlier stacks included): the frame that stack takes."""
     td = td.clone()
+    seen = 0
     with torch.no_grad():
         for m in pre:
             if isinstance(m, TensorDictModule) and isinstance(m.module, KeptStack):
-                if m.in_keys[1] == key:
-                    return td.get(key)
-                continue
+                if seen == index:
+                    return td.get(m.in_keys[1])
+                seen += 1
             td = m(td)
-    return td.get(key)
+    raise ExportError(f"internal: stack {index} not found in the preprocessing")

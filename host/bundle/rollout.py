@@ -64,7 +64,7 @@ def _eager_outputs(td: TensorDictBase, plan: GraphPlan, stacks: list[tuple[CatFr
     if plan.one_hot_action or plan.action.spec.shape == []:
         action = action.reshape(())
     out = {plan.action.spec.name: _np(action)}
-    for slot in ([plan.values] if plan.values else []) + plan.state_out[:plan.module_states]:
+    for slot in ([plan.values] if plan.values else []) + plan.params + plan.state_out[:plan.module_states]:
         out[slot.spec.name] = _np(td.get(slot.key))
     # A stack's state is CatFrames' own buffer: what the env carries to the next step, before any transform after
     # it (a VecNorm on the same key) changes what the policy sees.

@@ -1,8 +1,9 @@
 """The env's transforms, read for the graph: which become graph modules, which stay out, which are refused.
 
-Observation transforms are prepended to the policy as they are, except three rewritten into traceable
-equivalents: `CatFrames` becomes an explicit state (`KeptStack`), `ObservationNorm` a frozen affine map, and
-`VecNorm`/`VecNormV2` the affine map their current statistics define. Bookkeeping (step counts, reward shaping,
+Observation transforms are prepended to the policy as they are, except four rewritten into traceable
+equivalents: `CatFrames` becomes an explicit state (`KeptStack`), `ObservationNorm` a frozen affine map,
+`VecNorm`/`VecNormV2` the affine map their current statistics define, and a nearest `Resize` picks its pixels
+as torch does in every backend (`NearestResize`). Bookkeeping (step counts, reward shaping,
 primers) and training's episode shaping (no-op starts, life-loss marks) stay out; what changes the game's
 dynamics is refused, every problem at once.
 """
@@ -15,6 +16,7 @@ from torch import nn
 from torchrl.envs import CatFrames, Compose, EnvBase, ObservationNorm, Transform, TransformedEnv
 
 from device.manifest import EPISODE_START_INPUT
+from host.bundle.nearest_resize import NearestResize, is_nearest, screen_of
 from host.errors import ExportError
 from host.frame_stack import StackFrames
 
@@ -188,6 +190,8 @@ def preprocessing(env: EnvBase | None) -> tuple[list[TensorDictModuleBase], list
         elif isinstance(t, CatFrames):
             for in_key, out_key in zip(t.in_keys, t.out_keys, strict=True):
                 state_key = f"{flat_name(out_key)}_stack"
+                if any(st["state"] == state_key for st in stacks):  # a second stack of the same key (stacks of stacks)
+                    state_key = f"{state_key}{len(stacks) + 1}"
                 kept = f"next_{state_key}"
                 stacks.append({"in": in_key, "out": out_key, "state": state_key, "next": kept, "n": t.N,
                                "dim": t.dim})
@@ -199,6 +203,10 @@ def preprocessing(env: EnvBase | None) -> tuple[list[TensorDictModuleBase], list
         elif isinstance(t, ObservationNorm):
             for in_key, out_key in zip(t.in_keys, t.out_keys, strict=True):
                 modules.append(TensorDictModule(Affine(t.loc, t.scale, t.standard_normal), in_keys=[in_key],
+                                                out_keys=[out_key]))
+        elif is_nearest(t):
+            for in_key, out_key in zip(t.in_keys, t.out_keys, strict=True):
+                modules.append(TensorDictModule(NearestResize(t, screen_of(t, in_key)), in_keys=[in_key],
                                                 out_keys=[out_key]))
         else:
             modules.append(t)

@@ -1,0 +1,337 @@
+"""Policy x env configurations drawn from the whole space a TorchRL user can build, not picked by hand.
+
+`draw(seed, index)` builds one case from its own random stream: a game
+(pixels) or a sensor env (vectors, discrete or continuous), a sequence of
+transforms in an order the env accepts (resizes to odd and non-square
+sizes with each interpolation, crops, grayscale, frame stacks before or
+after normalisation, clips, renamed keys, several observations), batched in
+a SerialEnv or not, and a policy of any kind the README takes (Q-value,
+C51, categorical, deterministic, TanhNormal, Normal; recurrent or not;
+exported deterministic or stochastic). The same (seed, index) always draws
+the same case: a failure is replayed with `python tests/drawn_cases.py
+SEED INDEX`.
+"""
+
+from __future__ import annotations
+
+import random
+import sys
+from dataclasses import dataclass, field
+
+import torch
+from tensordict.nn import NormalParamExtractor, TensorDictModule, TensorDictSequential
+from torch import nn
+from torch.distributions import Categorical
+from torchrl.envs import (
+    CatFrames,
+    CenterCrop,
+    ClipTransform,
+    Compose,
+    Crop,
+    DoubleToFloat,
+    FrameSkipTransform,
+    GrayScale,
+    GymEnv,
+    InitTracker,
+    ObservationNorm,
+    RenameTransform,
+    Resize,
+    SerialEnv,
+    StepCounter,
+    TimeMaxPool,
+    ToTensorImage,
+    TransformedEnv,
+    VecNormV2,
+)
+from torchrl.modules import (
+    DistributionalQValueActor,
+    GRUModule,
+    IndependentNormal,
+    LSTMModule,
+    OneHotCategorical,
+    ProbabilisticActor,
+    QValueModule,
+    TanhNormal,
+)
+
+GAMES = ("ALE/Pong-v5", "ALE/Breakout-v5", "ALE/Freeway-v5")
+SENSORS = {"CartPole-v1": "discrete", "Pendulum-v1": "continuous"}
+INTERPOLATIONS = ("nearest", "bilinear", "bicubic")
+DISCRETE_HEADS = ("qvalue", "c51", "categorical")
+CONTINUOUS_HEADS = ("deterministic", "tanh", "normal")
+
+
+@dataclass
+class Drawn:
+    """One drawn case: what it is (for the failure message) and how to build it."""
+
+    seed: int
+    index: int
+    steps: list[str] = field(default_factory=list)
+    stochastic: bool = False
+    refusal: str = ""
+    """Words the one-line refusal must hold when the case has what the board cannot take; empty: must be taken."""
+
+    def say(self, what: str) -> None:
+        self.steps.append(what)
+
+    def __str__(self) -> str:
+        return f"case {self.seed}:{self.index}: " + ", ".join(self.steps)
+
+
+class _Cat(nn.Module):
+    """Several observations read as one vector (a user's multi-sensor input)."""
+
+    def forward(self, *parts: torch.Tensor) -> torch.Tensor:
+        return torch.cat([p.flatten(-1) for p in parts], -1)
+
+
+def _pixel_transforms(rng: random.Random, case: Drawn) -> tuple[list, str, tuple[int, int, int]]:
+    """ToTensorImage into a key of the user's choice, then 1-4 image transforms; the key and its final shape."""
+    key = rng.choice(["pixels", "img", "screen"])
+    out = [ToTensorImage(in_keys=["pixels"], out_keys=[key])]
+    c, h, w = 3, 210, 160
+    case.say(f"ToTensorImage->{key}")
+    resized = False
+    for _ in range(rng.randint(1, 4)):
+        kind = rng.choice(["resize", "resize", "gray", "center", "crop", "stack", "norm", "clip"])
+        if kind == "resize" or (kind in ("stack", "norm") and not resized):  # keep the network small
+            h, w = rng.randint(9, 96), rng.randint(9, 96)
+            mode = rng.choice(INTERPOLATIONS)
+            out.append(Resize(h, w, interpolation=mode, in_keys=[key]))
+            case.say(f"Resize({h},{w},{mode})")
+            resized = True
+        if kind == "gray" and c == 3:
+            out.append(GrayScale(in_keys=[key]))
+            c = 1
+            case.say("GrayScale")
+        elif kind == "center" and h > 8 and w > 8:
+            h, w = rng.randint(8, h), rng.randint(8, w)
+            out.append(CenterCrop(h, w, in_keys=[key]))
+            case.say(f"CenterCrop({h},{w})")
+        elif kind == "crop" and h > 8 and w > 8:
+            ch, cw = rng.randint(8, h), rng.randint(8, w)
+            top, left = rng.randint(0, h - ch), rng.randint(0, w - cw)
+            out.append(Crop(ch, cw, top=top, left=left, in_keys=[key]))
+            h, w = ch, cw
+            case.say(f"Crop({ch}x{cw}@{top},{left})")
+        elif kind == "stack":
+            n = rng.randint(2, 4)
+            out.append(CatFrames(N=n, dim=-3, in_keys=[key]))
+            c *= n
+            case.say(f"CatFrames({n})")
+        elif kind == "norm":
+            loc, scale = rng.uniform(-0.5, 0.5), rng.uniform(0.5, 4.0)
+            std = rng.random() < 0.5
+            out.append(ObservationNorm(loc=loc, scale=scale, standard_normal=std, in_keys=[key]))
+            case.say(f"ObservationNorm({loc:.2f},{scale:.2f},{'std' if std else 'affine'})")
+        elif kind == "clip":
+            out.append(ClipTransform(in_keys=[key], low=0.1, high=0.8))
+            case.say("Clip")
+    return out, key, (c, h, w)
+
+
+def _sensor_transforms(rng: random.Random, case: Drawn, size: int) -> tuple[list, list[str], int]:
+    """0-4 vector transforms; the keys the policy reads and their total width."""
+    out: list = [DoubleToFloat()] if rng.random() < 0.3 else []
+    keys, width = ["observation"], size
+    for _ in range(rng.randint(0, 4)):
+        kind = rng.choice(["stack", "stack_new_key", "norm", "vecnorm", "clip", "rename"])
+        key = keys[0]
+        if kind == "stack":
+            n = rng.randint(2, 4)
+            out.append(CatFrames(N=n, dim=-1, in_keys=[key]))
+            width *= n
+        elif kind == "stack_new_key" and len(keys) == 1:  # several observations: the reading and its history
+            n = rng.randint(2, 3)
+            out.append(CatFrames(N=n, dim=-1, in_keys=[key], out_keys=["history"]))
+            keys.append("history")
+            width += width * n
+        elif kind == "norm":
+            std = rng.random() < 0.5
+            out.append(ObservationNorm(loc=rng.uniform(-1, 1), scale=rng.uniform(0.5, 3), standard_normal=std,
+                                       in_keys=[key]))
+        elif kind == "vecnorm":
+            out.append(VecNormV2(in_keys=[key]))
+        elif kind == "clip":
+            out.append(ClipTransform(in_keys=[key], low=-1.5, high=1.5))
+        elif kind == "rename" and key == "observation" and len(keys) == 1:
+            out.append(RenameTransform(in_keys=["observation"], out_keys=["reading"]))
+            keys = ["reading"]
+        else:
+            continue
+        case.say(kind)
+    return out, keys, width
+
+
+def _features(keys: list[str], shape: tuple, pixels: bool) -> tuple[TensorDictModule, int]:
+    """The user's encoder from the observation key(s) to an 'embed' vector, and its width."""
+    if pixels:
+        c, h, w = shape
+        k = max(1, min(8, h, w))
+        net = nn.Sequential(nn.Conv2d(c, 4, k, stride=k), nn.ReLU(), nn.Flatten(-3))
+        width = net(torch.zeros(1, c, h, w)).shape[-1]
+        return TensorDictModule(net, in_keys=keys, out_keys=["embed"]), width
+    return TensorDictModule(_Cat(), in_keys=keys, out_keys=["embed"]), shape[0]
+
+
+def _recurrent(rng: random.Random, case: Drawn, width: int, env_transforms: list) -> tuple[list, int]:
+    """A python-based GRU or LSTM on the embedding (its primer and InitTracker on the env), or nothing."""
+    if rng.random() < 0.6:
+        return [], width
+    hidden = rng.choice([8, 16])
+    if rng.random() < 0.5:
+        rnn = GRUModule(input_size=width, hidden_size=hidden, in_keys=["embed", "h"],
+                        out_keys=["embed_rnn", ("next", "h")]).make_python_based()
+        case.say("GRU")
+    else:
+        rnn = LSTMModule(input_size=width, hidden_size=hidden, in_keys=["embed", "h", "c"],
+                         out_keys=["embed_rnn", ("next", "h"), ("next", "c")]).make_python_based()
+        case.say("LSTM")
+    env_transforms += [InitTracker(), rnn.make_tensordict_primer()]
+    return [rnn], hidden
+
+
+def _head(rng: random.Random, case: Drawn, body: list, width: int, spec: object, action: str) -> nn.Module:
+    """The policy's last part, of a kind the README takes, on the body's features."""
+    feat = "embed_rnn" if len(body) > 1 else "embed"
+    if action == "discrete":
+        kind = rng.choice(DISCRETE_HEADS)
+        n = spec.space.n
+        case.say(kind)
+        if kind == "qvalue":
+            return TensorDictSequential(*body, TensorDictModule(nn.Linear(width, n), [feat], ["action_value"]),
+                                        QValueModule(spec=spec))
+        if kind == "c51":
+            atoms = 7
+            net = nn.Sequential(nn.Linear(width, atoms * n), nn.Unflatten(-1, (atoms, n)), nn.LogSoftmax(-2))
+            return DistributionalQValueActor(TensorDictSequential(*body, TensorDictModule(net, [feat],
+                                                                                          ["action_value"])),
+                                             support=torch.linspace(-3, 3, atoms), spec=spec)
+        case.stochastic = rng.random() < 0.5
+        one_hot = type(spec).__name__.startswith("OneHot")
+        logits = TensorDictSequential(*body, TensorDictModule(nn.Linear(width, n), [feat], ["logits"]))
+        return ProbabilisticActor(logits, in_keys=["logits"], spec=spec,
+                                  distribution_class=OneHotCategorical if one_hot else Categorical)
+    kind = rng.choice(CONTINUOUS_HEADS)
+    case.say(kind)
+    dim = spec.shape[-1]
+    if kind == "deterministic":
+        return TensorDictSequential(*body, TensorDictModule(nn.Sequential(nn.Linear(width, dim), nn.Tanh()),
+                                                            [feat], ["action"]))
+    case.stochastic = rng.random() < 0.5
+    params = TensorDictSequential(*body, TensorDictModule(nn.Sequential(nn.Linear(width, 2 * dim),
+                                                                        NormalParamExtractor()),
+                                                          [feat], ["loc", "scale"]))
+    if kind == "tanh":
+        return ProbabilisticActor(params, in_keys=["loc", "scale"], spec=spec, distribution_class=TanhNormal,
+                                  distribution_kwargs={"low": spec.space.low, "high": spec.space.high})
+    return ProbabilisticActor(params, in_keys=["loc", "scale"], spec=spec, distribution_class=IndependentNormal,
+                              safe=True)
+
+
+def _fresh(transforms: list) -> list:
+    """Copies of the transforms for another env: TorchRL's clone() shares CatFrames' lazy stack buffer."""
+    copies = [t.clone() for t in transforms]
+    for t in copies:
+        if isinstance(t, CatFrames):
+            for key in t.in_keys:
+                setattr(t, f"_cat_buffers_{key}", torch.nn.parameter.UninitializedBuffer())
+    return copies
+
+
+def _batched(rng: random.Random, case: Drawn, make_base, transforms: list):  # noqa: ANN001, ANN202
+    """The env as the user trains in it: one env, or a SerialEnv with the transforms inside or over it."""
+    layout = rng.choice(["single", "single", "serial_inside", "serial_over"])
+    case.say(layout)
+    if layout == "single":
+        return TransformedEnv(make_base(), Compose(*transforms))
+    workers = rng.randint(1, 2)
+    if layout == "serial_inside":
+        return SerialEnv(workers, lambda: TransformedEnv(make_base(), Compose(*_fresh(transforms))))
+    return TransformedEnv(SerialEnv(workers, make_base), Compose(*transforms))
+
+
+def _refusable(rng: random.Random, case: Drawn, transforms: list, key: str) -> bool:
+    """One case in ten also has what the board cannot take (its own stream: the rest of the draw is unchanged).
+
+    A frame-skipping transform, max-pooling over frames, or a VecNorm never stepped; True for the last (the
+    env is then not warmed).
+    """
+    if rng.random() >= 0.1:
+        return False
+    kind = rng.choice(["FrameSkipTransform", "TimeMaxPool", "cold VecNormV2"])
+    case.say(f"+{kind}")
+    case.refusal = "VecNormV2 has no statistics yet" if kind == "cold VecNormV2" else kind
+    if kind == "FrameSkipTransform":
+        transforms.insert(rng.randrange(len(transforms) + 1), FrameSkipTransform(2))
+    elif kind == "TimeMaxPool":
+        transforms.append(TimeMaxPool(in_keys=[key], T=2))
+    else:
+        transforms.append(VecNormV2(in_keys=[key]))
+    return kind == "cold VecNormV2"
+
+
+def draw(seed: int, index: int) -> tuple[Drawn, object, object]:
+    """Case `index` of the stream `seed`: (what it is, policy, env)."""
+    rng = random.Random(f"{seed}:{index}")
+    case = Drawn(seed, index)
+    torch.manual_seed(rng.randrange(2**31))
+    if rng.random() < 0.5:
+        game = rng.choice(GAMES)
+        case.say(game)
+        one_hot = rng.random() < 0.3
+        transforms, key, _ = _pixel_transforms(rng, case)
+        keys, pixels, action = [key], True, "discrete"
+
+        def make_base():  # noqa: ANN202
+            return GymEnv(game, frame_skip=4, categorical_action_encoding=not one_hot)
+    else:
+        name = rng.choice(sorted(SENSORS))
+        case.say(name)
+        action = SENSORS[name]
+        size = 4 if name == "CartPole-v1" else 3
+        transforms, keys, _ = _sensor_transforms(rng, case, size)
+        pixels = False
+        one_hot = rng.random() < 0.3
+
+        def make_base():  # noqa: ANN202
+            return GymEnv(name, categorical_action_encoding=not one_hot)
+    transforms.append(StepCounter())
+    probe = TransformedEnv(make_base(), Compose(*_fresh(transforms)))
+    first = probe.reset()  # the shapes the env really gives (a user sizes the network on them too)
+    shape = tuple(first[keys[0]].shape) if pixels else (sum(first[k].shape[-1] for k in keys),)
+    features, width = _features(keys, shape, pixels)
+    body, width = _recurrent(rng, case, width, transforms)
+    policy = _head(rng, case, [features, *body], width, probe.action_spec, action)
+    probe.close()
+    cold = _refusable(random.Random(f"{seed}:{index}:refusable"), case, transforms, keys[0])
+    env = _batched(rng, case, make_base, transforms)
+    if not cold and any(isinstance(t, VecNormV2) for t in transforms):
+        env.set_seed(0)
+        env.rollout(100, break_when_any_done=False)  # VecNorm's statistics, as a user's training leaves them
+    if case.stochastic:
+        case.say("stochastic")
+    return case, policy, env
+
+
+def summary(path: str) -> str:
+    """The outcome counts of a run's record (build/drawn-matrix/SEED.jsonl), a case's last outcome counting."""
+    import json
+    from collections import Counter
+    from pathlib import Path
+
+    last = {}
+    for line in Path(path).read_text().splitlines():
+        record = json.loads(line)
+        last[record["case"]] = record["outcome"]
+    counts = Counter(last.values())
+    return (f"{len(last)} drawn cases: {counts['taken']} taken (verified exactly), {counts['refused']} refused "
+            f"in one line before writing, {counts['unfaithful']} exported but unfaithful")
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["--summary"]:
+        print(summary(sys.argv[2]))
+    else:
+        print(draw(int(sys.argv[1]), int(sys.argv[2]))[0])
