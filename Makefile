@@ -2,6 +2,7 @@
 #   make test         this machine's kernel: units, real sshd, network namespaces, ALE, onnxruntime, TorchRL
 #   make test-board   the emulated aarch64 boards: the qemu-user chroot and the booting board (systemd)
 #   make campaigns    the long runs behind docs/results.md's figures (CI runs one short trial of each in the tiers)
+#                     (make fidelity-campaign: 500 policy x env configurations drawn from a fresh seed)
 # Each creates .venv on first use and installs the Debian packages its tests open (tools/system_needs.py).
 PYTHON ?= python3
 VENV   := .venv

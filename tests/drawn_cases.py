@@ -22,37 +22,7 @@ import torch
 from tensordict.nn import NormalParamExtractor, TensorDictModule, TensorDictSequential
 from torch import nn
 from torch.distributions import Categorical
-from torchrl.envs import (
-    CatFrames,
-    CenterCrop,
-    ClipTransform,
-    Compose,
-    Crop,
-    DoubleToFloat,
-    FrameSkipTransform,
-    GrayScale,
-    GymEnv,
-    InitTracker,
-    ObservationNorm,
-    RenameTransform,
-    Resize,
-    SerialEnv,
-    StepCounter,
-    TimeMaxPool,
-    ToTensorImage,
-    TransformedEnv,
-    VecNormV2,
-)
-from torchrl.modules import (
-    DistributionalQValueActor,
-    GRUModule,
-    IndependentNormal,
-    LSTMModule,
-    OneHotCategorical,
-    ProbabilisticActor,
-    QValueModule,
-    TanhNormal,
-)
+from torchrl import envs, modules
 
 GAMES = ("ALE/Pong-v5", "ALE/Breakout-v5", "ALE/Freeway-v5")
 SENSORS = {"CartPole-v1": "discrete", "Pendulum-v1": "continuous"}
@@ -89,7 +59,7 @@ class _Cat(nn.Module):
 def _pixel_transforms(rng: random.Random, case: Drawn) -> tuple[list, str, tuple[int, int, int]]:
     """ToTensorImage into a key of the user's choice, then 1-4 image transforms; the key and its final shape."""
     key = rng.choice(["pixels", "img", "screen"])
-    out = [ToTensorImage(in_keys=["pixels"], out_keys=[key])]
+    out = [envs.ToTensorImage(in_keys=["pixels"], out_keys=[key])]
     c, h, w = 3, 210, 160
     case.say(f"ToTensorImage->{key}")
     resized = False
@@ -98,65 +68,65 @@ def _pixel_transforms(rng: random.Random, case: Drawn) -> tuple[list, str, tuple
         if kind == "resize" or (kind in ("stack", "norm") and not resized):  # keep the network small
             h, w = rng.randint(9, 96), rng.randint(9, 96)
             mode = rng.choice(INTERPOLATIONS)
-            out.append(Resize(h, w, interpolation=mode, in_keys=[key]))
+            out.append(envs.Resize(h, w, interpolation=mode, in_keys=[key]))
             case.say(f"Resize({h},{w},{mode})")
             resized = True
         if kind == "gray" and c == 3:
-            out.append(GrayScale(in_keys=[key]))
+            out.append(envs.GrayScale(in_keys=[key]))
             c = 1
             case.say("GrayScale")
         elif kind == "center" and h > 8 and w > 8:
             h, w = rng.randint(8, h), rng.randint(8, w)
-            out.append(CenterCrop(h, w, in_keys=[key]))
+            out.append(envs.CenterCrop(h, w, in_keys=[key]))
             case.say(f"CenterCrop({h},{w})")
         elif kind == "crop" and h > 8 and w > 8:
             ch, cw = rng.randint(8, h), rng.randint(8, w)
             top, left = rng.randint(0, h - ch), rng.randint(0, w - cw)
-            out.append(Crop(ch, cw, top=top, left=left, in_keys=[key]))
+            out.append(envs.Crop(ch, cw, top=top, left=left, in_keys=[key]))
             h, w = ch, cw
             case.say(f"Crop({ch}x{cw}@{top},{left})")
         elif kind == "stack":
             n = rng.randint(2, 4)
-            out.append(CatFrames(N=n, dim=-3, in_keys=[key]))
+            out.append(envs.CatFrames(N=n, dim=-3, in_keys=[key]))
             c *= n
             case.say(f"CatFrames({n})")
         elif kind == "norm":
             loc, scale = rng.uniform(-0.5, 0.5), rng.uniform(0.5, 4.0)
             std = rng.random() < 0.5
-            out.append(ObservationNorm(loc=loc, scale=scale, standard_normal=std, in_keys=[key]))
+            out.append(envs.ObservationNorm(loc=loc, scale=scale, standard_normal=std, in_keys=[key]))
             case.say(f"ObservationNorm({loc:.2f},{scale:.2f},{'std' if std else 'affine'})")
         elif kind == "clip":
-            out.append(ClipTransform(in_keys=[key], low=0.1, high=0.8))
+            out.append(envs.ClipTransform(in_keys=[key], low=0.1, high=0.8))
             case.say("Clip")
     return out, key, (c, h, w)
 
 
 def _sensor_transforms(rng: random.Random, case: Drawn, size: int) -> tuple[list, list[str], int]:
     """0-4 vector transforms; the keys the policy reads and their total width."""
-    out: list = [DoubleToFloat()] if rng.random() < 0.3 else []
+    out: list = [envs.DoubleToFloat()] if rng.random() < 0.3 else []
     keys, width = ["observation"], size
     for _ in range(rng.randint(0, 4)):
         kind = rng.choice(["stack", "stack_new_key", "norm", "vecnorm", "clip", "rename"])
         key = keys[0]
         if kind == "stack":
             n = rng.randint(2, 4)
-            out.append(CatFrames(N=n, dim=-1, in_keys=[key]))
+            out.append(envs.CatFrames(N=n, dim=-1, in_keys=[key]))
             width *= n
         elif kind == "stack_new_key" and len(keys) == 1:  # several observations: the reading and its history
             n = rng.randint(2, 3)
-            out.append(CatFrames(N=n, dim=-1, in_keys=[key], out_keys=["history"]))
+            out.append(envs.CatFrames(N=n, dim=-1, in_keys=[key], out_keys=["history"]))
             keys.append("history")
             width += width * n
         elif kind == "norm":
             std = rng.random() < 0.5
-            out.append(ObservationNorm(loc=rng.uniform(-1, 1), scale=rng.uniform(0.5, 3), standard_normal=std,
-                                       in_keys=[key]))
+            out.append(envs.ObservationNorm(loc=rng.uniform(-1, 1), scale=rng.uniform(0.5, 3),
+                                            standard_normal=std, in_keys=[key]))
         elif kind == "vecnorm":
-            out.append(VecNormV2(in_keys=[key]))
+            out.append(envs.VecNormV2(in_keys=[key]))
         elif kind == "clip":
-            out.append(ClipTransform(in_keys=[key], low=-1.5, high=1.5))
+            out.append(envs.ClipTransform(in_keys=[key], low=-1.5, high=1.5))
         elif kind == "rename" and key == "observation" and len(keys) == 1:
-            out.append(RenameTransform(in_keys=["observation"], out_keys=["reading"]))
+            out.append(envs.RenameTransform(in_keys=["observation"], out_keys=["reading"]))
             keys = ["reading"]
         else:
             continue
@@ -181,14 +151,14 @@ def _recurrent(rng: random.Random, case: Drawn, width: int, env_transforms: list
         return [], width
     hidden = rng.choice([8, 16])
     if rng.random() < 0.5:
-        rnn = GRUModule(input_size=width, hidden_size=hidden, in_keys=["embed", "h"],
-                        out_keys=["embed_rnn", ("next", "h")]).make_python_based()
+        rnn = modules.GRUModule(input_size=width, hidden_size=hidden, in_keys=["embed", "h"],
+                                out_keys=["embed_rnn", ("next", "h")]).make_python_based()
         case.say("GRU")
     else:
-        rnn = LSTMModule(input_size=width, hidden_size=hidden, in_keys=["embed", "h", "c"],
-                         out_keys=["embed_rnn", ("next", "h"), ("next", "c")]).make_python_based()
+        rnn = modules.LSTMModule(input_size=width, hidden_size=hidden, in_keys=["embed", "h", "c"],
+                                 out_keys=["embed_rnn", ("next", "h"), ("next", "c")]).make_python_based()
         case.say("LSTM")
-    env_transforms += [InitTracker(), rnn.make_tensordict_primer()]
+    env_transforms += [envs.InitTracker(), rnn.make_tensordict_primer()]
     return [rnn], hidden
 
 
@@ -201,18 +171,17 @@ def _head(rng: random.Random, case: Drawn, body: list, width: int, spec: object,
         case.say(kind)
         if kind == "qvalue":
             return TensorDictSequential(*body, TensorDictModule(nn.Linear(width, n), [feat], ["action_value"]),
-                                        QValueModule(spec=spec))
+                                        modules.QValueModule(spec=spec))
         if kind == "c51":
             atoms = 7
             net = nn.Sequential(nn.Linear(width, atoms * n), nn.Unflatten(-1, (atoms, n)), nn.LogSoftmax(-2))
-            return DistributionalQValueActor(TensorDictSequential(*body, TensorDictModule(net, [feat],
-                                                                                          ["action_value"])),
-                                             support=torch.linspace(-3, 3, atoms), spec=spec)
+            values = TensorDictSequential(*body, TensorDictModule(net, [feat], ["action_value"]))
+            return modules.DistributionalQValueActor(values, support=torch.linspace(-3, 3, atoms), spec=spec)
         case.stochastic = rng.random() < 0.5
         one_hot = type(spec).__name__.startswith("OneHot")
         logits = TensorDictSequential(*body, TensorDictModule(nn.Linear(width, n), [feat], ["logits"]))
-        return ProbabilisticActor(logits, in_keys=["logits"], spec=spec,
-                                  distribution_class=OneHotCategorical if one_hot else Categorical)
+        return modules.ProbabilisticActor(logits, in_keys=["logits"], spec=spec,
+                                          distribution_class=modules.OneHotCategorical if one_hot else Categorical)
     kind = rng.choice(CONTINUOUS_HEADS)
     case.say(kind)
     dim = spec.shape[-1]
@@ -224,17 +193,18 @@ def _head(rng: random.Random, case: Drawn, body: list, width: int, spec: object,
                                                                         NormalParamExtractor()),
                                                           [feat], ["loc", "scale"]))
     if kind == "tanh":
-        return ProbabilisticActor(params, in_keys=["loc", "scale"], spec=spec, distribution_class=TanhNormal,
-                                  distribution_kwargs={"low": spec.space.low, "high": spec.space.high})
-    return ProbabilisticActor(params, in_keys=["loc", "scale"], spec=spec, distribution_class=IndependentNormal,
-                              safe=True)
+        return modules.ProbabilisticActor(params, in_keys=["loc", "scale"], spec=spec,
+                                          distribution_class=modules.TanhNormal,
+                                          distribution_kwargs={"low": spec.space.low, "high": spec.space.high})
+    return modules.ProbabilisticActor(params, in_keys=["loc", "scale"], spec=spec,
+                                      distribution_class=modules.IndependentNormal, safe=True)
 
 
 def _fresh(transforms: list) -> list:
     """Copies of the transforms for another env: TorchRL's clone() shares CatFrames' lazy stack buffer."""
     copies = [t.clone() for t in transforms]
     for t in copies:
-        if isinstance(t, CatFrames):
+        if isinstance(t, envs.CatFrames):
             for key in t.in_keys:
                 setattr(t, f"_cat_buffers_{key}", torch.nn.parameter.UninitializedBuffer())
     return copies
@@ -245,11 +215,11 @@ def _batched(rng: random.Random, case: Drawn, make_base, transforms: list):  # n
     layout = rng.choice(["single", "single", "serial_inside", "serial_over"])
     case.say(layout)
     if layout == "single":
-        return TransformedEnv(make_base(), Compose(*transforms))
+        return envs.TransformedEnv(make_base(), envs.Compose(*transforms))
     workers = rng.randint(1, 2)
     if layout == "serial_inside":
-        return SerialEnv(workers, lambda: TransformedEnv(make_base(), Compose(*_fresh(transforms))))
-    return TransformedEnv(SerialEnv(workers, make_base), Compose(*transforms))
+        return envs.SerialEnv(workers, lambda: envs.TransformedEnv(make_base(), envs.Compose(*_fresh(transforms))))
+    return envs.TransformedEnv(envs.SerialEnv(workers, make_base), envs.Compose(*transforms))
 
 
 def _refusable(rng: random.Random, case: Drawn, transforms: list, key: str) -> bool:
@@ -264,11 +234,11 @@ def _refusable(rng: random.Random, case: Drawn, transforms: list, key: str) -> b
     case.say(f"+{kind}")
     case.refusal = "VecNormV2 has no statistics yet" if kind == "cold VecNormV2" else kind
     if kind == "FrameSkipTransform":
-        transforms.insert(rng.randrange(len(transforms) + 1), FrameSkipTransform(2))
+        transforms.insert(rng.randrange(len(transforms) + 1), envs.FrameSkipTransform(2))
     elif kind == "TimeMaxPool":
-        transforms.append(TimeMaxPool(in_keys=[key], T=2))
+        transforms.append(envs.TimeMaxPool(in_keys=[key], T=2))
     else:
-        transforms.append(VecNormV2(in_keys=[key]))
+        transforms.append(envs.VecNormV2(in_keys=[key]))
     return kind == "cold VecNormV2"
 
 
@@ -285,7 +255,7 @@ def draw(seed: int, index: int) -> tuple[Drawn, object, object]:
         keys, pixels, action = [key], True, "discrete"
 
         def make_base():  # noqa: ANN202
-            return GymEnv(game, frame_skip=4, categorical_action_encoding=not one_hot)
+            return envs.GymEnv(game, frame_skip=4, categorical_action_encoding=not one_hot)
     else:
         name = rng.choice(sorted(SENSORS))
         case.say(name)
@@ -296,9 +266,9 @@ def draw(seed: int, index: int) -> tuple[Drawn, object, object]:
         one_hot = rng.random() < 0.3
 
         def make_base():  # noqa: ANN202
-            return GymEnv(name, categorical_action_encoding=not one_hot)
-    transforms.append(StepCounter())
-    probe = TransformedEnv(make_base(), Compose(*_fresh(transforms)))
+            return envs.GymEnv(name, categorical_action_encoding=not one_hot)
+    transforms.append(envs.StepCounter())
+    probe = envs.TransformedEnv(make_base(), envs.Compose(*_fresh(transforms)))
     first = probe.reset()  # the shapes the env really gives (a user sizes the network on them too)
     shape = tuple(first[keys[0]].shape) if pixels else (sum(first[k].shape[-1] for k in keys),)
     features, width = _features(keys, shape, pixels)
@@ -307,7 +277,7 @@ def draw(seed: int, index: int) -> tuple[Drawn, object, object]:
     probe.close()
     cold = _refusable(random.Random(f"{seed}:{index}:refusable"), case, transforms, keys[0])
     env = _batched(rng, case, make_base, transforms)
-    if not cold and any(isinstance(t, VecNormV2) for t in transforms):
+    if not cold and any(isinstance(t, envs.VecNormV2) for t in transforms):
         env.set_seed(0)
         env.rollout(100, break_when_any_done=False)  # VecNorm's statistics, as a user's training leaves them
     if case.stochastic:

@@ -125,3 +125,22 @@ def test_the_cli_offers_exactly_the_built_in_networks():
     from host.policies import NETWORKS
 
     assert offered == NETWORKS
+
+
+def test_a_graph_onnxruntime_cannot_run_is_refused_by_verify_in_one_line(bundle_copy):
+    from onnx import TensorProto, helper, save
+
+    from device.layout import sha256_file
+
+    bundle = bundle_copy("dqn")
+    # What a first cut of the nearest-resize fix exported: a float64 Resize, which onnxruntime does not implement.
+    node = helper.make_node("Resize", ["x", "", "", "sizes"], ["action"], mode="nearest")
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.DOUBLE, [1, 1, 8, 8])],
+                              [helper.make_tensor_value_info("action", TensorProto.DOUBLE, None)],
+                              [helper.make_tensor("sizes", TensorProto.INT64, [4], [1, 1, 4, 4])])
+    save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)]), str(bundle / "policy.onnx"))
+    data = json.loads((bundle / "manifest.json").read_text())
+    data["files"]["policy.onnx"] = sha256_file(bundle / "policy.onnx")  # as written by the export itself
+    (bundle / "manifest.json").write_text(json.dumps(data))
+    run = edgerl("verify", bundle)
+    one_line_error(run, "onnxruntime", "cannot run policy.onnx", "Resize", "do not ship this bundle")
