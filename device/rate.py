@@ -45,6 +45,10 @@ class Ticker:
         self.skipped = 0
         self.late_wakes = 0
         self.worst_wake_late_s = 0.0
+        self.late_entries = 0
+        """Periods whose whole iteration (phases, bookkeeping, and any time the process was runnable but not run)
+        ended past the next deadline: beside `overruns` (the phases alone) it tells a stall of the loop's own
+        work from a stall around it."""
 
     def wait(self) -> float:
         """Sleep until the next deadline still in the future; return that deadline."""
@@ -52,6 +56,7 @@ class Ticker:
         now = self._clock()
         deadline = self.t0 + self.k * self.period
         if now > deadline:  # overrun: skip to the first period that has not started yet
+            self.late_entries += 1
             late = int((now - self.t0) / self.period) + 1
             self.skipped += late - self.k
             self.k = late

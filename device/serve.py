@@ -208,6 +208,7 @@ class Loop:
         self.phase = "observe"
         """The phase running now: a fault names it."""
         self.clock: Ticker | None = None
+        self.worst_report_s = 0.0
 
     def figures(self) -> dict[str, Any]:
         """The status file's contents."""
@@ -219,6 +220,8 @@ class Loop:
         out["skipped_periods"] = self.clock.skipped if self.clock is not None else 0
         out["late_wakes"] = getattr(self.clock, "late_wakes", 0)
         out["worst_wake_late_ms"] = round(getattr(self.clock, "worst_wake_late_s", 0.0) * 1000.0, 3)
+        out["late_iterations"] = getattr(self.clock, "late_entries", 0)
+        out["worst_report_ms"] = round(self.worst_report_s * 1000.0, 3)
         if isinstance(self.plant, GamePlant):
             out["episodes"] = self.plant.episodes
             out["scores"] = self.plant.scores
@@ -267,8 +270,11 @@ class Loop:
         return self.figures()
 
     def _report(self) -> None:
+        started = time.monotonic()
         figures = self.figures()
         self.status.write(figures)
+        # A status write can block (a disk busy writing back): timed, so a skipped period can be traced to it.
+        self.worst_report_s = max(self.worst_report_s, time.monotonic() - started)
         self.notifier.send("WATCHDOG=1", f"STATUS={figures['achieved_hz']:.2f} Hz, {figures['overruns']} overruns, "
                                          f"{self.release}")
 
