@@ -77,7 +77,8 @@ def steal_ms() -> float:
     The floor a timing figure is read beside on a VM (0 on a board).
     """
     try:
-        fields = open("/proc/stat").readline().split()
+        with open("/proc/stat") as stat:
+            fields = stat.readline().split()
     except OSError:
         return 0.0
     return int(fields[8]) * 1000.0 / os.sysconf("SC_CLK_TCK") if len(fields) > 8 else 0.0

@@ -19,6 +19,7 @@ from torchrl.envs import (
     ToTensorImage,
     Transform,
     TransformedEnv,
+    VecNormV2,
 )
 from torchrl.envs.batched_envs import BatchedEnvBase
 
@@ -113,6 +114,20 @@ def single_env(env: EnvBase | None, close: bool = False) -> EnvBase | None:
     return one
 
 
+def is_vecnorm(t: Transform) -> bool:
+    """VecNorm (v1) or VecNormV2."""
+    return type(t).__name__ in ("VecNorm", "VecNormV2")
+
+
+def empty_stack_buffers(t: CatFrames) -> None:
+    """Give a CatFrames fresh lazy stack buffers, to fill at the shape of the next env it steps in.
+
+    TorchRL's clone() shares them with the original, so a clone stepped in another env breaks the original's.
+    """
+    for key in t.in_keys:
+        setattr(t, f"_cat_buffers_{key}", torch.nn.parameter.UninitializedBuffer())
+
+
 def _unbatch(t: Transform, batch: torch.Size) -> None:
     """A transform cloned from over a batch, made fit for one copy: what it holds per batch element is the first's.
 
@@ -122,11 +137,10 @@ def _unbatch(t: Transform, batch: torch.Size) -> None:
     """
     first = (0,) * len(batch)
     if isinstance(t, CatFrames):
-        for key in t.in_keys:
-            setattr(t, f"_cat_buffers_{key}", torch.nn.parameter.UninitializedBuffer())
+        empty_stack_buffers(t)
     elif isinstance(t, TensorDictPrimer) and first and tuple(t.primers.shape[:len(batch)]) == tuple(batch):
         t.primers = t.primers[first]
-    elif type(t).__name__ == "VecNormV2" and first and getattr(t, "_loc", None) is not None \
+    elif isinstance(t, VecNormV2) and first and getattr(t, "_loc", None) is not None \
             and tuple(t._loc.batch_size[:len(batch)]) == tuple(batch):
         t._loc, t._var = t._loc[first], t._var[first]
 
@@ -138,7 +152,7 @@ def _take_statistics(worker: EnvBase, one: EnvBase) -> None:
     theirs = [t for t in worker.transform.modules() if isinstance(t, Transform)]
     ours = [t for t in one.transform.modules() if isinstance(t, Transform)]
     for src, dst in zip(theirs, ours, strict=False):
-        if type(src) is type(dst) and "VecNorm" in type(src).__name__:
+        if type(src) is type(dst) and is_vecnorm(src):
             dst.load_state_dict(src.state_dict())
 
 

@@ -24,6 +24,8 @@ from torch import nn
 from torch.distributions import Categorical
 from torchrl import envs, modules
 
+from host.envs import empty_stack_buffers
+
 GAMES = ("ALE/Pong-v5", "ALE/Breakout-v5", "ALE/Freeway-v5")
 SENSORS = {"CartPole-v1": "discrete", "Pendulum-v1": "continuous"}
 INTERPOLATIONS = ("nearest", "bilinear", "bicubic")
@@ -205,8 +207,7 @@ def _fresh(transforms: list) -> list:
     copies = [t.clone() for t in transforms]
     for t in copies:
         if isinstance(t, envs.CatFrames):
-            for key in t.in_keys:
-                setattr(t, f"_cat_buffers_{key}", torch.nn.parameter.UninitializedBuffer())
+            empty_stack_buffers(t)
     return copies
 
 

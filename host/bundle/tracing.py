@@ -21,8 +21,8 @@ from torchrl.modules.utils import get_primers_from_module
 from device.manifest import EPISODE_START_INPUT, EdgerlError
 from host.bundle.graph import GraphPlan, PolicyGraph, plan_graph, state_keys
 from host.bundle.rollout import RawTap, Sequence, Trace, eager_env_rollout, eager_example_rollout
-from host.bundle.transforms import check_transforms, env_transforms, is_vecnorm
-from host.envs import base_env
+from host.bundle.transforms import check_transforms, env_transforms
+from host.envs import base_env, is_vecnorm
 from host.errors import ExportError, one_line
 
 

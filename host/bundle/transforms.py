@@ -17,6 +17,7 @@ from torchrl.envs import CatFrames, Compose, EnvBase, ObservationNorm, Transform
 
 from device.manifest import EPISODE_START_INPUT
 from host.bundle.nearest_resize import NearestResize, is_nearest, screen_of
+from host.envs import is_vecnorm
 from host.errors import ExportError
 from host.frame_stack import StackFrames
 
@@ -84,11 +85,6 @@ def env_transforms(env: EnvBase | None) -> list[Transform]:
 
     walk(env.transform)
     return out
-
-
-def is_vecnorm(t: Transform) -> bool:
-    """VecNorm (v1) or VecNormV2."""
-    return type(t).__name__ in ("VecNorm", "VecNormV2")
 
 
 def _has_statistics(t: Transform) -> bool:
