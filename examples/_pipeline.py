@@ -30,11 +30,11 @@ def _edgerl(*args: object) -> str:
     return out.getvalue()
 
 
-def run_pipeline(factory: str, work: Path, aoti: bool = True, play_steps: int | None = None) -> None:
+def run_pipeline(factory: str, work: Path, aoti: bool = False, play_steps: int | None = None) -> None:
     """Run every step with the real CLI (deploy self-tests on the board); exit non-zero at the first failure."""
     work.mkdir(parents=True, exist_ok=True)
     bundle, board = work / "bundle", work / "board"
-    _edgerl("export", "--from", factory, "--out", bundle, *([] if aoti else ["--no-aoti"]))
+    _edgerl("export", "--from", factory, "--out", bundle, *(["--aoti"] if aoti else []))
     _edgerl("deploy", bundle, "--to", f"local:{board}")
     status = json.loads(_edgerl("status", "--on", f"local:{board}"))
     print(f"board's current release: {status['current']}")
@@ -43,9 +43,9 @@ def run_pipeline(factory: str, work: Path, aoti: bool = True, play_steps: int | 
 
 
 def example_args(doc: str, default_out: str, parser: argparse.ArgumentParser | None = None) -> argparse.Namespace:
-    """An example script's command line: --out and --no-aoti, plus whatever the script added to `parser`."""
+    """An example script's command line: --out and --aoti, plus whatever the script added to `parser`."""
     parser = parser or argparse.ArgumentParser()
     parser.description = doc.splitlines()[0]
     parser.add_argument("--out", type=Path, default=Path(default_out), help="work folder")
-    parser.add_argument("--no-aoti", action="store_true", help="skip the AOTInductor package")
+    parser.add_argument("--aoti", action="store_true", help="also compile the AOTInductor package (host-only, ~25 s)")
     return parser.parse_args()

@@ -53,7 +53,7 @@ def main() -> None:
     from examples._pipeline import example_args, run_pipeline
 
     args = example_args(__doc__, "build/invaders-actor")
-    run_pipeline(f"{__file__}:make", args.out, aoti=not args.no_aoti, play_steps=300)
+    run_pipeline(f"{__file__}:make", args.out, aoti=args.aoti, play_steps=300)
 
 
 if __name__ == "__main__":

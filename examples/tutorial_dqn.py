@@ -77,7 +77,7 @@ def main() -> None:
     parser.add_argument("--train-frames", type=int, default=0, help="toy DQN training first (default none)")
     args = example_args(__doc__, "build/tutorial-dqn", parser)
     os.environ["EDGERL_TUTORIAL_FRAMES"] = str(args.train_frames)
-    run_pipeline(f"{__file__}:make", args.out, aoti=not args.no_aoti, play_steps=300)
+    run_pipeline(f"{__file__}:make", args.out, aoti=args.aoti, play_steps=300)
 
 
 if __name__ == "__main__":

@@ -71,7 +71,7 @@ def main() -> None:
     from examples._pipeline import example_args, run_pipeline
 
     args = example_args(__doc__, "build/tutorial-lstm")
-    run_pipeline(f"{__file__}:make", args.out, aoti=not args.no_aoti)
+    run_pipeline(f"{__file__}:make", args.out, aoti=args.aoti)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from device.args import OneLineParser
 from device.manifest import EXIT_BAD_INPUT, EXIT_CODES_HELP, EXIT_INTERRUPTED, EXIT_OK, MANIFEST, EdgerlError
 from host.arg_types import positive as _positive
 from host.board_args import board_parsers
@@ -34,7 +35,9 @@ def _export_parser(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--stochastic", action="store_true",
                    help="keep the policy's exploration (e-greedy, sampling) inside the graph (RANDOM mode)")
     e.add_argument("--epsilon", type=float, default=None, help="e-greedy rate of a stochastic built-in export")
-    e.add_argument("--no-aoti", action="store_true", help="skip the AOTInductor package (export 17 s -> 2 s)")
+    e.add_argument("--aoti", action=argparse.BooleanOptionalAction, default=False,
+                   help="also compile an AOTInductor package, for this machine's CPU only (the board runs ONNX); "
+                        "adds ~25 s (default: --no-aoti)")
     e.add_argument("--int8", action="store_true",
                    help="also make policy.int8.onnx (static QDQ), kept only if it plays as well as fp32; "
                         "a refused int8 model exits 3, with the fp32 bundle written and verified")
@@ -121,8 +124,10 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """Every host subcommand and its options."""
-    parser = argparse.ArgumentParser(prog="edgerl", description="Train, export, verify and ship RL policies to "
+    parser = OneLineParser(prog="edgerl", description="Train, export, verify and ship RL policies to "
                                      "small boards.", epilog=EXIT_CODES_HELP)
+    parser.add_argument("--verbose", action="store_true",
+                        help="also show the libraries' own logs (paramiko's handshake tracebacks, torch's notices)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _export_parser(sub)
     _verify_parser(sub)
@@ -138,7 +143,7 @@ def _export(args: argparse.Namespace) -> int:
     if sources != 1:
         raise UsageError("give exactly one source: --from FILE.py:FUNC, a run folder, or --untrained")
     cfg = ExportConfig(out=args.out, source=args.source, factory=args.factory, untrained=args.untrained,
-                       network=args.policy, stochastic=args.stochastic, epsilon=args.epsilon, aoti=not args.no_aoti,
+                       network=args.policy, stochastic=args.stochastic, epsilon=args.epsilon, aoti=args.aoti,
                        verify=not args.no_verify, verify_steps=args.verify_steps, int8=args.int8, seed=args.seed)
     what = args.factory or (f"untrained {args.policy}" if args.untrained else args.source)
     print(f"exporting {what} to {args.out}")
@@ -239,15 +244,21 @@ def _board(module: str, name: str) -> Callable[[argparse.Namespace], int]:
     return handler
 
 
-def _quiet_torch() -> None:
-    """Torch's own log notices are not the user's concern (export silences its CUDA one by name); warnings show."""
+def _quiet_libraries(verbose: bool) -> None:
+    """Torch's own log notices are not the user's concern (export silences its CUDA one by name); warnings show.
+
+    paramiko logs a failed handshake with its traceback from its transport thread, beside the one line edgerl
+    says for it: only with --verbose.
+    """
     logging.getLogger("torch").setLevel(logging.ERROR)
+    if not verbose:
+        logging.getLogger("paramiko").setLevel(logging.CRITICAL + 1)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: known failures become one line on stderr and their documented exit code."""
     args = build_parser().parse_args(argv)
-    _quiet_torch()
+    _quiet_libraries(args.verbose)
     os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(Path.home() / ".cache" / "edgerl" / "inductor"))
     handlers = {"export": _export, "verify": _verify, "replay": _replay, "train": _train, "plot": _plot,
                 "promote": _promote, "evaluate": _evaluate, "quantize": _quantize,

@@ -19,7 +19,7 @@ for 1000 of their own."""
 def export_flags(name: str) -> tuple[str, ...]:
     """How the suite exports example policy `name`. AOTInductor (~15 s a compile) is compiled and checked in the
     tiers by test_export.py's one CLI export of a recurrent policy; `make campaigns` compiles it for every one."""
-    aoti = () if "aoti" in backends_of(name) else ("--no-aoti",)
+    aoti = ("--aoti",) if "aoti" in backends_of(name) else ()
     return (*aoti, "--verify-steps", str(VERIFY_STEPS))
 
 

@@ -66,7 +66,7 @@ class ExportConfig:
     """Keep the policy's exploration inside the graph (ExplorationType.RANDOM)."""
     epsilon: float | None = None
     """E-greedy rate of a stochastic built-in export (default: the policy's)."""
-    aoti: bool = True
+    aoti: bool = False
     verify: bool = True
     verify_steps: int = 1000
     int8: bool = False

@@ -28,7 +28,7 @@ def edgerl(*args, timeout=600):
 def test_cli_export_then_verify_a_recurrent_policy_with_every_backend(tmp_path):
     # The tiers' one AOTInductor compile: states in and out and is_init, the hardest I/O a package carries.
     out = tmp_path / "bundle"
-    run = edgerl("export", "--untrained", "--policy", "lstm", "--out", out, "--verify-steps", 300)
+    run = edgerl("export", "--untrained", "--policy", "lstm", "--out", out, "--aoti", "--verify-steps", 300)
     assert run.returncode == 0, run.stderr
     assert "verify ok: 300 steps" in run.stdout
     assert "(default 1000)" in edgerl("export", "--help").stdout  # 1000 steps unless asked: stateful tests below

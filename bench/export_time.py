@@ -1,0 +1,63 @@
+"""An Atari export with verify, as a user iterates on one: the default export beside one with --aoti, one run.
+
+    python bench/export_time.py [--rounds 1] [--script dqn_atari] [--steps 1000]
+
+Each round exports TorchRL's own Atari reference (tests/references/SCRIPT.py, the env it trains in: VecNorm
+warmed, frames stacked) with the real CLI in a fresh process, the whole command timed: import, the user's factory,
+pt2 + ONNX, the 1000-step eager rollout and every backend's verification. The goal (issue 26) is the default
+export <= 30 s on 2 cores; the --aoti arm shows what AOTInductor's compile adds (host-only: the board runs ONNX).
+"""
+
+import argparse
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+EDGERL = Path(sys.executable).with_name("edgerl")
+
+
+def cpu_name() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown CPU"
+
+
+def one_export(script: str, steps: int, extra: list[str]) -> float:
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        run = subprocess.run([str(EDGERL), "export", "--from", f"tests/references/{script}.py:make", "--out",
+                              f"{tmp}/b", "--verify-steps", str(steps), *extra],
+                             cwd=REPO, capture_output=True, text=True)
+        wall = time.perf_counter() - start
+    if run.returncode != 0:
+        sys.exit(f"export {' '.join(extra) or '(default)'} failed (exit {run.returncode}): "
+                 f"{run.stderr.strip().splitlines()[-1:]}")
+    return wall
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--script", default="dqn_atari", choices=["dqn_atari", "ppo_atari"])
+    parser.add_argument("--steps", type=int, default=1000, help="verify steps (the CLI's default 1000)")
+    args = parser.parse_args()
+    arms = {"default": [], "--aoti": ["--aoti"]}
+    walls: dict[str, list[float]] = {name: [] for name in arms}
+    print(f"{args.script}, {args.steps} verify steps, {cpu_name()}, {args.rounds} round(s)", flush=True)
+    for round_no in range(args.rounds):
+        for name, extra in arms.items():  # alternated, so drift on a shared machine hits both arms
+            walls[name].append(one_export(args.script, args.steps, extra))
+            print(f"  round {round_no + 1} {name:<8} {walls[name][-1]:6.1f} s", flush=True)
+    default, aoti = (statistics.median(walls[name]) for name in arms)
+    print(f"median: default {default:.1f} s (goal <= 30 s: {'met' if default <= 30 else 'NOT met'}), "
+          f"--aoti {aoti:.1f} s, ratio {aoti / default:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
