@@ -1,7 +1,7 @@
 """TorchRL's SAC reference: its batched env and its TanhNormal actor (sac/utils.py env_maker,
-apply_env_transforms, make_sac_agent), on Pendulum: MuJoCo's HalfCheetah is not installed here.
+apply_env_transforms, make_environment, make_sac_agent; config.yaml: HalfCheetah-v4, 8 envs per collector, seed 42).
 
-    edgerl export --from tests/references/sac_pendulum.py:make --out bundle/
+    edgerl export --from tests/references/sac_mujoco.py:make --out bundle/
 """
 
 from __future__ import annotations
@@ -16,18 +16,18 @@ from torchrl.envs.transforms import InitTracker, RewardSum, StepCounter
 from torchrl.modules import MLP, ProbabilisticActor
 from torchrl.modules.distributions import TanhNormal
 
-WORKERS = 2
-"""The script's env_per_collector (8 there; 2 here for the 2 cores that test it)."""
+WORKERS = 8
+"""The script's env_per_collector."""
 
 
-def env_maker(name: str = "Pendulum-v1") -> GymEnv:
-    return GymEnv(name, device="cpu")
+def env_maker(name: str = "HalfCheetah-v4") -> GymEnv:
+    return GymEnv(name, device="cpu", from_pixels=False, pixels_only=False)
 
 
 def train_env() -> TransformedEnv:
     """A ParallelEnv of the game, then InitTracker, StepCounter, DoubleToFloat and RewardSum."""
     parallel = ParallelEnv(WORKERS, EnvCreator(functools.partial(env_maker)), serial_for_single=True)
-    parallel.set_seed(0)
+    parallel.set_seed(42)
     return TransformedEnv(parallel, Compose(InitTracker(), StepCounter(1000), DoubleToFloat(), RewardSum()))
 
 

@@ -1,7 +1,9 @@
 """A user brings what TorchRL's own reference scripts build (tests/references/): it exports untouched, verifies
 at 100 % of actions within 1e-4, and runs on the board's torch-free loop."""
 
+import json
 import multiprocessing
+import textwrap
 from pathlib import Path
 
 import in_process
@@ -12,7 +14,7 @@ from device.manifest import load_bundle
 REFERENCES = Path(__file__).resolve().parents[2] / "references"
 
 
-@pytest.mark.parametrize("script, game", [("dqn_atari", "pong"), ("ppo_atari", "pong"), ("sac_pendulum", None)])
+@pytest.mark.parametrize("script, game", [("dqn_atari", "pong"), ("ppo_atari", "pong"), ("sac_mujoco", None)])
 def test_a_reference_scripts_policy_exports_untouched_and_runs_on_the_board(script, game, tmp_path, board_python):
     out = tmp_path / "bundle"
     run = in_process.edgerl("export", "--from", REFERENCES / f"{script}.py:make", "--out", out, "--no-aoti",
@@ -27,7 +29,7 @@ def test_a_reference_scripts_policy_exports_untouched_and_runs_on_the_board(scri
         assert figures["max_abs_diff_values"] <= 1e-4 and figures["max_abs_diff_state"] <= 1e-4
     # One copy of the batched env: the board's input has no batch dimension.
     first = manifest.inputs[0]
-    assert first.shape == ([210, 160, 3] if game else [3]), manifest.inputs
+    assert first.shape == ([210, 160, 3] if game else [17]), manifest.inputs  # HalfCheetah: 17 joints
     assert (manifest.env.game if manifest.env else None) == game
     if game:  # training's episode shaping is left out of the board's game, and the manifest says why
         dropped = [t["transform"] for t in manifest.provenance["training_only"]]
@@ -37,3 +39,35 @@ def test_a_reference_scripts_policy_exports_untouched_and_runs_on_the_board(scri
     if game:
         played = board_python("-m", "device", "play", out, "--max-steps", "100", "--quiet", cwd=tmp_path)
         assert played.returncode == 0, played.stderr
+    else:  # the robot's own loop: serve drives a plant of the user's (17 sensors in, 6 torques out) on the board
+        served = board_python("-m", "device", "serve", out, "--io", f"{cheetah_plant(tmp_path)}:Cheetah", "--hz", 50,
+                              "--seconds", 1, "--status", tmp_path / "status.json", cwd=tmp_path)
+        assert served.returncode == 0, served.stderr
+        applied = json.loads((tmp_path / "applied.json").read_text())
+        assert applied["calls"] >= 40 and applied["shape"] == [6] and applied["max_abs"] <= 1.0, applied
+
+
+def cheetah_plant(folder: Path) -> Path:
+    """A stand-in for HalfCheetah's hardware: seeded sensor readings (float32, as a board's drivers give them
+    where the manifest, after DoubleToFloat, says float32) and a log of the torques it was told to apply."""
+    path = folder / "cheetah_io.py"
+    path.write_text(textwrap.dedent(f"""
+        import json
+        import numpy as np
+
+        class Cheetah:
+            def __init__(self):
+                self.rng, self.calls, self.shape, self.max_abs = np.random.default_rng(0), 0, None, 0.0
+
+            def observe(self):
+                return self.rng.normal(size=17).astype(np.float32)
+
+            def apply(self, action):
+                self.calls, self.shape = self.calls + 1, list(action.shape)
+                self.max_abs = max(self.max_abs, float(np.abs(action).max()))
+
+            def close(self):
+                record = {{"calls": self.calls, "shape": self.shape, "max_abs": self.max_abs}}
+                open({str(folder / "applied.json")!r}, "w").write(json.dumps(record))
+    """))
+    return path
