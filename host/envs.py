@@ -102,8 +102,8 @@ def single_env(env: EnvBase | None, close: bool = False) -> EnvBase | None:
     if not isinstance(batched, BatchedEnvBase):
         return env
     one = batched.create_env_fn[0](**(batched.create_env_kwargs[0] or {}))
-    if isinstance(batched, SerialEnv) and not batched.is_closed:
-        _take_statistics(batched._envs[0], one)
+    if not batched.is_closed:
+        _take_statistics(_first_worker_state(batched), one)
     if isinstance(env, TransformedEnv):
         transforms = env.transform.clone()
         for t in transforms.transforms if isinstance(transforms, Compose) else [transforms]:
@@ -145,15 +145,29 @@ def _unbatch(t: Transform, batch: torch.Size) -> None:
         t._loc, t._var = t._loc[first], t._var[first]
 
 
-def _take_statistics(worker: EnvBase, one: EnvBase) -> None:
-    """The statistics a started SerialEnv's first worker gathered (its VecNorms'), copied onto the fresh copy."""
-    if not (isinstance(worker, TransformedEnv) and isinstance(one, TransformedEnv)):
+def _first_worker_state(batched: BatchedEnvBase) -> dict:
+    """The state of a started batched env's first worker's transforms.
+
+    Read in this process for a SerialEnv, asked of the worker process for a ParallelEnv (its VecNormV2
+    statistics live only there).
+    """
+    if isinstance(batched, SerialEnv):
+        worker = batched._envs[0]
+        return worker.transform.state_dict() if isinstance(worker, TransformedEnv) else {}
+    return batched.state_dict().get("worker0", {})
+
+
+def _take_statistics(state: dict, one: EnvBase) -> None:
+    """The statistics the first worker gathered (its VecNorms'), copied onto the fresh copy.
+
+    The copy is built by the same factory, so its transforms carry the worker's module names.
+    """
+    if not (state and isinstance(one, TransformedEnv)):
         return
-    theirs = [t for t in worker.transform.modules() if isinstance(t, Transform)]
-    ours = [t for t in one.transform.modules() if isinstance(t, Transform)]
-    for src, dst in zip(theirs, ours, strict=False):
-        if type(src) is type(dst) and is_vecnorm(src):
-            dst.load_state_dict(src.state_dict())
+    for name, dst in one.transform.named_modules():
+        theirs = {key[len(name) + 1:]: value for key, value in state.items() if key.startswith(f"{name}.")}
+        if is_vecnorm(dst) and theirs:
+            dst.load_state_dict(theirs)
 
 
 def base_env(env: EnvBase) -> EnvBase:

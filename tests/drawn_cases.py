@@ -4,16 +4,22 @@
 (pixels) or a sensor env (vectors, discrete or continuous), a sequence of
 transforms in an order the env accepts (resizes to odd and non-square
 sizes with each interpolation, crops, grayscale, frame stacks before or
-after normalisation, clips, renamed keys, several observations), batched in
-a SerialEnv or not, and a policy of any kind the README takes (Q-value,
+after normalisation, VecNorm of either version, channels-last screens,
+clips, renamed keys, several observations), batched in a SerialEnv or a
+ParallelEnv or not, and a policy of any kind the README takes (Q-value,
 C51, categorical, deterministic, TanhNormal, Normal; recurrent or not;
 exported deterministic or stochastic). The same (seed, index) always draws
 the same case: a failure is replayed with `python tests/drawn_cases.py
 SEED INDEX`.
+
+What later generations added (a second screen view, channels-last, pixel
+VecNorm, VecNorm v1, ParallelEnv) is drawn from a stream of its own,
+`"{seed}:{index}:wider"`, so the cases drawn before keep their draws.
 """
 
 from __future__ import annotations
 
+import functools
 import random
 import sys
 from dataclasses import dataclass, field
@@ -24,7 +30,7 @@ from torch import nn
 from torch.distributions import Categorical
 from torchrl import envs, modules
 
-from host.envs import empty_stack_buffers
+from host.envs import empty_stack_buffers, is_vecnorm
 
 GAMES = ("ALE/Pong-v5", "ALE/Breakout-v5", "ALE/Freeway-v5")
 SENSORS = {"CartPole-v1": "discrete", "Pendulum-v1": "continuous"}
@@ -56,6 +62,24 @@ class _Cat(nn.Module):
 
     def forward(self, *parts: torch.Tensor) -> torch.Tensor:
         return torch.cat([p.flatten(-1) for p in parts], -1)
+
+
+class _ChannelsFirst(nn.Module):
+    """A user's network that takes the channels-last screen a PermuteTransform left."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.movedim(-1, -3)
+
+
+class _Towers(nn.Module):
+    """One conv tower per screen view, their features side by side."""
+
+    def __init__(self, towers: list[nn.Module]) -> None:
+        super().__init__()
+        self.towers = nn.ModuleList(towers)
+
+    def forward(self, *views: torch.Tensor) -> torch.Tensor:
+        return torch.cat([tower(view) for tower, view in zip(self.towers, views, strict=True)], -1)
 
 
 def _pixel_transforms(rng: random.Random, case: Drawn) -> tuple[list, str, tuple[int, int, int]]:
@@ -103,7 +127,26 @@ def _pixel_transforms(rng: random.Random, case: Drawn) -> tuple[list, str, tuple
     return out, key, (c, h, w)
 
 
-def _sensor_transforms(rng: random.Random, case: Drawn, size: int) -> tuple[list, list[str], int]:
+def _wider_pixels(wide: random.Random, case: Drawn, out: list, key: str) -> list[str]:
+    """A second view of the screen somewhere in the chain, a VecNorm after it all, a channels-last screen."""
+    keys = [key]
+    if wide.random() < 0.2:  # several observations: a thumbnail beside the main screen, each read by the network
+        h, w, mode = wide.randint(9, 48), wide.randint(9, 48), wide.choice(INTERPOLATIONS)
+        where = wide.randint(1, len(out))
+        out.insert(where, envs.Resize(h, w, interpolation=mode, in_keys=[key], out_keys=["thumb"]))
+        keys.append("thumb")
+        case.say(f"thumb@{where}=Resize({h},{w},{mode})")
+    if wide.random() < 0.15:  # as TorchRL's Atari references put it: after the stack
+        version = wide.choice(["v1", "v2"])
+        out.append(envs.VecNorm(in_keys=[key], decay=0.99) if version == "v1" else envs.VecNormV2(in_keys=[key]))
+        case.say(f"VecNorm({version})")
+    if wide.random() < 0.15:
+        out.append(envs.PermuteTransform((-2, -1, -3), in_keys=[key]))
+        case.say("channels-last")
+    return keys
+
+
+def _sensor_transforms(rng: random.Random, wide: random.Random, case: Drawn, size: int) -> tuple[list, list[str], int]:
     """0-4 vector transforms; the keys the policy reads and their total width."""
     out: list = [envs.DoubleToFloat()] if rng.random() < 0.3 else []
     keys, width = ["observation"], size
@@ -124,7 +167,11 @@ def _sensor_transforms(rng: random.Random, case: Drawn, size: int) -> tuple[list
             out.append(envs.ObservationNorm(loc=rng.uniform(-1, 1), scale=rng.uniform(0.5, 3),
                                             standard_normal=std, in_keys=[key]))
         elif kind == "vecnorm":
-            out.append(envs.VecNormV2(in_keys=[key]))
+            if wide.random() < 0.4:  # the version torchrl 0.14's VecNorm() still builds, with its FutureWarning
+                out.append(envs.VecNorm(in_keys=[key], decay=0.99))
+                kind = "vecnorm(v1)"
+            else:
+                out.append(envs.VecNormV2(in_keys=[key]))
         elif kind == "clip":
             out.append(envs.ClipTransform(in_keys=[key], low=-1.5, high=1.5))
         elif kind == "rename" and key == "observation" and len(keys) == 1:
@@ -136,15 +183,22 @@ def _sensor_transforms(rng: random.Random, case: Drawn, size: int) -> tuple[list
     return out, keys, width
 
 
-def _features(keys: list[str], shape: tuple, pixels: bool) -> tuple[TensorDictModule, int]:
-    """The user's encoder from the observation key(s) to an 'embed' vector, and its width."""
+def _features(keys: list[str], shapes: dict[str, tuple], pixels: bool, last: bool) -> tuple[TensorDictModule, int]:
+    """The user's encoder from the observation key(s) to an 'embed' vector, and its width.
+
+    `last`: the first screen is channels-last (a PermuteTransform), so its tower turns it back first.
+    """
     if pixels:
-        c, h, w = shape
-        k = max(1, min(8, h, w))
-        net = nn.Sequential(nn.Conv2d(c, 4, k, stride=k), nn.ReLU(), nn.Flatten(-3))
-        width = net(torch.zeros(1, c, h, w)).shape[-1]
+        towers = []
+        for n, key in enumerate(keys):
+            c, h, w = shapes[key] if not (last and n == 0) else (shapes[key][2], *shapes[key][:2])
+            k = max(1, min(8, h, w))
+            tower = nn.Sequential(nn.Conv2d(c, 4, k, stride=k), nn.ReLU(), nn.Flatten(-3))
+            towers.append(nn.Sequential(_ChannelsFirst(), tower) if last and n == 0 else tower)
+        net = _Towers(towers)
+        width = net(*(torch.zeros(1, *shapes[key]) for key in keys)).shape[-1]
         return TensorDictModule(net, in_keys=keys, out_keys=["embed"]), width
-    return TensorDictModule(_Cat(), in_keys=keys, out_keys=["embed"]), shape[0]
+    return TensorDictModule(_Cat(), in_keys=keys, out_keys=["embed"]), sum(shapes[k][-1] for k in keys)
 
 
 def _recurrent(rng: random.Random, case: Drawn, width: int, env_transforms: list) -> tuple[list, int]:
@@ -211,16 +265,37 @@ def _fresh(transforms: list) -> list:
     return copies
 
 
-def _batched(rng: random.Random, case: Drawn, make_base, transforms: list):  # noqa: ANN001, ANN202
-    """The env as the user trains in it: one env, or a SerialEnv with the transforms inside or over it."""
+def _base(name: str, kwargs: dict) -> envs.GymEnv:
+    return envs.GymEnv(name, **kwargs)
+
+
+def _inside(make_base: functools.partial, transforms: list) -> envs.TransformedEnv:
+    """One worker's env: the game and its own copies of the transforms."""
+    return envs.TransformedEnv(make_base(), envs.Compose(*_fresh(transforms)))
+
+
+def _batched(rng: random.Random, wide: random.Random, case: Drawn, make_base, transforms: list):  # noqa: ANN001, ANN202
+    """The env as the user trains in it: one env, or a SerialEnv or ParallelEnv with the transforms inside or
+    over it. A ParallelEnv gets a lambda (TorchRL wraps it in an EnvCreator, whose env in this process shares
+    its statistics with the workers') or a functools.partial (not wrapped: the workers' statistics are theirs
+    alone)."""
     layout = rng.choice(["single", "single", "serial_inside", "serial_over"])
-    case.say(layout)
     if layout == "single":
+        case.say(layout)
         return envs.TransformedEnv(make_base(), envs.Compose(*transforms))
     workers = rng.randint(1, 2)
-    if layout == "serial_inside":
-        return envs.SerialEnv(workers, lambda: envs.TransformedEnv(make_base(), envs.Compose(*_fresh(transforms))))
-    return envs.TransformedEnv(envs.SerialEnv(workers, make_base), envs.Compose(*transforms))
+    batch = envs.SerialEnv
+    if wide.random() < 0.25:  # worker processes: a few seconds each to start, so one batched case in four
+        batch, layout = envs.ParallelEnv, layout.replace("serial", "parallel")
+        if wide.random() < 0.5:
+            layout += "(partial)"
+    case.say(layout)
+    inside, base = functools.partial(_inside, make_base, transforms), make_base
+    if not layout.endswith("(partial)"):
+        inside, base = (lambda: _inside(make_base, transforms)), (lambda: make_base())  # noqa: PLW0108
+    if "_inside" in layout:
+        return batch(workers, inside)
+    return envs.TransformedEnv(batch(workers, base), envs.Compose(*transforms))
 
 
 def _refusable(rng: random.Random, case: Drawn, transforms: list, key: str) -> bool:
@@ -245,7 +320,7 @@ def _refusable(rng: random.Random, case: Drawn, transforms: list, key: str) -> b
 
 def draw(seed: int, index: int) -> tuple[Drawn, object, object]:
     """Case `index` of the stream `seed`: (what it is, policy, env)."""
-    rng = random.Random(f"{seed}:{index}")
+    rng, wide = random.Random(f"{seed}:{index}"), random.Random(f"{seed}:{index}:wider")
     case = Drawn(seed, index)
     torch.manual_seed(rng.randrange(2**31))
     if rng.random() < 0.5:
@@ -253,32 +328,31 @@ def draw(seed: int, index: int) -> tuple[Drawn, object, object]:
         case.say(game)
         one_hot = rng.random() < 0.3
         transforms, key, _ = _pixel_transforms(rng, case)
-        keys, pixels, action = [key], True, "discrete"
+        keys, pixels, action = _wider_pixels(wide, case, transforms, key), True, "discrete"
 
-        def make_base():  # noqa: ANN202
-            return envs.GymEnv(game, frame_skip=4, categorical_action_encoding=not one_hot)
+        make_base = functools.partial(_base, game, {"frame_skip": 4, "categorical_action_encoding": not one_hot})
     else:
         name = rng.choice(sorted(SENSORS))
         case.say(name)
         action = SENSORS[name]
         size = 4 if name == "CartPole-v1" else 3
-        transforms, keys, _ = _sensor_transforms(rng, case, size)
+        transforms, keys, _ = _sensor_transforms(rng, wide, case, size)
         pixels = False
         one_hot = rng.random() < 0.3
 
-        def make_base():  # noqa: ANN202
-            return envs.GymEnv(name, categorical_action_encoding=not one_hot)
+        make_base = functools.partial(_base, name, {"categorical_action_encoding": not one_hot})
     transforms.append(envs.StepCounter())
     probe = envs.TransformedEnv(make_base(), envs.Compose(*_fresh(transforms)))
     first = probe.reset()  # the shapes the env really gives (a user sizes the network on them too)
-    shape = tuple(first[keys[0]].shape) if pixels else (sum(first[k].shape[-1] for k in keys),)
-    features, width = _features(keys, shape, pixels)
+    shapes = {key: tuple(first[key].shape) for key in keys}
+    last = any(isinstance(t, envs.PermuteTransform) for t in transforms)
+    features, width = _features(keys, shapes, pixels, last)
     body, width = _recurrent(rng, case, width, transforms)
     policy = _head(rng, case, [features, *body], width, probe.action_spec, action)
     probe.close()
     cold = _refusable(random.Random(f"{seed}:{index}:refusable"), case, transforms, keys[0])
-    env = _batched(rng, case, make_base, transforms)
-    if not cold and any(isinstance(t, envs.VecNormV2) for t in transforms):
+    env = _batched(rng, wide, case, make_base, transforms)
+    if not cold and any(is_vecnorm(t) for t in transforms):
         env.set_seed(0)
         env.rollout(100, break_when_any_done=False)  # VecNorm's statistics, as a user's training leaves them
     if case.stochastic:
@@ -305,4 +379,7 @@ if __name__ == "__main__":
     if sys.argv[1:2] == ["--summary"]:
         print(summary(sys.argv[2]))
     else:
-        print(draw(int(sys.argv[1]), int(sys.argv[2]))[0])
+        drawn, _, built = draw(int(sys.argv[1]), int(sys.argv[2]))
+        print(drawn)
+        if not built.is_closed:  # a ParallelEnv's workers would keep this process from exiting
+            built.close()

@@ -87,13 +87,22 @@ def env_transforms(env: EnvBase | None) -> list[Transform]:
     return out
 
 
-def _has_statistics(t: Transform) -> bool:
-    """Whether a VecNorm has counted any sample: v1 keeps `<key>_count` in `_td`, v2 a `_count` per key."""
+MIN_VECNORM_SAMPLES = 10
+"""Fewer observations than this are not statistics a policy was trained on: a ParallelEnv's EnvCreator resets
+its env in the main process to read the specs, so a VecNorm inside the workers that the user never stepped
+has already counted a reset or two (its loc the first observation, its scale ~0)."""
+
+
+def _samples(t: Transform) -> float:
+    """How many observations a VecNorm has counted, for its least-counted key.
+
+    v1 keeps `<key>_count` in `_td` (decayed), v2 a `_count` per key.
+    """
     if type(t).__name__ == "VecNorm":
-        counts = None if t._td is None else [v for k, v in t._td.items() if str(k).endswith("_count")]
+        counts = [] if t._td is None else [v for k, v in t._td.items() if str(k).endswith("_count")]
     else:
-        counts = None if getattr(t, "_count", None) is None else list(t._count.values(True, True))
-    return bool(counts) and all(bool((c > 0).all()) for c in counts)
+        counts = [] if getattr(t, "_count", None) is None else list(t._count.values(True, True))
+    return min((float(c.min()) for c in counts), default=0.0)
 
 
 def vecnorm_affine(t: Transform, observed: set) -> tuple[list[TensorDictModuleBase], list[dict]]:
@@ -112,7 +121,7 @@ def vecnorm_affine(t: Transform, observed: set) -> tuple[list[TensorDictModuleBa
         modules.append(TensorDictModule(Affine(loc.get(in_key), key_scale, True), in_keys=[in_key],
                                         out_keys=[out_key]))
         records.append({"transform": type(t).__name__, "in": flat_name(in_key), "out": flat_name(out_key),
-                        "eps": float(t.eps), "decay": float(t.decay),
+                        "eps": float(t.eps), "decay": float(t.decay), "samples": round(_samples(t), 2),
                         "loc": _summary(loc.get(in_key)), "scale": _summary(key_scale)})
     return modules, records
 
@@ -140,8 +149,9 @@ def transform_problems(env: EnvBase | None) -> list[str]:
         name = type(t).__name__
         if name in _DYNAMICS:
             problems.append(f"{name} changes the game's dynamics ({_DYNAMICS[name]})")
-        elif is_vecnorm(t) and not _has_statistics(t):
-            problems.append(f"{name} has no statistics yet (step the env, or load them, before export)")
+        elif is_vecnorm(t) and (seen := _samples(t)) < MIN_VECNORM_SAMPLES:
+            problems.append(f"{name} has no statistics yet ({seen:.0f} observations counted, the env's resets "
+                            "at most; step the env, or load them, before export)")
         elif name in _BOOKKEEPING or name in TRAINING_ONLY or is_vecnorm(t):
             continue
         elif getattr(t, "in_keys_inv", None):
