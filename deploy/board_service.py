@@ -275,17 +275,23 @@ def _health(gate: dict[str, Any], unit: dict[str, str], status: dict[str, Any] |
 
 
 def overrun_failure(gate: dict[str, Any], status: dict[str, Any], final: bool) -> str | None:
-    """Why the loop's missed deadlines fail the gate, or None.
+    """Why the loop's missed periods fail the gate, or None.
 
-    The allowance is a share of the periods of the whole gate, so a burst in its first seconds (a cold cache, a
-    first inference) fails it early only once no clean run for the rest of the gate could bring the share back.
+    A period is missed when its decision overran it or when no decision was made in it at all (skipped: the
+    loop stalled outside its phases, or an overrun carried it past the next deadline); both count against the
+    allowance. The allowance is a share of the periods of the whole gate, so a burst in its first seconds (a
+    cold cache, a first inference) fails it early only once no clean run for the rest of the gate could bring
+    the share back.
     """
     decisions, overruns = int(status.get("decisions") or 0), int(status.get("overruns") or 0)
-    window = decisions if final else max(decisions, float(status.get("target_hz") or 0) * gate["seconds"])
-    if decisions < MIN_DECISIONS or overruns <= gate["max_overrun"] * window:
+    skipped = int(status.get("skipped_periods") or 0)
+    periods, missed = decisions + skipped, overruns + skipped
+    window = periods if final else max(periods, float(status.get("target_hz") or 0) * gate["seconds"])
+    if decisions < MIN_DECISIONS or missed <= gate["max_overrun"] * window:
         return None
-    return (f"it missed its deadline on {overruns / decisions:.0%} of periods ({overruns} of {decisions}; the gate "
-            f"allows {gate['max_overrun']:.0%}; worst overrun {status.get('worst_overrun_ms', 0):.1f} ms)")
+    return (f"it missed its deadline on {missed / periods:.0%} of periods ({overruns} overran and {skipped} were "
+            f"skipped, of {periods}; the gate allows {gate['max_overrun']:.0%}; worst overrun "
+            f"{status.get('worst_overrun_ms', 0):.1f} ms)")
 
 
 def watch(root: str, gate: dict[str, Any], poll: float = 1.0) -> tuple[str | None, dict[str, Any] | None]:

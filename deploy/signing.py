@@ -38,19 +38,24 @@ def sign_bundle(bundle: Path, key: Path) -> str:
     key = Path(key).expanduser()
     if not key.is_file():
         raise DeployError(f"no key at {key}: give your private key (or its .pub with the key in ssh-agent)")
-    sums, sig = Path(bundle) / trust.BUNDLE_SUMS, Path(bundle) / trust.SIGNATURE
+    # The new sums are signed beside the bundle's own and renamed in only once signed: a failed signing (a
+    # passphrase and no agent) leaves an already signed bundle exactly as it was, still signed.
     fd, tmp = tempfile.mkstemp(prefix=".sums-", dir=bundle)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(trust.bundle_sums(Path(bundle), sorted(manifest.files)))
-    os.replace(tmp, sums)
-    sig.unlink(missing_ok=True)  # ssh-keygen asks before overwriting one
-    # A passphrase is asked for on the terminal by ssh-keygen itself, never passed through us.
-    done = subprocess.run([exe, "-Y", "sign", "-f", str(key), "-n", trust.NAMESPACE, str(sums)],
-                          stdin=None, capture_output=True, text=True, timeout=300)
-    if done.returncode != 0 or not sig.is_file():
-        sig.unlink(missing_ok=True)
-        detail = (done.stderr.strip().splitlines() or ["ssh-keygen failed"])[-1]
-        raise DeployError(f"signing {bundle} with {key} failed: {detail}")
+    new_sums, new_sig = Path(tmp), Path(tmp + ".sig")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(trust.bundle_sums(Path(bundle), sorted(manifest.files)))
+        # A passphrase is asked for on the terminal by ssh-keygen itself, never passed through us.
+        done = subprocess.run([exe, "-Y", "sign", "-f", str(key), "-n", trust.NAMESPACE, str(new_sums)],
+                              stdin=None, capture_output=True, text=True, timeout=300)
+        if done.returncode != 0 or not new_sig.is_file():
+            detail = (done.stderr.strip().splitlines() or ["ssh-keygen failed"])[-1]
+            raise DeployError(f"signing {bundle} with {key} failed: {detail}; the bundle is unchanged")
+        os.replace(new_sig, Path(bundle) / trust.SIGNATURE)  # what is signed is the sums' bytes, not their name
+        os.replace(new_sums, Path(bundle) / trust.BUNDLE_SUMS)
+    finally:
+        new_sums.unlink(missing_ok=True)
+        new_sig.unlink(missing_ok=True)
     public = key if key.suffix == ".pub" else key.with_name(key.name + ".pub")
     if public.is_file():
         return trust.fingerprint(public.read_text().split()[1])

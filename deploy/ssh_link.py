@@ -124,7 +124,13 @@ class Connection:
             client.close()
             raise DeployError("the SSH key is encrypted; load it into ssh-agent (ssh-add) and rerun") from err
         except paramiko.SSHException as err:
+            transport = client.get_transport()
+            spoke = transport is not None and bool(transport.remote_version)
             client.close()
+            if not spoke:  # paramiko then says "Error reading SSH protocol banner" or "No existing session"
+                raise DeployError(f"{e.hostname}:{e.port} took the connection but did not answer as an SSH server "
+                                  f"within {opts.connect_timeout:.0f} s: is sshd running there, and is {e.port} its "
+                                  "port?") from err
             if isinstance(err.__context__, DeployError):
                 raise err.__context__ from None
             if known.keys and "host key" in str(err).lower():

@@ -16,6 +16,7 @@ release's bundle with the settings the deploy wrote in its `service.json`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -144,16 +145,28 @@ def release_name(path: Path) -> str:
 
 
 class StatusFile:
-    """The loop's figures as JSON, replaced atomically (a reader never sees half a file)."""
+    """The loop's figures as JSON, replaced atomically (a reader never sees half a file).
+
+    Written through one temporary name, and what a power cut left under it (or under the per-process names
+    of older releases) is removed when a loop starts: nothing piles up beside the file. Not fsynced: it is a
+    live signal rewritten every second, and an fsync per second on an SD card would cost the control loop
+    its period for a file whose last second a cut may lose anyway.
+    """
 
     def __init__(self, path: Path | None) -> None:
         self.path = Path(path) if path else None
+        if self.path is not None:
+            prefix = f".{self.path.name}."
+            with contextlib.suppress(OSError):  # a folder it cannot list: writing will say so, or be ignored
+                for stale in self.path.parent.iterdir():
+                    if stale.name.startswith(prefix):
+                        stale.unlink(missing_ok=True)
 
     def write(self, status: dict[str, Any]) -> None:
         """Replace the file (a write error is ignored)."""
         if self.path is None:
             return
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}")
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
         try:
             tmp.write_text(json.dumps(status, indent=1) + "\n")
             os.replace(tmp, self.path)

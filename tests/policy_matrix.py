@@ -2,7 +2,7 @@
 
 The matrix test exports every case and asserts it is either taken (exported,
 verified at 100 % actions and max |d| <= 1e-4) or refused in one line that
-names the transform or module; README's "Your own policy" table is checked
+names the transform or module; docs/policies.md's table is checked
 against the same outcomes. Networks are tiny: what is tested is the
 plumbing, not the learning.
 """

@@ -106,19 +106,25 @@ def test_unit_files_quote_every_path_for_systemd(tmp_path):
 def test_missed_deadlines_are_a_share_of_the_gates_whole_window_not_of_its_first_seconds():
     gate = {"seconds": 10.0, "max_overrun": 0.05}  # 10 Hz x 10 s: 100 periods, 5 may be late
 
-    def late(overruns: int, decisions: int, final: bool = False) -> str | None:
-        status = {"decisions": decisions, "overruns": overruns, "target_hz": 10.0, "worst_overrun_ms": 94.3}
+    def late(overruns: int, decisions: int, final: bool = False, skipped: int = 0) -> str | None:
+        status = {"decisions": decisions, "overruns": overruns, "target_hz": 10.0, "worst_overrun_ms": 94.3,
+                  "skipped_periods": skipped}
         return board_service.overrun_failure(gate, status, final)
 
     # A slow start (CI's emulated board: 2 late of its first 38) is not yet a failure: 98 more may run on time.
     assert late(2, 38) is None and late(5, 20) is None
     # Once more are late than the whole window allows, no clean run can mend it: it fails now.
-    assert late(6, 30) == ("it missed its deadline on 20% of periods (6 of 30; the gate allows 5%; worst overrun "
-                           "94.3 ms)")
+    assert late(6, 30) == ("it missed its deadline on 20% of periods (6 overran and 0 were skipped, of 30; the gate "
+                           "allows 5%; worst overrun 94.3 ms)")
     # At the window's end the share of every decision is judged: the loop ran slower than asked, so 5 is too many.
     assert late(5, 80, final=True) is not None and late(4, 80, final=True) is None
     # Past the window (a gate restarted by a reboot counts from its loop's start) the share is of all decisions.
     assert late(7, 200) is None and late(11, 200) is not None
+    # Periods with no decision at all are missed too: the board skipped 16 against 180 decisions with no
+    # overrun (a 928 ms stall outside the phases), and the gate committed it.
+    assert late(0, 180, final=True, skipped=16) == ("it missed its deadline on 8% of periods (0 overran and 16 were "
+                                                    "skipped, of 196; the gate allows 5%; worst overrun 94.3 ms)")
+    assert late(0, 180, final=True, skipped=9) is None and late(3, 180, final=True, skipped=8) is not None
     # Fewer than MIN_DECISIONS say little: not judged.
     assert late(board_service.MIN_DECISIONS - 1, board_service.MIN_DECISIONS - 1) is None
 

@@ -1,6 +1,9 @@
 """A user deploys bundles to boards over a real SSH server and runs them there."""
 
 import json
+import socket
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -9,6 +12,7 @@ import pytest
 from deploy.release import DeployConfig, deploy, status
 from deploy.ssh import SshTarget
 from deploy.targets import DeployError
+from device.manifest import EXIT_BAD_INPUT
 
 
 def current_of(board: Path) -> str:
@@ -255,3 +259,24 @@ def test_fleet_deploys_in_parallel_and_reports_each_board(ssh_world, bundles, tm
     assert "cannot reach" in next(line for line in table if "FAILED" in line)
     for server in ssh_world.servers:
         assert (server.home / "edgerl" / "current" / ".verified").is_file()
+
+
+def test_a_port_that_accepts_tcp_but_never_speaks_ssh_is_one_line_not_paramikos_traceback(ssh_world):
+    # A board whose sshd hangs (or a wrong port with some other, silent service): paramiko's transport thread
+    # logged its own traceback through the root logger's last resort, or the user read "No existing session".
+    silent = socket.create_server(("127.0.0.1", 0))
+    held = []
+    accepting = threading.Thread(target=lambda: held.append(silent.accept()), daemon=True)
+    accepting.start()
+    try:
+        done = subprocess.run([sys.executable, "-m", "host.cli", "status", "--on",
+                               f"{ssh_world.user}@127.0.0.1:{silent.getsockname()[1]}", *ssh_world.ssh_flags(),
+                               "--silence-timeout", "3"], capture_output=True, text=True, timeout=120,
+                              env=ssh_world.env())
+    finally:
+        silent.close()
+        for conn, _ in held:
+            conn.close()
+    assert done.returncode == EXIT_BAD_INPUT, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "did not answer as an SSH server within 3 s" in lines[0], done.stderr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -158,3 +159,20 @@ def test_the_board_itself_refuses_an_unsigned_release_whatever_starts_it(board, 
     serve = subprocess.run([sys.executable, "-m", "device", "serve", str(release), "--seconds", "1"],
                            capture_output=True, text=True)
     assert serve.returncode == EXIT_UNTRUSTED and "is unsigned" in serve.stderr
+
+
+def test_a_signing_that_fails_leaves_the_bundle_signed_as_it_was(bundles, keys, ssh_world, tmp_path):
+    # Ann re-signs with her passphrase key, on a machine with no agent and no terminal to ask it on.
+    copy = signed(bundles, tmp_path, ssh_world, keys / "ann")
+    before = {name: (copy / name).read_bytes() for name in ("SHA256SUMS", "SHA256SUMS.sig")}
+    locked = tmp_path / "locked"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "a long passphrase", "-f", str(locked)], check=True)
+    env = {k: v for k, v in os.environ.items() if k not in ("SSH_AUTH_SOCK", "SSH_ASKPASS", "DISPLAY")}
+    done = subprocess.run([sys.executable, "-m", "host.cli", "sign", str(copy), "--key", str(locked)],
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True, env=env, timeout=120,
+                          start_new_session=True)  # no controlling terminal: ssh-keygen cannot ask
+    assert done.returncode != EXIT_OK
+    assert {name: (copy / name).read_bytes() for name in before} == before  # still signed by Ann
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "the bundle is unchanged" in lines[0], done.stderr
+    assert not [p.name for p in copy.iterdir() if p.name.startswith(".sums-")]

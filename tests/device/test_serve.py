@@ -230,6 +230,35 @@ def test_a_wrong_io_class_is_one_line_and_bad_input(cart_bundle, tmp_path, io, m
     assert json.loads(status.read_text())["state"] == "failed"
 
 
+@pytest.mark.parametrize(("flags", "message"), [
+    (("--hz", "0"), "argument --hz: must be a positive number, got 0"),
+    (("--hz", "nan"), "argument --hz: must be a positive number, got nan"),
+    (("--hz", "50", "--seconds", "-1"), "argument --seconds: must be a positive number, got -1"),
+    (("--hz", "50", "--status", "{tmp}/no/such/status.json"), "argument --status: folder {tmp}/no/such does not exist"),
+    (("--hz", "50", "--status", "{tmp}"), "argument --status: {tmp} is a folder"),
+])
+def test_a_rate_duration_or_status_file_serve_cannot_use_is_refused_before_the_loop(cart_bundle, tmp_path, flags,
+                                                                                     message):
+    # Each was accepted silently: --hz 0 read as "not given", --seconds -1 ran and exited 0, a status file in a
+    # missing folder was never written (a health check saw nothing).
+    flags = [f.format(tmp=tmp_path) for f in flags]
+    done = serve(cart_bundle, "--io", "examples/cart_io.py:Cart", *flags)
+    assert done.returncode == EXIT_BAD_INPUT
+    assert message.format(tmp=tmp_path) in done.stderr.strip().splitlines()[-1], done.stderr
+    assert "motor off" not in done.stderr  # refused before the plant was built
+
+
+def test_what_a_power_cut_left_beside_the_status_file_is_removed_when_the_loop_starts(cart_bundle, tmp_path):
+    status = tmp_path / "status.json"
+    left = [tmp_path / ".status.json.4242", tmp_path / ".status.json.tmp"]  # an old release's name, and today's
+    for stray in left:
+        stray.write_text('{"state": "runn')
+    done = serve(cart_bundle, "--io", "examples/cart_io.py:Cart", "--hz", 50, "--seconds", 0.5, "--status", status)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(status.read_text())["state"] == "stopped"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["status.json"]
+
+
 def test_a_sensor_bundle_without_a_plant_or_rate_is_refused(cart_bundle):
     assert "pass --io FILE.py:CLASS" in serve(cart_bundle).stderr
     assert "pass --hz N" in serve(cart_bundle, "--io", "examples/cart_io.py:Cart").stderr

@@ -1,6 +1,6 @@
 """Every kind of TorchRL policy and transform a user brings is either exported and verified, or refused in one line.
 
-The cases live in tests/policy_matrix.py; README's "Your own policy" table
+The cases live in tests/policy_matrix.py; docs/policies.md's table
 states the same outcomes and is checked here against what really happens.
 """
 
@@ -55,8 +55,8 @@ def test_an_unsupported_combination_is_refused_in_one_line_naming_it(name, tmp_p
     assert not (tmp_path / "bundle").exists()
 
 
-def test_the_readme_table_states_what_the_matrix_finds():
-    section = (REPO / "README.md").read_text().split("## Your own policy", 1)[1].split("\n## ", 1)[0]
+def test_the_policies_table_states_what_the_matrix_finds():
+    section = (REPO / "docs" / "policies.md").read_text()
     rows = dict(re.findall(r"^\| (.+?) \| (taken|refused)\b", section, flags=re.M))
     assert set(rows) == set(CASES), set(rows) ^ set(CASES)
     for name, outcome in rows.items():
