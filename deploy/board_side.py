@@ -2,15 +2,13 @@
 
     python3 .board/<digest>/board_side.py OP ARG...      ->  one JSON line on stdout
 
-The host ships this file (with `device/layout.py`, the layout it shares)
-into a folder named by their digest, so the code that judges a release is
-always the deploying host's, never an old release's. Paths travel as argv
-words; nothing here is built from a string.
+The host ships this file (with `device/layout.py`, the layout it shares) into a folder named by their digest,
+so the code that judges a release is always the deploying host's, never an old release's. Paths travel as
+argv words; nothing here is built from a string.
 
-Every op answers with one JSON object: `{"ok": true, ...}` or
-`{"ok": false, "error": "<one line>", ...}` for a refusal (a broken
-release, a lock held by another deploy, a full disk). Exit status: 0 when
-the op answered, 2 for a wrong command line, 1 for an unexpected crash.
+Every op answers with one JSON object: `{"ok": true, ...}` or `{"ok": false, "error": "<one line>", ...}` for
+a refusal (a broken release, a lock held by another deploy, a full disk). Exit status: 0 when the op answered,
+2 for a wrong command line, 1 for an unexpected crash.
 """
 
 from __future__ import annotations
@@ -37,6 +35,7 @@ from device.layout import (
     PREVIOUS,
     RELEASES,
     SUMS,
+    VENV_COMPLETE,
     VENV_LINK,
     VENVS,
     VERIFIED,
@@ -176,12 +175,13 @@ def op_probe(root: str) -> dict[str, Any]:
 
 def op_status(root: str) -> dict[str, Any]:
     """Current and previous releases, releases and venvs on the board, whether a deploy holds the lock."""
-    def ls(name: str) -> list[str]:
+    def ls(name: str, marker: str = "") -> list[str]:  # with a marker: only entries holding it (finished venvs)
         path = os.path.join(root, name)
-        return sorted(n for n in os.listdir(path) if not n.startswith(".")) if os.path.isdir(path) else []
+        names = sorted(n for n in os.listdir(path) if not n.startswith(".")) if os.path.isdir(path) else []
+        return [n for n in names if not marker or os.path.isfile(os.path.join(path, n, marker))]
 
     return {"current": link_name(root, CURRENT), "previous": link_name(root, PREVIOUS), "releases": ls(RELEASES),
-            "venvs": ls(VENVS), **_machine(), "locked": is_locked(root)}
+            "venvs": ls(VENVS, VENV_COMPLETE), **_machine(), "locked": is_locked(root)}
 
 
 def op_hold_lock(root: str, owner: str, silence: str) -> None:

@@ -172,21 +172,32 @@ class LocalTarget(Target):
             env: dict[str, str] | None = None, what: str | None = None) -> Completed:
         """Run argv locally (never through a shell)."""
         full_env = {**os.environ, **(env or {})}
+        # In a session of their own, as a remote board's commands are: the user's Ctrl-C reaches this process
+        # alone, which stops the deploy at its next step; the board's step ends whole, not with a traceback
+        # that would then be read as the board's own failure.
         if on_line is None:
-            done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=full_env)
+            done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=full_env,
+                                  start_new_session=True)
             return Completed(done.returncode, done.stdout, done.stderr)
-        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=full_env)
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=full_env,
+                                start_new_session=True)
         err_lines = []
         assert proc.stderr is not None
-        for line in proc.stderr:
-            err_lines.append(line)
-            on_line(line.rstrip("\n"))
-        out = proc.stdout.read() if proc.stdout else ""
-        return Completed(proc.wait(timeout=timeout), out, "".join(err_lines))
+        try:
+            for line in proc.stderr:
+                err_lines.append(line)
+                on_line(line.rstrip("\n"))
+            out = proc.stdout.read() if proc.stdout else ""
+            return Completed(proc.wait(timeout=timeout), out, "".join(err_lines))
+        except BaseException:  # an interrupt here (or a timeout) must not leave the step running on unseen
+            proc.kill()
+            proc.wait()
+            raise
 
     def spawn(self, argv: list[str], what: str) -> Spawned:
         """Start argv here with pipes for stdin and stdout."""
-        return _LocalProcess(subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE))
+        return _LocalProcess(subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                              start_new_session=True))
 
     def put(self, local: Path, remote: str, progress: Progress | None = None) -> int:
         """Copy, appending to a partial file if one is there."""

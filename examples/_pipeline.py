@@ -47,5 +47,6 @@ def example_args(doc: str, default_out: str, parser: argparse.ArgumentParser | N
     parser = parser or argparse.ArgumentParser()
     parser.description = doc.splitlines()[0]
     parser.add_argument("--out", type=Path, default=Path(default_out), help="work folder")
-    parser.add_argument("--aoti", action="store_true", help="also compile the AOTInductor package (host-only, ~25 s)")
+    parser.add_argument("--aoti", action=argparse.BooleanOptionalAction, default=False,
+                        help="also compile the AOTInductor package (host-only, ~25 s; default --no-aoti)")
     return parser.parse_args()

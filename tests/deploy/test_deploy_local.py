@@ -1,8 +1,16 @@
 """The embedded default: a board folder on this machine, same release logic as SSH."""
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import in_process
+
+from device.manifest import EXIT_INTERRUPTED
 
 
 def edgerl(*args, env=None):
@@ -34,3 +42,40 @@ def test_deploying_a_tampered_bundle_touches_no_board(bundle_copy, tmp_path):
     run = edgerl("deploy", bundle, "--to", f"local:{board}")
     assert run.returncode == 1 and "golden.npz" in run.stderr and "sha256" in run.stderr
     assert not board.exists()
+
+
+def _running(board: Path, what: str) -> bool:
+    """Whether a process of this board (its folder in the command line) is running `what`."""
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            words = cmdline.read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if what.encode() in words and any(str(board).encode() in w for w in words):
+            return True
+    return False
+
+
+def test_ctrl_c_at_the_terminal_during_a_local_deploy_says_interrupted_and_blames_nothing(bundles, tmp_path,
+                                                                                         ssh_world):
+    # Ctrl-C at a terminal signals the whole foreground process group: the board's own step was killed with
+    # a traceback, which the deploy then reported as the board's failure.
+    board = tmp_path / "board"
+    board.mkdir()
+    (board / "venvs").symlink_to(ssh_world.venvs)
+    assert edgerl("deploy", bundles["dqn"], "--to", f"local:{board}", env=ssh_world.env()).returncode == 0
+    proc = subprocess.Popen([sys.executable, "-m", "host.cli", "deploy", str(bundles["stacked"]), "--to",
+                             f"local:{board}"], env=ssh_world.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True,  # its own group, as a terminal's foreground job
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    deadline = time.monotonic() + 120
+    while not _running(board, "selftest"):
+        assert time.monotonic() < deadline and proc.poll() is None, "the self-test never started"
+        time.sleep(0.01)
+    os.killpg(proc.pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == EXIT_INTERRUPTED, out + err
+    assert "interrupted before the switch" in out + err and "Traceback" not in out + err
+    assert "self-test failed" not in out + err
+    status = json.loads(edgerl("status", "--on", f"local:{board}", env=ssh_world.env()).stdout)
+    assert status["current"].startswith("dqn-") and status["locked"] is False

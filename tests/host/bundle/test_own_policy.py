@@ -134,7 +134,7 @@ def test_the_tutorial_examples_run_end_to_end(script, tmp_path, device_venv):
     # The run's board venv, as a board that ran edgerl before has one (test_deploy_local.py installs a fresh one).
     (tmp_path / "board").mkdir()
     (tmp_path / "board" / "venvs").symlink_to(device_venv.venvs)
-    run = subprocess.run([sys.executable, f"examples/{script}.py", "--out", str(tmp_path), "--no-aoti", *extra],
+    run = subprocess.run([sys.executable, f"examples/{script}.py", "--out", str(tmp_path), *extra],
                          capture_output=True, text=True, cwd=REPO, timeout=900,
                          env={**__import__("os").environ, "PYTHONPATH": str(REPO)})
     assert run.returncode == 0, run.stdout + run.stderr
