@@ -72,15 +72,17 @@ def is_bare_list(path: Path, text: str) -> bool:
     return all(BARE_LINE.match(line) and not line.endswith(":") and "[" not in line for line in _lines(text))
 
 
-def load_boards(targets: list[str], inventory: Path | None, limit: str | None = None) -> list[Board]:
-    """Every board to act on, in order: the `--to` targets, then the inventory's hosts."""
+def load_boards(targets: list[str], inventory: Path | None, limit: str | None = None, flag: str = "--to"
+                ) -> list[Board]:
+    """Every board to act on, in order: the targets (given with `flag`), then the inventory's hosts."""
     boards = [Board(t, t) for t in targets]
     if inventory is not None:
         boards += read_inventory(Path(inventory), limit)
     elif limit:
         raise InventoryError("--limit selects hosts of an --inventory; give one")
     if not boards:
-        raise InventoryError("say which boards: --to TARGET (repeatable) or --inventory FILE")
+        raise InventoryError(f"say which boards: {flag} TARGET{' (repeatable)' if flag == '--to' else ''} or "
+                             "--inventory FILE")
     names = [b.name for b in boards]
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:

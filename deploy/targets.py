@@ -164,7 +164,13 @@ class LocalTarget(Target):
         self.root = str(Path(directory).expanduser().resolve())
         self.name = f"local:{directory}"
         if create:
-            Path(self.root).mkdir(parents=True, exist_ok=True)
+            try:
+                Path(self.root).mkdir(parents=True, exist_ok=True)
+            except OSError as err:  # under a file, in /proc, not ours to write
+                raise DeployError(f"{self.name}: cannot make the board folder {self.root} ({err.strerror}); give "
+                                  "a folder you can write") from None
+        elif Path(self.root).exists() and not Path(self.root).is_dir():
+            raise DeployError(f"{self.name}: {self.root} is a file, not a board folder")
         elif not Path(self.root).is_dir():
             raise DeployError(f"{self.name}: no such board folder; deploy to it first")
 

@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from device.args import OneLineParser
+from device.args import OneLineParser, output_file
 from device.manifest import EXIT_CODES_HELP, EXIT_FAILED_CHECK, EXIT_INTERRUPTED, EXIT_OK, EdgerlError
 from device.trust import ALLOW_UNVERIFIED
 
@@ -34,19 +34,6 @@ def _positive_number(text: str) -> float:
     return value
 
 
-def _output_file(text: str) -> Path:
-    """A file to (re)write: its folder must exist, be a folder, and be writable (checked before any work)."""
-    path = Path(text)
-    folder = path.parent
-    if path.is_dir():
-        raise argparse.ArgumentTypeError(f"{text} is a folder; give a file name inside it")
-    if not folder.is_dir():
-        raise argparse.ArgumentTypeError(f"folder {folder} does not exist (or is not a folder): create it first")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise argparse.ArgumentTypeError(f"folder {folder} is not writable by this user")
-    return path
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The board CLI's arguments."""
     parser = OneLineParser(prog="python -m device",
@@ -64,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--episodes", type=_positive, default=1, help="episodes to play (default 1)")
     p.add_argument("--seed", type=int, default=0, help="emulator seed for the whole run (default 0)")
     p.add_argument("--max-steps", type=_positive, default=None, help="cut each episode after this many agent steps")
-    p.add_argument("--report", type=_output_file, default=None, help="write the JSON report here (atomically)")
+    p.add_argument("--report", type=output_file, default=None, help="write the JSON report here (atomically)")
     p.add_argument("--threads", type=_positive, default=None, help="onnxruntime intra-op threads (default 1)")
     p.add_argument("--int8", action="store_true", help="play the bundle's quantized model")
     p.add_argument("--quiet", action="store_true", help="no per-episode progress lines")
@@ -88,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="decisions per second (default: the game's real time; required with --io)")
     v.add_argument("--seconds", type=_positive_number, default=None,
                    help="stop after this long (default: until stopped)")
-    v.add_argument("--status", type=_output_file, default=None,
+    v.add_argument("--status", type=output_file, default=None,
                    help="write the timing figures here as JSON, once a second (its folder must exist)")
     v.add_argument("--seed", type=int, default=0, help="emulator seed of a game run (default 0)")
     v.add_argument("--threads", type=_positive, default=None, help="onnxruntime intra-op threads (default 1)")

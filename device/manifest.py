@@ -332,6 +332,9 @@ def write_manifest(bundle: Path, manifest: Manifest) -> None:
 def read_manifest(bundle: Path) -> Manifest:
     """Read and parse a bundle's manifest without checking file hashes."""
     bundle = Path(bundle)
+    if bundle.exists() and not bundle.is_dir():
+        hint = f"; pass its folder, {bundle.parent}" if bundle.name == MANIFEST else ""
+        raise BundleError(f"{bundle} is a file, not a bundle folder{hint or '; pass the folder `edgerl export` wrote'}")
     if not bundle.is_dir():
         raise BundleError(f"bundle folder {bundle} does not exist; pass the folder `edgerl export` wrote")
     path = bundle / MANIFEST

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from device.args import output_folder
 from device.layout import BOARD_DIR
 from device.manifest import EXIT_CODES_HELP
 from host.arg_types import positive, seconds
@@ -37,7 +38,7 @@ def _deploy_parser(sub: argparse._SubParsersAction) -> None:
                         "--score-margin below the manifest's evaluation, or the host's replay disagrees")
     w.add_argument("--score-margin", type=float, default=2.0, help="points below the evaluated mean (default 2)")
     w.add_argument("--canary-seed", type=int, default=0, help="emulator seed of the canary games (default 0)")
-    w.add_argument("--reports", type=Path, default=Path("reports"), help="host folder for the canary reports")
+    w.add_argument("--reports", type=output_folder, default=Path("reports"), help="host folder for the canary reports")
     s = d.add_argument_group("service", "run the release under systemd")
     s.add_argument("--service", action="store_true",
                    help="run the release under systemd (python -m device serve, restarted on failure, started at "
@@ -86,7 +87,8 @@ def board_parsers(sub: argparse._SubParsersAction) -> None:
     u.add_argument("--episodes", type=positive, default=1, help="games to play (default 1)")
     u.add_argument("--seed", type=int, default=0, help="emulator seed (default 0)")
     u.add_argument("--max-steps", type=positive, default=None, help="cut each game after N agent steps")
-    u.add_argument("--reports", type=Path, default=Path("reports"), help="host folder for reports (default reports/)")
+    u.add_argument("--reports", type=output_folder, default=Path("reports"),
+                   help="host folder for reports (default reports/)")
     _one_or_fleet(u)
 
     t = sub.add_parser("status", help="a board's releases as JSON, or a table of every board of an inventory",

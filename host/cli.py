@@ -9,7 +9,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from device.args import OneLineParser
+from device.args import OneLineParser, output_file, output_folder
 from device.manifest import EXIT_BAD_INPUT, EXIT_CODES_HELP, EXIT_INTERRUPTED, EXIT_OK, MANIFEST, EdgerlError
 from host.arg_types import positive as _positive
 from host.board_args import board_parsers
@@ -28,7 +28,7 @@ def _export_parser(sub: argparse._SubParsersAction) -> None:
     e.add_argument("source", nargs="?", type=Path, help="run folder or checkpoint.pt from `edgerl train`")
     e.add_argument("--from", dest="factory", metavar="FILE.py:FUNC",
                    help="your factory: FUNC() returns (policy, env) or (policy, None, example)")
-    e.add_argument("--out", type=Path, required=True, help="bundle folder to write")
+    e.add_argument("--out", type=output_folder, required=True, help="bundle folder to write")
     e.add_argument("--untrained", action="store_true", help="export a freshly initialised built-in network")
     e.add_argument("--policy", choices=NETWORKS, default="dqn",
                    help="built-in network of an --untrained export (default dqn)")
@@ -63,7 +63,7 @@ def _verify_parser(sub: argparse._SubParsersAction) -> None:
                                    "replayed scores differ from the reported ones.", epilog=EXIT_CODES_HELP)
     r.add_argument("report", type=Path, help="report.json from the board")
     r.add_argument("bundle", type=Path, help="the bundle the board played")
-    r.add_argument("--out", type=Path, default=None, help="animated GIF to write")
+    r.add_argument("--out", type=output_file, default=None, help="animated GIF to write")
     r.add_argument("--stride", type=_positive, default=2, help="draw every N-th agent step (default 2)")
 
 
@@ -75,7 +75,7 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
     tr.add_argument("--algo", choices=["pqn"], default="pqn", help="the training algorithm (pqn, the only one)")
     tr.add_argument("--frames", type=_positive, default=None,
                     help="emulator frames in total (default 16,000,000: what fits 2.5 h on two cores)")
-    tr.add_argument("--out", type=Path, default=Path("runs/pong"), help="run folder (default runs/pong)")
+    tr.add_argument("--out", type=output_folder, default=Path("runs/pong"), help="run folder (default runs/pong)")
     tr.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoint")
     tr.add_argument("--envs", type=_positive, default=None, help="parallel games (default 16)")
     tr.add_argument("--seed", type=int, default=1, help="seed of the games and the initialisation (default 1)")
@@ -119,7 +119,7 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
     pl = sub.add_parser("plot", help="learning curve of a run as PNG (return vs frames and vs wall time)",
                         description="Draw a run's learning curve from its episodes.csv.", epilog=EXIT_CODES_HELP)
     pl.add_argument("run", type=Path)
-    pl.add_argument("--out", type=Path, default=None, help="PNG path (default RUN/learning_curve.png)")
+    pl.add_argument("--out", type=output_file, default=None, help="PNG path (default RUN/learning_curve.png)")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -31,7 +31,8 @@ from host.board_cli import progress_bar, say, ssh_options
 def boards_of(args: argparse.Namespace) -> list[Board]:
     """The boards a command acts on: --to / --on targets, then the --inventory's hosts (--limit applied)."""
     given = list(getattr(args, "to", None) or []) + ([args.on] if getattr(args, "on", None) else [])
-    return load_boards(given, getattr(args, "inventory", None), getattr(args, "limit", None))
+    flag = "--to" if hasattr(args, "to") else "--on"  # each command's own word for its boards
+    return load_boards(given, getattr(args, "inventory", None), getattr(args, "limit", None), flag)
 
 
 def _service_config(args: argparse.Namespace) -> service.ServiceConfig | None:
@@ -45,11 +46,13 @@ def _service_config(args: argparse.Namespace) -> service.ServiceConfig | None:
 
 
 def _wave_config(args: argparse.Namespace) -> WaveConfig:
-    if args.waves is None:
-        if args.max_fail is not None or args.canary_games:
-            raise DeployError("--max-fail and --canary-games go with --waves (e.g. --waves 1,25%,100%)")
-        return WaveConfig(("100%",), "100%", rollback_wave=False)
-    return WaveConfig(parse_waves(args.waves), parse_size(args.max_fail or "0", "--max-fail"),
+    if args.waves is None and args.canary_games:
+        raise DeployError("--canary-games goes with --waves: the canary games are played by the first wave's boards "
+                          "(e.g. --waves 1,25%,100%)")
+    if args.waves is None and args.max_fail is None:
+        return WaveConfig(("100%",), "100%", rollback_wave=False)  # every board on its own: each failure alone
+    # --max-fail alone is one wave of every board, judged as a whole (the plain deploy's table names the rule).
+    return WaveConfig(parse_waves(args.waves or "100%"), parse_size(args.max_fail or "0", "--max-fail"),
                       rollback_wave=args.rollback_wave, pause_s=args.wave_pause)
 
 
