@@ -19,23 +19,23 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def unwritable(path: Path) -> str | None:
+def unwritable(path: Path, start: Path | None = None) -> str | None:
     """Why a file or folder cannot be made at `path`, or None.
 
-    Its nearest existing folder is tried with a real file (made and removed at once): root passes every
-    permission check, yet cannot write in /proc or on a read-only mount.
+    Its nearest existing folder (from `start`, default `path`) is tried with a real file, made and removed at
+    once: root passes every permission check, yet cannot write in /proc or on a read-only mount.
     """
-    existing = Path(path)
+    existing = Path(start if start is not None else path)
     while not existing.exists() and existing.parent != existing:
         existing = existing.parent
     if not existing.is_dir():
-        return f"{existing} is a file, not a folder"
+        return f"cannot make {path}: {existing} is a file, not a folder"
     try:
         fd, probe = tempfile.mkstemp(prefix=".edgerl-probe-", dir=existing)
         os.close(fd)
         os.unlink(probe)
     except OSError as err:
-        return f"cannot write in {existing} ({err.strerror})"
+        return f"cannot write {path}: {existing} takes no new files ({err.strerror})"
     return None
 
 
@@ -46,7 +46,7 @@ def output_file(text: str) -> Path:
         raise argparse.ArgumentTypeError(f"{text} is a folder; give a file name inside it")
     if not path.parent.is_dir():
         raise argparse.ArgumentTypeError(f"folder {path.parent} does not exist (or is not a folder): create it first")
-    reason = unwritable(path.parent)
+    reason = unwritable(path, start=path.parent)  # the file itself may be there already: it is replaced
     if reason:
         raise argparse.ArgumentTypeError(reason)
     return path
