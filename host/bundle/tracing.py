@@ -19,6 +19,7 @@ from torchrl.envs.utils import ExplorationType, set_exploration_type
 from torchrl.modules.utils import get_primers_from_module
 
 from device.manifest import EPISODE_START_INPUT, EdgerlError
+from host.bundle.amplified_rounding import rounding_problems
 from host.bundle.graph import GraphPlan, PolicyGraph, plan_graph, state_keys
 from host.bundle.rollout import RawTap, Sequence, Trace, eager_env_rollout, eager_example_rollout
 from host.bundle.transforms import check_transforms, env_transforms
@@ -87,7 +88,7 @@ def _raw_example(policy: TensorDictModuleBase, env: EnvBase | None, example: Ten
 def build_graph(policy: TensorDictModuleBase, env: EnvBase | None, example: TensorDictBase | None,
                 mode: ExplorationType) -> tuple[PolicyGraph, tuple[torch.Tensor, ...]]:
     """The graph of an eval-mode policy fed by its env's raw observations (or the example), and one input for it."""
-    check_transforms(env)
+    check_transforms(env, more=rounding_problems(env))
     try:
         raw = _raw_example(policy, env, example)
     except EdgerlError:

@@ -25,7 +25,7 @@ NestedKey = str | tuple[str, ...]
 
 # Transforms that shape rewards, count steps or prime states: they act on the
 # env's bookkeeping, not on what the policy sees, so they stay out of the graph.
-_BOOKKEEPING = {"StepCounter", "RewardSum", "RewardScaling", "RewardClipping", "InitTracker", "TensorDictPrimer",
+BOOKKEEPING = {"StepCounter", "RewardSum", "RewardScaling", "RewardClipping", "InitTracker", "TensorDictPrimer",
                 "SignTransform", "TargetReturn", "DTypeCastTransform"}
 # Transforms that shape only where training episodes begin or end: nothing the policy sees at a step. They are
 # left out of the board's game and named in the manifest (provenance.training_only), with why.
@@ -93,7 +93,7 @@ its env in the main process to read the specs, so a VecNorm inside the workers t
 has already counted a reset or two (its loc the first observation, its scale ~0)."""
 
 
-def _samples(t: Transform) -> float:
+def samples_of(t: Transform) -> float:
     """How many observations a VecNorm has counted, for its least-counted key.
 
     v1 keeps `<key>_count` in `_td` (decayed), v2 a `_count` per key.
@@ -121,7 +121,7 @@ def vecnorm_affine(t: Transform, observed: set) -> tuple[list[TensorDictModuleBa
         modules.append(TensorDictModule(Affine(loc.get(in_key), key_scale, True), in_keys=[in_key],
                                         out_keys=[out_key]))
         records.append({"transform": type(t).__name__, "in": flat_name(in_key), "out": flat_name(out_key),
-                        "eps": float(t.eps), "decay": float(t.decay), "samples": round(_samples(t), 2),
+                        "eps": float(t.eps), "decay": float(t.decay), "samples": round(samples_of(t), 2),
                         "loc": _summary(loc.get(in_key)), "scale": _summary(key_scale)})
     return modules, records
 
@@ -149,10 +149,10 @@ def transform_problems(env: EnvBase | None) -> list[str]:
         name = type(t).__name__
         if name in _DYNAMICS:
             problems.append(f"{name} changes the game's dynamics ({_DYNAMICS[name]})")
-        elif is_vecnorm(t) and (seen := _samples(t)) < MIN_VECNORM_SAMPLES:
+        elif is_vecnorm(t) and (seen := samples_of(t)) < MIN_VECNORM_SAMPLES:
             problems.append(f"{name} has no statistics yet ({seen:.0f} observations counted, the env's resets "
                             "at most; step the env, or load them, before export)")
-        elif name in _BOOKKEEPING or name in TRAINING_ONLY or is_vecnorm(t):
+        elif name in BOOKKEEPING or name in TRAINING_ONLY or is_vecnorm(t):
             continue
         elif getattr(t, "in_keys_inv", None):
             problems.append(f"{name} transforms actions (the board feeds actions to the game unchanged; drop it)")
@@ -163,9 +163,12 @@ def transform_problems(env: EnvBase | None) -> list[str]:
     return problems
 
 
-def check_transforms(env: EnvBase | None) -> None:
-    """Refuse, before the env is touched, every transform the board cannot reproduce, all in one line."""
-    problems = transform_problems(env)
+def check_transforms(env: EnvBase | None, more: list[str] | None = None) -> None:
+    """Refuse, before the env is touched, every transform the board cannot reproduce, all in one line.
+
+    `more`: problems the caller found beside them (onnxruntime's magnified rounding).
+    """
+    problems = transform_problems(env) + (more or [])
     if problems:
         raise ExportError(f"the env has {len(problems)} transform{'s' if len(problems) > 1 else ''} the board "
                           f"cannot take: {'; '.join(problems)}")
@@ -191,7 +194,7 @@ def preprocessing(env: EnvBase | None) -> tuple[list[TensorDictModuleBase], list
             baked, records = vecnorm_affine(t, observation_keys(env))
             modules.extend(baked)
             norms.extend(records)
-        elif type(t).__name__ in _BOOKKEEPING or type(t).__name__ in TRAINING_ONLY:
+        elif type(t).__name__ in BOOKKEEPING or type(t).__name__ in TRAINING_ONLY:
             continue
         elif isinstance(t, CatFrames):
             for in_key, out_key in zip(t.in_keys, t.out_keys, strict=True):

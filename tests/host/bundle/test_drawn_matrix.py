@@ -55,6 +55,9 @@ REGRESSIONS = {
     "two CatFrames on the same vector": (1, 280, "CartPole-v1, norm, stack, stack, norm, qvalue, single"),
     "VecNormV2 inside a ParallelEnv's workers, never stepped (its EnvCreator's reset is not statistics)":
         (1796291773, 213, "Pendulum-v1, clip, vecnorm, rename, normal, +cold VecNormV2, parallel_inside, stochastic"),
+    "VecNormV2 at its floor after a bilinear resize (onnxruntime's rounding magnified)":
+        (1796294867, 2, "ALE/Breakout-v5, ToTensorImage->screen, Crop(205x92@0,23), Resize(25,91,bilinear), "
+                        "VecNorm(v2), qvalue, serial_inside"),
     "VecNormV2 inside a ParallelEnv of partials (statistics only in the workers)":
         (1796291773, 381, "CartPole-v1, rename, vecnorm, stack, GRU, c51, parallel_inside(partial)"),
 }
@@ -73,8 +76,9 @@ def _check(drawn: tuple, tmp_path: Path) -> None:
         pytest.fail(f"{case}: exported, then failed verify: {err}")
     except EdgerlError as err:
         _record(case, "refused", str(err))
-        assert case.refusal, f"{case}: refused, though the board can take all of it: {err}"
-        assert case.refusal in str(err) and "\n" not in str(err), f"{case}: refused in other words: {err}"
+        expected = case.refusal or case.may_refuse
+        assert expected, f"{case}: refused, though the board can take all of it: {err}"
+        assert expected in str(err) and "\n" not in str(err), f"{case}: refused in other words: {err}"
         assert not out.exists(), f"{case}: refused after writing {sorted(p.name for p in out.iterdir())}"
         return
     finally:
