@@ -246,13 +246,14 @@ class _Deploy:
     cancel: threading.Event | None
     before: str | None = None
 
-    def not_cancelled(self) -> None:
+    def not_cancelled(self, step: str) -> None:
+        """Stop here if the user interrupted, saying at which step."""
         if self.cancel is not None and self.cancel.is_set():
-            raise Cancelled(f"{self.target.name}: interrupted before the switch; it still runs its old release "
-                            "(rerun to resume the upload)")
+            raise Cancelled(f"{self.target.name}: interrupted before the switch ({step}); it still runs its old "
+                            "release (rerun to resume the upload)")
 
     def watched(self, name: str, n: int, total: int) -> None:
-        self.not_cancelled()
+        self.not_cancelled(f"uploading {name}")
         if self.progress:
             self.progress(name, n, total)
 
@@ -271,15 +272,15 @@ class _Deploy:
             if cfg.service:
                 service.install(target)
                 service.wait_pending_gate(target, say)
-            self.not_cancelled()
+            self.not_cancelled("the board was checked; its venv not yet")
             venv_python, venv_name, venv_reused = ensure_venv(target, board, cfg.install, say)
-            self.not_cancelled()
+            self.not_cancelled("the venv was ready; the upload not yet")
             sent, reused, staging = _stage(target, board, files, sums, rid, self.watched)
             if staging != "-":
                 say(f"{target.name}: {len(files)} files verified by sha256 ({sent} bytes sent, {reused} reused)")
             tested = staging if staging != "-" else target.path(layout.RELEASES, rid)
             say(f"{target.name}: {selftest(target, venv_python, tested, cfg.selftest_timeout)}")
-            self.not_cancelled()
+            self.not_cancelled("the self-test had passed")
             if cfg.service:
                 service.begin_gate(target, rid, cfg.service)
             done = _switch(target, lock, rid, staging, venv_name, cfg.keep)
