@@ -118,8 +118,9 @@ def test_a_release_that_fails_its_gate_is_rolled_back_by_the_board(pi, cart_bund
 
 
 def test_a_release_late_only_while_it_starts_is_committed_within_its_allowance(pi, cart_bundle):
-    # Its first ten decisions overrun: a share of the first twenty (50%) over the allowance, but of the gate's
-    # window (10 Hz x 10 s) well within it; the gate judges the window.
+    # Its first five decisions overrun, each carrying the loop past the next deadline too: ~10 missed periods, of
+    # the first twenty over the allowance (20%), of the gate's window (10 Hz x 10 s) within it; the gate judges
+    # the window, overruns and skipped periods together.
     done = deploy_service(pi, cart_bundle, "tests/board/plants.py:SlowStart")
     assert done.returncode == 0, done.stdout + done.stderr
     release = re.search(r"committed (\S+): healthy for 10 s", done.stdout)
