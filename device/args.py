@@ -11,6 +11,25 @@ from typing import NoReturn
 from device.manifest import EXIT_BAD_INPUT
 
 
+def positive(text: str) -> int:
+    """A positive integer."""
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def positive_number(text: str) -> float:
+    """A positive, finite number (a rate, a duration)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):  # nan fails the comparison too
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
 class OneLineParser(argparse.ArgumentParser):
     """argparse, with its usage error said in one line that points at --help instead of printing the usage."""
 

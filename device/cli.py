@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from device.args import OneLineParser, output_file
+from device.args import OneLineParser, output_file, positive, positive_number
 from device.manifest import EXIT_CODES_HELP, EXIT_FAILED_CHECK, EXIT_INTERRUPTED, EXIT_OK, EdgerlError
 from device.trust import ALLOW_UNVERIFIED
 
@@ -17,29 +17,12 @@ STARTED = time.monotonic()
 """When this process had the CLI loaded: serve's cold start (to the first action) counts from here."""
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
-
-
-def _positive_number(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not value > 0 or value == float("inf"):  # nan fails the comparison too
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The board CLI's arguments."""
     parser = OneLineParser(prog="python -m device",
-                                     description="Run an edgerl bundle on this board: play its game, self-test it, "
-                                                 "or time its loop. Needs only numpy, onnxruntime and ale-py.",
-                                     epilog=EXIT_CODES_HELP)
+                           description="Run an edgerl bundle on this board: play its game, self-test it, "
+                                       "or time its loop. Needs only numpy, onnxruntime and ale-py.",
+                           epilog=EXIT_CODES_HELP)
     parser.add_argument("--allow-unverified", action="store_true",
                         help="run a bundle whose verification failed (its manifest's parity); for debugging only")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -48,11 +31,11 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Play the bundle's Atari game with its policy (the training env's semantics) "
                                    "and report scores, speed and latency.", epilog=EXIT_CODES_HELP)
     p.add_argument("bundle", type=Path, help="bundle folder (manifest.json, policy.onnx, golden.npz)")
-    p.add_argument("--episodes", type=_positive, default=1, help="episodes to play (default 1)")
+    p.add_argument("--episodes", type=positive, default=1, help="episodes to play (default 1)")
     p.add_argument("--seed", type=int, default=0, help="emulator seed for the whole run (default 0)")
-    p.add_argument("--max-steps", type=_positive, default=None, help="cut each episode after this many agent steps")
+    p.add_argument("--max-steps", type=positive, default=None, help="cut each episode after this many agent steps")
     p.add_argument("--report", type=output_file, default=None, help="write the JSON report here (atomically)")
-    p.add_argument("--threads", type=_positive, default=None, help="onnxruntime intra-op threads (default 1)")
+    p.add_argument("--threads", type=positive, default=None, help="onnxruntime intra-op threads (default 1)")
     p.add_argument("--int8", action="store_true", help="play the bundle's quantized model")
     p.add_argument("--quiet", action="store_true", help="no per-episode progress lines")
 
@@ -61,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "the golden inputs give the recorded outputs here; exit 1 if they do not.",
                        epilog=EXIT_CODES_HELP)
     s.add_argument("bundle", type=Path, help="bundle folder")
-    s.add_argument("--threads", type=_positive, default=None, help="onnxruntime intra-op threads (default 1)")
+    s.add_argument("--threads", type=positive, default=None, help="onnxruntime intra-op threads (default 1)")
 
     v = sub.add_parser("serve", help="run the policy at a fixed rate on its game or your own I/O, until stopped",
                        description="Run the policy at a fixed rate (absolute deadlines; missed periods are skipped, "
@@ -71,14 +54,14 @@ def build_parser() -> argparse.ArgumentParser:
                                    "WATCHDOG=1.", epilog=EXIT_CODES_HELP)
     v.add_argument("bundle", type=Path, help="bundle folder, or a deployed release folder (its service.json applies)")
     v.add_argument("--io", default=None, metavar="FILE.py:CLASS", help="your plant instead of the bundle's game")
-    v.add_argument("--hz", type=_positive_number, default=None,
+    v.add_argument("--hz", type=positive_number, default=None,
                    help="decisions per second (default: the game's real time; required with --io)")
-    v.add_argument("--seconds", type=_positive_number, default=None,
+    v.add_argument("--seconds", type=positive_number, default=None,
                    help="stop after this long (default: until stopped)")
     v.add_argument("--status", type=output_file, default=None,
                    help="write the timing figures here as JSON, once a second (its folder must exist)")
     v.add_argument("--seed", type=int, default=0, help="emulator seed of a game run (default 0)")
-    v.add_argument("--threads", type=_positive, default=None, help="onnxruntime intra-op threads (default 1)")
+    v.add_argument("--threads", type=positive, default=None, help="onnxruntime intra-op threads (default 1)")
     v.add_argument("--clip-actions", action="store_true",
                    help="clip a continuous action into the bundle's bounds (default: an action outside them "
                         "stops the loop, exit 4, and is never applied)")
@@ -87,8 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Time the full loop, then the emulator alone and the policy alone; print JSON.",
                        epilog=EXIT_CODES_HELP)
     b.add_argument("bundle", type=Path, help="bundle folder")
-    b.add_argument("--steps", type=_positive, default=2000, help="agent steps per round (default 2000)")
-    b.add_argument("--threads", type=_positive, default=None, help="onnxruntime intra-op threads (default 1)")
+    b.add_argument("--steps", type=positive, default=2000, help="agent steps per round (default 2000)")
+    b.add_argument("--threads", type=positive, default=None, help="onnxruntime intra-op threads (default 1)")
     b.add_argument("--int8", action="store_true", help="time the bundle's int8 model")
     return parser
 

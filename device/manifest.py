@@ -333,8 +333,9 @@ def read_manifest(bundle: Path) -> Manifest:
     """Read and parse a bundle's manifest without checking file hashes."""
     bundle = Path(bundle)
     if bundle.exists() and not bundle.is_dir():
-        hint = f"; pass its folder, {bundle.parent}" if bundle.name == MANIFEST else ""
-        raise BundleError(f"{bundle} is a file, not a bundle folder{hint or '; pass the folder `edgerl export` wrote'}")
+        hint = f"pass its folder, {bundle.parent}" if bundle.name == MANIFEST else \
+            "pass the folder `edgerl export` wrote"
+        raise BundleError(f"{bundle} is a file, not a bundle folder; {hint}")
     if not bundle.is_dir():
         raise BundleError(f"bundle folder {bundle} does not exist; pass the folder `edgerl export` wrote")
     path = bundle / MANIFEST

@@ -1,4 +1,4 @@
-"""The argument types the command lines share."""
+"""The argument types only the host's command lines take (those both sides take: `device.args`)."""
 
 from __future__ import annotations
 
@@ -13,12 +13,4 @@ def seconds(text: str) -> float:
         value = -1.0
     if not 0 < value <= 86_400:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds between 0 and 86400")
-    return value
-
-
-def positive(text: str) -> int:
-    """A positive integer."""
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
     return value

@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from device.args import output_folder
+from device.args import output_folder, positive
 from device.layout import BOARD_DIR
 from device.manifest import EXIT_CODES_HELP
-from host.arg_types import positive, seconds
+from host.arg_types import seconds
 
 TARGET_HELP = "[user@]host[:port], an ssh alias, or local:DIR"
 

@@ -10,8 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from device.args import OneLineParser, output_file, output_folder
+from device.args import positive as _positive
 from device.manifest import EXIT_BAD_INPUT, EXIT_CODES_HELP, EXIT_INTERRUPTED, EXIT_OK, MANIFEST, EdgerlError
-from host.arg_types import positive as _positive
 from host.board_args import board_parsers
 from host.errors import UsageError
 
@@ -125,7 +125,7 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
 def build_parser() -> argparse.ArgumentParser:
     """Every host subcommand and its options."""
     parser = OneLineParser(prog="edgerl", description="Train, export, verify and ship RL policies to "
-                                     "small boards.", epilog=EXIT_CODES_HELP)
+                                                      "small boards.", epilog=EXIT_CODES_HELP)
     parser.add_argument("--verbose", action="store_true",
                         help="also show the libraries' own logs (paramiko's handshake tracebacks, torch's notices)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

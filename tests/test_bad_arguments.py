@@ -56,7 +56,7 @@ COMMANDS = {(side, name): sub for side, parser in PARSERS.items() for name, sub 
 def _numbers(sub: argparse.ArgumentParser) -> list[str]:
     """The options of a subcommand that take a positive number (or a number of seconds)."""
     return [a.option_strings[-1] for a in sub._actions if a.option_strings and getattr(a.type, "__name__", "") in
-            ("positive", "_positive", "_positive_number", "seconds")]
+            ("positive", "positive_number", "seconds")]
 
 
 def _mistakes() -> list[tuple[str, str, str, str]]:

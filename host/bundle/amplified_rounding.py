@@ -44,11 +44,12 @@ def _differences(resize: Resize, screen: torch.Tensor) -> torch.Tensor:
     """|onnxruntime - torch| of this Resize, exported as the bundle's model is, on `screen`, element by element."""
     import onnxruntime
 
-    program = torch.onnx.export(_Alone(resize).eval(), (screen,), dynamo=True, verbose=False)
+    alone = _Alone(resize).eval()
+    program = torch.onnx.export(alone, (screen,), dynamo=True, verbose=False)
     session = onnxruntime.InferenceSession(program.model_proto.SerializeToString(),
                                            providers=["CPUExecutionProvider"])
     theirs = session.run(None, {session.get_inputs()[0].name: screen.numpy()})[0]
-    return (torch.from_numpy(theirs).double() - _Alone(resize)(screen).double()).abs()
+    return (torch.from_numpy(theirs).double() - alone(screen).double()).abs()
 
 
 def _screen_before(env: EnvBase, resize: Resize, key: object) -> torch.Tensor | None:

@@ -64,8 +64,8 @@ class ExportOptions:
     exploration: str = "deterministic"
     """deterministic (argmax / mode) or random (the policy's own exploration, e.g. e-greedy, inside the graph)."""
     aoti: bool = False
-    """Also compile an AOTInductor package: host-only (built for this CPU; the board runs ONNX), ~25 s of a 20 s
-    export, so asked for, not paid by default."""
+    """Also compile an AOTInductor package: host-only (built for this CPU; the board runs ONNX), and ~25 s on top
+    of a ~16 s Atari export with verify, so asked for, not paid by default."""
     verify: bool = True
     """Check ONNX, pt2 and AOTInductor against the eager policy on real inputs afterwards."""
     verify_steps: int = 1000
