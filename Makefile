@@ -74,7 +74,7 @@ test: venv sshd
 # cached in ~/.cache/edgerl; the board boots once per run. `make test-arm` is the chroot alone.
 POWER_CUTS ?= 1
 test-board: venv sshd board-tools
-	EDGERL_POWER_CUTS=$(POWER_CUTS) $(PY) -m pytest -p no:xdist -m 'arm or board' tests/arm tests/board
+	EDGERL_POWER_CUTS=$(POWER_CUTS) $(PY) -m pytest -p no:xdist -m 'arm or board' tests/arm tests/booting_board
 
 test-arm: venv sshd board-tools
 	$(PY) -m pytest -p no:xdist -m arm tests/arm
@@ -96,7 +96,7 @@ fidelity-campaign: venv
 	$(PY) tests/drawn_cases.py --summary build/drawn-matrix/$(DRAW_SEED).jsonl; exit $$status
 
 power-cuts: venv sshd board-tools
-	EDGERL_POWER_CUTS=20 $(PY) -m pytest -p no:xdist -m board tests/board/test_power_cuts.py
+	EDGERL_POWER_CUTS=20 $(PY) -m pytest -p no:xdist -m board tests/booting_board/test_power_cuts.py
 
 lint: venv
 	$(VENV)/bin/ruff check host device deploy

@@ -18,8 +18,8 @@ sys.path.insert(0, str(REPO / "tests" / "deploy"))
 from _bundles import bundle  # noqa: E402
 from conftest import _keygen, start_sshd  # noqa: E402
 
+from deploy.link.ssh import SshOptions, SshTarget  # noqa: E402
 from deploy.release import DeployConfig, deploy  # noqa: E402
-from deploy.ssh import SshOptions, SshTarget  # noqa: E402
 
 
 def main() -> None:

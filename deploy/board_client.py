@@ -1,4 +1,4 @@
-"""The host's end of `deploy/board_side.py`: ship it to the board once per version, call its ops, read replies.
+"""The host's end of `deploy/board/side.py`: ship it to the board once per version, call its ops, read replies.
 
 The board module and the layout it imports are put under
 `<board folder>/.board/<digest>/` the first time a host of this version
@@ -17,18 +17,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from deploy import board_fleet, board_runner, board_service, board_side, board_trust, board_units
-from deploy.targets import DeployError, Spawned, Target
+from deploy.board import durable, fleet_line, health, runner, service, side, trust, units
+from deploy.link.targets import DeployError, Spawned, Target
 from device import layout
 
 _DEVICE = Path(layout.__file__).resolve().parent
-SHIPPED = {
-    "board_side.py": Path(board_side.__file__).resolve(),
-    "board_service.py": Path(board_service.__file__).resolve(),
-    "board_units.py": Path(board_units.__file__).resolve(),
-    "board_runner.py": Path(board_runner.__file__).resolve(),
-    "board_trust.py": Path(board_trust.__file__).resolve(),
-    "board_fleet.py": Path(board_fleet.__file__).resolve(),
+_BOARD_MODULES = (side, service, health, units, durable, runner, trust, fleet_line)
+SHIPPED = {Path(m.__file__).name: Path(m.__file__).resolve() for m in _BOARD_MODULES} | {
     "device/__init__.py": _DEVICE / "__init__.py",
     "device/layout.py": _DEVICE / "layout.py",
     "device/manifest.py": _DEVICE / "manifest.py",
@@ -82,9 +77,9 @@ def ensure_code(target: Target) -> str:
 
 
 def argv(target: Target, op: str, *args: str, python: str = "python3") -> list[str]:
-    """The command line that runs `op` on the board (a service op is board_service.py's)."""
-    script = next((f"{m.__name__.rpartition('.')[2]}.py" for m in (board_service, board_trust, board_fleet)
-                   if op in m.OPS), "board_side.py")
+    """The command line that runs `op` on the board (a service op is board/service.py's)."""
+    script = next((f"{m.__name__.rpartition('.')[2]}.py" for m in (service, trust, fleet_line)
+                   if op in m.OPS), "side.py")
     return [python, f"{ensure_code(target)}/{script}", op, *args]
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from deploy import board_client
-from deploy.targets import DeployError, Target
+from deploy.link.targets import DeployError, Target
 from device import layout
 
 DEVICE_DEPS = ("numpy", "onnxruntime", "ale-py")
@@ -78,9 +78,14 @@ def download_wheels(requirements: list[str], board: dict[str, Any], cfg: Install
     return dest
 
 
-def ensure_venv(target: Target, board: dict[str, Any], cfg: InstallConfig,
-                say: Callable[[str], None] = print) -> tuple[str, str, bool]:
-    """(venv python path, venv name, reused?) for the device's requirements on this board."""
+def ensure_venv(target: Target, board: dict[str, Any], cfg: InstallConfig, say: Callable[[str], None] = print,
+                still_wanted: Callable[[], None] = lambda: None) -> tuple[str, str, bool]:
+    """(venv python path, venv name, reused?) for the device's requirements on this board.
+
+    `still_wanted` is asked at each line pip prints and raises to stop: an install takes a minute on a Pi, too
+    long to make a user who pressed Ctrl-C wait for it. The step's process ends with its link (SSH) or is killed
+    (local:); the venv it leaves is not marked complete, so nothing lists it and the next deploy replaces it.
+    """
     requirements = pinned_requirements(cfg)
     key = venv_key(requirements, board)
     venv = target.path(layout.VENVS, key)
@@ -96,6 +101,7 @@ def ensure_venv(target: Target, board: dict[str, Any], cfg: InstallConfig,
     pip_flags = ["install", "--disable-pip-version-check", "--progress-bar", "off"]
 
     def progress(line: str) -> None:
+        still_wanted()
         if line.startswith(("Collecting", "Installing", "Successfully")):
             say(f"{target.name}:   {line.strip()}")
 

@@ -11,11 +11,11 @@ from collections.abc import Callable
 from typing import Any
 
 from deploy import board_client
-from deploy.targets import DeployError, Spawned, Target
+from deploy.link.targets import DeployError, Spawned, Target
 
 
 class BoardLock:
-    """The board's deploy lock, held by a board process fed by our heartbeat (board_side's `hold-lock`).
+    """The board's deploy lock, held by a board process fed by our heartbeat (board/side.py's `hold-lock`).
 
     The kernel releases it when that process ends: when we close it, when
     this process dies (the connection closes), or when our heartbeat stops

@@ -16,7 +16,7 @@ Invariants (everything below exists to keep them):
    so `rollback` is one more switch; prune never removes either.
 
 The board layout is `device/layout.py`'s; every step that runs on the board
-is an op of `deploy/board_side.py`, this deploying host's own copy.
+is an op of `deploy/board/side.py`, this deploying host's own copy.
 """
 
 from __future__ import annotations
@@ -32,9 +32,9 @@ from typing import Any
 
 from deploy import board_client, service, signing
 from deploy.install import InstallConfig, ensure_venv
+from deploy.link.targets import DeployError, Target
 from deploy.lock import BoardLock
 from deploy.service import ServiceConfig
-from deploy.targets import DeployError, Target
 from device import layout, trust
 from device.manifest import EXIT_INTERRUPTED, EXIT_UNTRUSTED, MANIFEST, load_bundle, sha256_file
 
@@ -249,8 +249,9 @@ class _Deploy:
     def not_cancelled(self, step: str) -> None:
         """Stop here if the user interrupted, saying at which step."""
         if self.cancel is not None and self.cancel.is_set():
-            raise Cancelled(f"{self.target.name}: interrupted before the switch ({step}); it still runs its old "
-                            "release (rerun to resume the upload)")
+            runs = f"it still runs its old release, {self.before}" if self.before else "it had no release before"
+            raise Cancelled(f"{self.target.name}: interrupted before the switch ({step}); {runs}, and nothing was "
+                            "switched (a rerun resumes what was uploaded)")
 
     def watched(self, name: str, n: int, total: int) -> None:
         self.not_cancelled(f"uploading {name}")
@@ -273,7 +274,8 @@ class _Deploy:
                 service.install(target)
                 service.wait_pending_gate(target, say)
             self.not_cancelled("the board was checked; its venv not yet")
-            venv_python, venv_name, venv_reused = ensure_venv(target, board, cfg.install, say)
+            venv_python, venv_name, venv_reused = ensure_venv(target, board, cfg.install, say,
+                                                              lambda: self.not_cancelled("installing the venv"))
             self.not_cancelled("the venv was ready; the upload not yet")
             sent, reused, staging = _stage(target, board, files, sums, rid, self.watched)
             if staging != "-":

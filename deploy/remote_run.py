@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from deploy import board_client
+from deploy.link.ssh import SshOptions, SshTarget
+from deploy.link.targets import DeployError, LocalTarget, Target, parse_target
 from deploy.signing import Untrusted
-from deploy.ssh import SshOptions, SshTarget
-from deploy.targets import DeployError, LocalTarget, Target, parse_target
 from device import layout
 from device.manifest import IntegrityError
 from device.report import read_report

@@ -1,6 +1,6 @@
 """The host's end of the board's service: `deploy --service` and `edgerl service status|start|stop|logs`.
 
-What runs on the board is `deploy/board_service.py`; this side ships the
+What runs on the board is `deploy/board/service.py`; this side ships the
 release's service settings (and the user's I/O class) with the bundle,
 installs the units, switches, and then only watches: the board decides
 whether the new release is committed or rolled back, so a link lost right
@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from deploy import board_client
-from deploy.board_units import START_ALLOWANCE_S
-from deploy.targets import DeployError, Target
+from deploy.board.units import START_ALLOWANCE_S
+from deploy.link.targets import DeployError, Target
 from device import layout
 from device.manifest import IntegrityError
 

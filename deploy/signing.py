@@ -4,7 +4,7 @@
 and every file the manifest names) and signs it with `ssh-keygen -Y sign -n
 edgerl-bundle`; both files travel in the release. `edgerl trust --on T
 --add KEY.pub` gives the board a trust policy (device/trust.py checks it on
-the board, deploy/board_trust.py edits it there), over the same
+the board, deploy/board/trust.py edits it there), over the same
 host-key-checked connection every deploy uses.
 """
 
@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from deploy import board_client
-from deploy.targets import DeployError, Target
+from deploy.link.targets import DeployError, Target
 from device import trust
 from device.manifest import EXIT_UNTRUSTED, load_bundle
 

@@ -1,7 +1,7 @@
 """The board's folder layout and its checksum file: the names every board-side step and the host agree on.
 
 Stdlib only and importing nothing of ours: this module travels to the board
-with `deploy/board_side.py`, which runs on the board's own python3 before
+with `deploy/board/side.py`, which runs on the board's own python3 before
 any release (or venv) exists there.
 
     <board folder>/                        default ~/edgerl

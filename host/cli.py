@@ -9,10 +9,10 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from deploy.cli.options import board_parsers
 from device.args import OneLineParser, output_file, output_folder
 from device.args import positive as _positive
 from device.manifest import EXIT_BAD_INPUT, EXIT_CODES_HELP, EXIT_INTERRUPTED, EXIT_OK, MANIFEST, EdgerlError
-from host.board_args import board_parsers
 from host.errors import UsageError
 
 NETWORKS = ("dqn", "stacked", "lstm")
@@ -233,13 +233,13 @@ def _replay(args: argparse.Namespace) -> int:
 BOARD_COMMANDS = ("deploy", "run", "status", "rollback", "service", "sign", "trust")
 
 
-def _board(module: str, name: str) -> Callable[[argparse.Namespace], int]:
+def _board(name: str) -> Callable[[argparse.Namespace], int]:
     """The board commands import paramiko; only they do, so `edgerl plot` works without the deploy extra."""
 
     def handler(args: argparse.Namespace) -> int:
-        import importlib  # deferred: paramiko is the deploy extra's
+        from deploy.cli import commands  # deferred: paramiko is the deploy extra's
 
-        return getattr(importlib.import_module(f"host.{module}"), name)(args)
+        return getattr(commands, name)(args)
 
     return handler
 
@@ -262,10 +262,10 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(Path.home() / ".cache" / "edgerl" / "inductor"))
     handlers = {"export": _export, "verify": _verify, "replay": _replay, "train": _train, "plot": _plot,
                 "promote": _promote, "evaluate": _evaluate, "quantize": _quantize,
-                "deploy": _board("fleet_cli", "deploy_cmd"),
-                "run": _board("fleet_cli", "run_cmd"), "status": _board("fleet_cli", "status_cmd"),
-                "rollback": _board("fleet_cli", "rollback_cmd"), "service": _board("board_cli", "service_cmd"),
-                "sign": _board("fleet_cli", "sign_cmd"), "trust": _board("fleet_cli", "trust_cmd")}
+                "deploy": _board("deploy_cmd"),
+                "run": _board("run_cmd"), "status": _board("status_cmd"),
+                "rollback": _board("rollback_cmd"), "service": _board("service_cmd"),
+                "sign": _board("sign_cmd"), "trust": _board("trust_cmd")}
     try:
         return handlers[args.command](args)
     except ImportError as err:

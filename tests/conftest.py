@@ -68,8 +68,8 @@ class DeviceVenv:
 
 
 def _install_device_venv(out: Path, bundle: Path) -> None:
+    from deploy.link.targets import LocalTarget
     from deploy.release import DeployConfig, deploy
-    from deploy.targets import LocalTarget
 
     board = out / "board"
     board.mkdir(parents=True)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 # AOTInductor imports setuptools. In a fresh `edgerl export` nothing came first; in this long process
-# tests/deploy/test_board_side.py runs the board's pip op in-process, and importing pip switches setuptools'
+# tests/deploy/board/test_board_side.py runs the board's pip op in-process, and importing pip switches setuptools'
 # distutils shim off for good, so a later first import of setuptools fails its own check inside AOTInductor
 # ("InductorError: AssertionError: .../distutils/core.py"). Imported before anything else, it never runs that check.
 import setuptools  # noqa: F401, E402

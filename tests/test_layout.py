@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import re
+import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -98,13 +99,71 @@ def test_device_imports_nothing_of_ours_but_device():
     assert not arrows, arrows
 
 
+CANARY_REPLAY = ("deploy.cli.commands", "host.bundle.replay")
+"""The one arrow from deploy into host: the canary's games are replayed on the host's own env (torch)."""
+
+
 def test_deploy_never_imports_host_and_host_stages_never_import_each_other():
     graph = _graph()
     bad = [f"{m} -> {t}" for m, ts in graph.items() for t in ts
-           if (_package_of(m) == "deploy" and _package_of(t) == "host")
+           if (_package_of(m) == "deploy" and _package_of(t) == "host" and (m, t) != CANARY_REPLAY)
            or (m.startswith("host.bundle") and t.startswith("host.train"))
            or (m.startswith("host.train") and t.startswith("host.bundle"))]
     assert not bad, bad
+
+
+DEPLOY_LAYERS = ("board", "link", "", "fleet", "cli")
+"""deploy/ by role, lowest first: what runs on the board, the connection, one board's operations (deploy/*.py),
+the fleet, the commands. A module imports its own layer or those below it, never one above."""
+
+
+def _deploy_layer(module: str) -> int:
+    parts = module.split(".")
+    return DEPLOY_LAYERS.index(parts[1] if len(parts) > 1 and parts[1] in DEPLOY_LAYERS else "")
+
+
+def test_deploy_is_laid_out_by_role_and_the_tests_mirror_it():
+    roles = [r for r in DEPLOY_LAYERS if r]
+    assert all((REPO / "deploy" / role / "__init__.py").is_file() for role in roles)
+    loose = sorted(p.name for p in (REPO / "deploy").glob("*.py") if p.name.startswith(("board_", "ssh", "fleet")))
+    assert loose == ["board_client.py"], f"by role, these belong in a subfolder of deploy/: {loose}"
+    for package in PACKAGES:
+        folders = (p for p in (REPO / "tests" / package).rglob("*") if p.is_dir() and p.name != "__pycache__")
+        for folder in sorted(folders):
+            mirror = REPO / folder.relative_to(REPO / "tests")
+            assert (mirror / "__init__.py").is_file(), f"{folder.relative_to(REPO)}: no package folder {mirror}"
+    assert all(any((REPO / "tests" / "deploy" / role).glob("test_*.py")) for role in ("board", "link", "fleet"))
+
+
+def test_deploy_arrows_run_down_its_layers():
+    up = [f"{m} -> {t}" for m, ts in _graph().items() if _package_of(m) == "deploy" for t in ts
+          if _package_of(t) == "deploy" and _deploy_layer(t) > _deploy_layer(m)]
+    assert not up, "deploy/ imports against its layers (" + " < ".join(r or "one board" for r in DEPLOY_LAYERS) \
+        + "): " + ", ".join(up)
+
+
+BOARD_DEVICE_FILES = {"device", "device.layout", "device.manifest", "device.trust"}
+"""The device contract the board's code imports; deploy/board_client.py ships exactly these beside it."""
+
+
+def test_the_board_folder_imports_only_the_stdlib_and_the_device_contract_and_parses_as_python_3_9():
+    folder = REPO / "deploy" / "board"
+    siblings = {p.stem for p in folder.glob("*.py")} - {"__init__"}
+    allowed = BOARD_DEVICE_FILES | {"deploy.board"} | {f"deploy.board.{s}" for s in siblings}
+    found = []
+    for path in sorted(folder.glob("*.py")):
+        tree = ast.parse(path.read_text(), feature_version=(3, 9))  # the oldest python3 a board may have
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [f"{node.module}.{a.name}" if node.module in {"device", "deploy.board"} else node.module
+                         for a in node.names]
+            else:
+                continue
+            found += [f"{path.name}:{node.lineno} {n}" for n in names
+                      if n not in allowed and n.split(".")[0] not in sys.stdlib_module_names | siblings]
+    assert not found, "the board runs only the stdlib and the device contract: " + ", ".join(found)
 
 
 def test_host_is_split_by_stage():

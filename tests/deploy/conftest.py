@@ -155,7 +155,7 @@ def board_dir(ssh_world, tmp_path):
 
 @pytest.fixture
 def ssh_opts(ssh_world):
-    from deploy.ssh import SshOptions
+    from deploy.link.ssh import SshOptions
 
     def make(board: Path, **kw) -> SshOptions:
         return SshOptions(known_hosts=ssh_world.known_hosts, ssh_config=ssh_world.ssh_config, identity=ssh_world.key,
@@ -251,13 +251,13 @@ class NetnsBoard:
         pytest.fail(f"the board at {self.address} did not come back after the link was restored")
 
     def opts(self, world: SshWorld, **kw):
-        from deploy.ssh import SshOptions
+        from deploy.link.ssh import SshOptions
 
         kw = {"silence_timeout": 4.0, "connect_timeout": 4.0, "board_dir": str(self.board), **kw}
         return SshOptions(known_hosts=self.known_hosts, ssh_config=world.ssh_config, identity=world.key, **kw)
 
     def target(self, world: SshWorld, **kw):
-        from deploy.ssh import SshTarget
+        from deploy.link.ssh import SshTarget
 
         return SshTarget(world.user, self.address, None, self.opts(world, **kw))
 

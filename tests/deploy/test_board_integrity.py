@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from deploy.link.ssh import SshTarget
+from deploy.link.targets import DeployError, LocalTarget
 from deploy.release import DeployConfig, deploy, rollback, status
 from deploy.remote_run import RunConfig, run_on
-from deploy.ssh import SshTarget
-from deploy.targets import DeployError, LocalTarget
 
 
 def current_of(board: Path) -> str:

@@ -5,9 +5,9 @@ from pathlib import Path
 import pytest
 
 from deploy.install import InstallConfig
+from deploy.link.ssh import SshTarget
+from deploy.link.targets import DeployError
 from deploy.release import DeployConfig, deploy, status
-from deploy.ssh import SshTarget
-from deploy.targets import DeployError
 
 
 def test_full_disk_on_the_board_gives_a_clear_error_and_keeps_the_old_release(ssh_world, ssh_opts, bundles,

@@ -80,3 +80,33 @@ def test_ctrl_c_at_the_terminal_during_a_local_deploy_says_interrupted_and_blame
     assert "self-test failed" not in out + err
     status = json.loads(edgerl("status", "--on", f"local:{board}", env=ssh_world.env()).stdout)
     assert status["current"].startswith("dqn-") and status["locked"] is False
+
+
+def test_ctrl_c_while_a_new_board_builds_its_venv_leaves_nothing_status_calls_a_venv(bundles, tmp_path, ssh_world):
+    # A first deploy to a board builds its venv with pip (a minute on a Pi); the user gives up half-way.
+    board = tmp_path / "board"
+    proc = subprocess.Popen([sys.executable, "-m", "host.cli", "deploy", str(bundles["dqn"]), "--to",
+                             f"local:{board}"], env=ssh_world.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    deadline = time.monotonic() + 120
+    while not _running(board, "pip"):
+        assert time.monotonic() < deadline and proc.poll() is None, "pip never started"
+        time.sleep(0.01)
+    os.killpg(proc.pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == EXIT_INTERRUPTED, out + err
+    assert err.strip().splitlines()[-1].endswith("interrupted before the switch (installing the venv); it had no "
+                                                 "release before, and nothing was switched (a rerun resumes what "
+                                                 "was uploaded)"), err
+    for blame in ("Traceback", "python3-venv", "no internet", "failed on"):
+        assert blame not in out + err, out + err
+    status = json.loads(edgerl("status", "--on", f"local:{board}", env=ssh_world.env()).stdout)
+    assert status["venvs"] == [] and status["current"] is None and status["locked"] is False, status
+    assert list((board / "venvs").iterdir()), "the half-built venv is on disk, for the next deploy to replace"
+
+
+def test_the_reports_edgerl_run_writes_by_default_are_not_offered_to_git():
+    # `edgerl run` without --reports writes into ./reports: in a checkout of edgerl, git leaves them alone.
+    repo = Path(__file__).resolve().parents[2]
+    assert "/reports/" in (repo / ".gitignore").read_text().splitlines()

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from deploy.link.ssh import SshTarget
+from deploy.link.targets import DeployError
 from deploy.release import DeployConfig, deploy, status
-from deploy.ssh import SshTarget
-from deploy.targets import DeployError
 from device.manifest import EXIT_BAD_INPUT
 
 

@@ -1,0 +1,41 @@
+"""What every board command shares: SSH options from the flags, printing, progress."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import threading
+from collections.abc import Callable
+
+from deploy.link.ssh import SshOptions
+
+_print_lock = threading.Lock()
+
+
+def say(line: str) -> None:
+    """Print one line; lines of boards deploying in parallel never interleave."""
+    with _print_lock:
+        print(line, flush=True)
+
+
+def ssh_options(args: argparse.Namespace) -> SshOptions:
+    """SSH options from the shared flags."""
+    return SshOptions(known_hosts=args.known_hosts, ssh_config=args.ssh_config, accept_new=args.accept_new,
+                      identity=args.identity, board_dir=args.board_dir, silence_timeout=args.silence_timeout,
+                      connect_timeout=min(15.0, args.silence_timeout))
+
+
+def progress_bar(name: str) -> Callable[[str, int, int], None] | None:
+    """An upload progress bar for one board on a terminal, else None."""
+    if not sys.stderr.isatty():
+        return None
+    from tqdm import tqdm
+
+    bars: dict[str, tqdm] = {}
+
+    def update(file: str, n: int, total: int) -> None:
+        bar = bars.get("all") or bars.setdefault("all", tqdm(total=total, unit="B", unit_scale=True, desc=name,
+                                                             leave=False))
+        bar.update(n)
+
+    return update
