@@ -7,12 +7,14 @@ CLI runs, and every option is passed explicitly in-process).
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import socket
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -211,13 +213,52 @@ def _ip(*args: str, netns: str | None = None, check: bool = True) -> subprocess.
     return done
 
 
-@pytest.fixture(scope="session")
-def blackhole_route():
-    # With the veth down, its connected route goes and traffic would leak to the default route: drop it instead.
-    added = _ip("route", "add", "blackhole", NETNS_SUBNETS, check=False).returncode == 0
-    yield
-    if added:
-        _ip("route", "del", "blackhole", NETNS_SUBNETS, check=False)
+NETNS_SLOTS = Path("/tmp/edgerl-netns")
+"""One marker file per namespace board alive on this machine (its number; the pid that holds it inside)."""
+
+
+@contextmanager
+def _slots_locked():
+    NETNS_SLOTS.mkdir(exist_ok=True)
+    fd = os.open(NETNS_SLOTS / ".lock", os.O_RDWR | os.O_CREAT)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _alive(marker: Path) -> bool:
+    try:
+        os.kill(int(marker.read_text()), 0)
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def _claim_slot() -> int:
+    """A namespace number no other test process on this machine holds (xdist workers, another checkout's run).
+
+    Numbers drawn from each process's pid collided between the two workers of one run: each deleted the other's
+    namespace at creation. With the first board alive, the blackhole route goes in; with the last gone, out.
+    """
+    with _slots_locked():
+        for n in range(1, 251):
+            marker = NETNS_SLOTS / str(n)
+            if marker.exists() and _alive(marker):
+                continue
+            marker.write_text(str(os.getpid()))
+            # With the veth down, its connected route goes and traffic would leak to the default route: drop it.
+            _ip("route", "add", "blackhole", NETNS_SUBNETS, check=False)
+            return n
+    pytest.fail(f"250 namespace boards are alive on this machine ({NETNS_SLOTS}); stop the other test runs")
+
+
+def _release_slot(n: int) -> None:
+    with _slots_locked():
+        (NETNS_SLOTS / str(n)).unlink(missing_ok=True)
+        if not any(_alive(m) for m in NETNS_SLOTS.iterdir() if m.name.isdigit()):
+            _ip("route", "del", "blackhole", NETNS_SUBNETS, check=False)
 
 
 @dataclass
@@ -266,9 +307,6 @@ class NetnsBoard:
                 "--board-dir", str(self.board)]
 
 
-_NETNS_COUNT = [0]
-
-
 @pytest.fixture(scope="session")
 def shared_venv(device_venv) -> str:
     """The key of the device venv every test board shares (a namespace board has no route to the package index)."""
@@ -276,9 +314,8 @@ def shared_venv(device_venv) -> str:
 
 
 @pytest.fixture
-def netns_board(ssh_world, blackhole_route, shared_venv, tmp_path):
-    _NETNS_COUNT[0] += 1
-    n = (os.getpid() + _NETNS_COUNT[0]) % 250 + 1
+def netns_board(ssh_world, shared_venv, tmp_path):
+    n = _claim_slot()
     ns, host_if, board_if = f"edgerl-t{n}", f"veh{n}", f"veb{n}"
     host_ip, board_ip = f"10.213.{n}.1", f"10.213.{n}.2"
     _ip("netns", "del", ns, check=False)
@@ -305,6 +342,7 @@ def netns_board(ssh_world, blackhole_route, shared_venv, tmp_path):
         subprocess.run(["kill", "-9", pid], capture_output=True)
     _ip("netns", "del", ns, check=False)
     _ip("link", "del", host_if, check=False)
+    _release_slot(n)
 
 
 @pytest.fixture(scope="session")
