@@ -56,6 +56,21 @@ def _running(board: Path, what: str) -> bool:
     return False
 
 
+def ctrl_c_during(bundle: Path, board: Path, env: dict, step: str) -> tuple[int, str, str]:
+    """`edgerl deploy` as a terminal's foreground job, Ctrl-C'd once the board runs `step`: (exit, out, err)."""
+    proc = subprocess.Popen([sys.executable, "-m", "host.cli", "deploy", str(bundle), "--to", f"local:{board}"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True,  # its own group, as a terminal's foreground job
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    deadline = time.monotonic() + 120
+    while not _running(board, step):
+        assert time.monotonic() < deadline and proc.poll() is None, f"{step} never started"
+        time.sleep(0.01)
+    os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does: the whole foreground group
+    out, err = proc.communicate(timeout=120)
+    return proc.returncode, out, err
+
+
 def test_ctrl_c_at_the_terminal_during_a_local_deploy_says_interrupted_and_blames_nothing(bundles, tmp_path,
                                                                                          ssh_world):
     # Ctrl-C at a terminal signals the whole foreground process group: the board's own step was killed with
@@ -64,17 +79,8 @@ def test_ctrl_c_at_the_terminal_during_a_local_deploy_says_interrupted_and_blame
     board.mkdir()
     (board / "venvs").symlink_to(ssh_world.venvs)
     assert edgerl("deploy", bundles["dqn"], "--to", f"local:{board}", env=ssh_world.env()).returncode == 0
-    proc = subprocess.Popen([sys.executable, "-m", "host.cli", "deploy", str(bundles["stacked"]), "--to",
-                             f"local:{board}"], env=ssh_world.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True,  # its own group, as a terminal's foreground job
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    deadline = time.monotonic() + 120
-    while not _running(board, "selftest"):
-        assert time.monotonic() < deadline and proc.poll() is None, "the self-test never started"
-        time.sleep(0.01)
-    os.killpg(proc.pid, signal.SIGINT)
-    out, err = proc.communicate(timeout=120)
-    assert proc.returncode == EXIT_INTERRUPTED, out + err
+    code, out, err = ctrl_c_during(bundles["stacked"], board, ssh_world.env(), "selftest")
+    assert code == EXIT_INTERRUPTED, out + err
     assert "interrupted before the switch (the self-test had passed)" in out + err, out + err  # where it stopped
     assert "Traceback" not in out + err
     assert "self-test failed" not in out + err
@@ -85,17 +91,8 @@ def test_ctrl_c_at_the_terminal_during_a_local_deploy_says_interrupted_and_blame
 def test_ctrl_c_while_a_new_board_builds_its_venv_leaves_nothing_status_calls_a_venv(bundles, tmp_path, ssh_world):
     # A first deploy to a board builds its venv with pip (a minute on a Pi); the user gives up half-way.
     board = tmp_path / "board"
-    proc = subprocess.Popen([sys.executable, "-m", "host.cli", "deploy", str(bundles["dqn"]), "--to",
-                             f"local:{board}"], env=ssh_world.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    deadline = time.monotonic() + 120
-    while not _running(board, "pip"):
-        assert time.monotonic() < deadline and proc.poll() is None, "pip never started"
-        time.sleep(0.01)
-    os.killpg(proc.pid, signal.SIGINT)
-    out, err = proc.communicate(timeout=120)
-    assert proc.returncode == EXIT_INTERRUPTED, out + err
+    code, out, err = ctrl_c_during(bundles["dqn"], board, ssh_world.env(), "pip")
+    assert code == EXIT_INTERRUPTED, out + err
     assert err.strip().splitlines()[-1].endswith("interrupted before the switch (installing the venv); it had no "
                                                  "release before, and nothing was switched (a rerun resumes what "
                                                  "was uploaded)"), err
