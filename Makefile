@@ -12,7 +12,7 @@ DEMO   ?= build/demo
 POLICY ?= stacked
 EPISODES ?= 1
 
-.PHONY: venv sshd board-tools demo model test test-arm test-board campaigns fidelity-campaign power-cuts lint bench clean
+.PHONY: venv sshd board-tools bench-tools demo model test test-arm test-board campaigns fidelity-campaign power-cuts lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -101,7 +101,11 @@ power-cuts: venv sshd board-tools
 lint: venv
 	$(VENV)/bin/ruff check host device deploy
 
-bench: venv
+# cyclictest (rt-tests): the machine's own wake-up latency, printed beside the serve loop's.
+bench-tools:
+	@$(PYTHON) tools/system_needs.py install bench
+
+bench: venv bench-tools
 	$(PY) bench/loop_vs_rollout.py
 	$(PY) bench/loop_overhead.py
 	$(PY) bench/serve_rate.py

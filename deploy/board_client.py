@@ -17,12 +17,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from deploy.board import durable, fleet_line, health, runner, service, side, trust, units
+from deploy.board import data, durable, fleet_line, health, runner, service, side, trust, units
 from deploy.link.targets import DeployError, Spawned, Target
 from device import layout
 
 _DEVICE = Path(layout.__file__).resolve().parent
-_BOARD_MODULES = (side, service, health, units, durable, runner, trust, fleet_line)
+_BOARD_MODULES = (side, service, health, units, durable, runner, trust, fleet_line, data)
 SHIPPED = {Path(m.__file__).name: Path(m.__file__).resolve() for m in _BOARD_MODULES} | {
     "device/__init__.py": _DEVICE / "__init__.py",
     "device/layout.py": _DEVICE / "layout.py",
@@ -78,7 +78,7 @@ def ensure_code(target: Target) -> str:
 
 def argv(target: Target, op: str, *args: str, python: str = "python3") -> list[str]:
     """The command line that runs `op` on the board (a service op is board/service.py's)."""
-    script = next((f"{m.__name__.rpartition('.')[2]}.py" for m in (service, trust, fleet_line)
+    script = next((f"{m.__name__.rpartition('.')[2]}.py" for m in (service, trust, fleet_line, data)
                    if op in m.OPS), "side.py")
     return [python, f"{ensure_code(target)}/{script}", op, *args]
 

@@ -37,6 +37,9 @@ class ServiceConfig:
     max_overrun: float = 0.05
     """The share of periods that may miss their deadline during the gate."""
     poll_s: float = 2.0
+    record: str | None = None
+    """Record every decision into the board's data/<record> (device/record.py)."""
+    record_max_mb: float | None = None
 
 
 class GateFailed(DeployError, IntegrityError):
@@ -57,7 +60,8 @@ def release_extras(cfg: ServiceConfig) -> dict[str, Path]:
             raise DeployError(f"--io wants an existing FILE.py:CLASS, not {cfg.io!r}")
         io = f"{layout.IO_DIR}/{path.name}:{cls}"
         extras[f"{layout.IO_DIR}/{path.name}"] = path
-    text = json.dumps({"hz": cfg.hz, "io": io}, sort_keys=True) + "\n"
+    recording = {"record": cfg.record, "record_max_mb": cfg.record_max_mb} if cfg.record else {}
+    text = json.dumps({"hz": cfg.hz, "io": io, **recording}, sort_keys=True) + "\n"
     # Named by its content: every deploy of the same settings reads one file, none piles up.
     settings = Path(tempfile.gettempdir()) / f"edgerl-service-{hashlib.sha256(text.encode()).hexdigest()[:16]}.json"
     if not settings.is_file() or settings.read_text() != text:

@@ -9,12 +9,46 @@ import sys
 import time
 from pathlib import Path
 
-from device.args import OneLineParser, output_file, positive, positive_number
-from device.manifest import EXIT_CODES_HELP, EXIT_FAILED_CHECK, EXIT_INTERRUPTED, EXIT_OK, EdgerlError
+from device.args import OneLineParser, output_file, output_folder, positive, positive_number
+from device.manifest import (
+    EXIT_CODES_HELP,
+    EXIT_FAILED_CHECK,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    BundleError,
+    EdgerlError,
+)
 from device.trust import ALLOW_UNVERIFIED
 
 STARTED = time.monotonic()
 """When this process had the CLI loaded: serve's cold start (to the first action) counts from here."""
+
+
+def _serve_parser(sub: argparse._SubParsersAction) -> None:
+    v = sub.add_parser("serve", help="run the policy at a fixed rate on its game or your own I/O, until stopped",
+                       description="Run the policy at a fixed rate (absolute deadlines; missed periods are skipped, "
+                                   "not caught up): on the bundle's game at its real-time rate, or on your plant "
+                                   "(--io FILE.py:CLASS with observe(), apply(action) and optional close()). "
+                                   "Timing goes to --status once a second; under systemd it sends READY=1 and "
+                                   "WATCHDOG=1.", epilog=EXIT_CODES_HELP)
+    v.add_argument("bundle", type=Path, help="bundle folder, or a deployed release folder (its service.json applies)")
+    v.add_argument("--io", default=None, metavar="FILE.py:CLASS", help="your plant instead of the bundle's game")
+    v.add_argument("--hz", type=positive_number, default=None,
+                   help="decisions per second (default: the game's real time; required with --io)")
+    v.add_argument("--seconds", type=positive_number, default=None,
+                   help="stop after this long (default: until stopped)")
+    v.add_argument("--status", type=output_file, default=None,
+                   help="write the timing figures here as JSON, once a second (its folder must exist)")
+    v.add_argument("--seed", type=int, default=0, help="emulator seed of a game run (default 0)")
+    v.add_argument("--threads", type=positive, default=None, help="onnxruntime intra-op threads (default 1)")
+    v.add_argument("--record", type=output_folder, default=None, metavar="DIR",
+                   help="record every decision into DIR (a game's actions and screen CRCs; a plant's observations, "
+                        "actions and outcome()) for `edgerl data pull`; off the loop's clock")
+    v.add_argument("--record-max-mb", type=positive_number, default=None, metavar="N",
+                   help="delete the oldest recorded shards to keep DIR under N MB (default: no bound)")
+    v.add_argument("--clip-actions", action="store_true",
+                   help="clip a continuous action into the bundle's bounds (default: an action outside them "
+                        "stops the loop, exit 4, and is never applied)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,6 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=positive, default=None, help="onnxruntime intra-op threads (default 1)")
     p.add_argument("--int8", action="store_true", help="play the bundle's quantized model")
     p.add_argument("--quiet", action="store_true", help="no per-episode progress lines")
+    p.add_argument("--record", type=output_folder, default=None, metavar="DIR",
+                   help="record every step (seed, actions, rewards, screen CRCs) into DIR for `edgerl data pull`")
 
     s = sub.add_parser("selftest", help="check checksums and run the golden frames on this hardware",
                        description="Check every file's sha256, the model's I/O, the game it will play, and that "
@@ -46,25 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("bundle", type=Path, help="bundle folder")
     s.add_argument("--threads", type=positive, default=None, help="onnxruntime intra-op threads (default 1)")
 
-    v = sub.add_parser("serve", help="run the policy at a fixed rate on its game or your own I/O, until stopped",
-                       description="Run the policy at a fixed rate (absolute deadlines; missed periods are skipped, "
-                                   "not caught up): on the bundle's game at its real-time rate, or on your plant "
-                                   "(--io FILE.py:CLASS with observe(), apply(action) and optional close()). "
-                                   "Timing goes to --status once a second; under systemd it sends READY=1 and "
-                                   "WATCHDOG=1.", epilog=EXIT_CODES_HELP)
-    v.add_argument("bundle", type=Path, help="bundle folder, or a deployed release folder (its service.json applies)")
-    v.add_argument("--io", default=None, metavar="FILE.py:CLASS", help="your plant instead of the bundle's game")
-    v.add_argument("--hz", type=positive_number, default=None,
-                   help="decisions per second (default: the game's real time; required with --io)")
-    v.add_argument("--seconds", type=positive_number, default=None,
-                   help="stop after this long (default: until stopped)")
-    v.add_argument("--status", type=output_file, default=None,
-                   help="write the timing figures here as JSON, once a second (its folder must exist)")
-    v.add_argument("--seed", type=int, default=0, help="emulator seed of a game run (default 0)")
-    v.add_argument("--threads", type=positive, default=None, help="onnxruntime intra-op threads (default 1)")
-    v.add_argument("--clip-actions", action="store_true",
-                   help="clip a continuous action into the bundle's bounds (default: an action outside them "
-                        "stops the loop, exit 4, and is never applied)")
+    _serve_parser(sub)
 
     b = sub.add_parser("bench", help="time the control loop and its parts",
                        description="Time the full loop, then the emulator alone and the policy alone; print JSON.",
@@ -80,7 +98,8 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "play":
         from device.play import PlayConfig, play  # deferred: numpy, onnxruntime and ale-py load in seconds
 
-        cfg = PlayConfig(args.bundle, args.episodes, args.seed, args.max_steps, args.threads, args.int8, args.report)
+        cfg = PlayConfig(args.bundle, args.episodes, args.seed, args.max_steps, args.threads, args.int8, args.report,
+                         args.record)
         say = None if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
         report = play(cfg, progress=say)
         lat = report["policy_latency"]
@@ -110,8 +129,10 @@ def _run(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     from device.serve import ServeConfig, serve  # deferred, as play
 
+    if args.record_max_mb is not None and args.record is None:
+        raise BundleError("--record-max-mb bounds a recording: give --record DIR too")
     cfg = ServeConfig(args.bundle, args.io, args.hz, args.seconds, args.status, args.seed, args.threads,
-                      clip=args.clip_actions)
+                      clip=args.clip_actions, record=args.record, record_max_mb=args.record_max_mb)
     status = serve(cfg, STARTED)
     period = status.get("period_ms", {})
     print(f"{status['state']}: {status['decisions']} decisions at {status.get('achieved_hz', 0):.2f} Hz "

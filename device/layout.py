@@ -56,6 +56,12 @@ IO_DIR = "io"
 """In a release: the user's I/O class file, checksummed like the bundle."""
 UNIT = "edgerl.service"
 GATE_UNIT = "edgerl-gate.service"
+DATA = "data"
+"""Recordings the host pulls (`edgerl data pull`): each a folder `data/NAME/` that `--record` wrote."""
+RECORD_INDEX = "index.json"
+"""A recording's index: its runs, and its shards with their sha256 (device/record.py writes it)."""
+RECORD_LOCK = ".index.lock"
+"""flock'ed by whoever rewrites a recording's index: the recording loop, and a pull that prunes."""
 
 
 def sha256_file(path: str | os.PathLike[str]) -> str:

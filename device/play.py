@@ -17,6 +17,7 @@ import numpy as np
 from device.atari import AtariGame
 from device.manifest import BundleError, EdgerlError, Manifest, write_json_atomic
 from device.policy import Policy, model_file
+from device.record import RecordConfig, Recorder, screen_crc
 from device.report import REPORT_VERSION, ScreenChain, episode_record
 from device.trust import load_trusted
 
@@ -33,6 +34,8 @@ class PlayConfig:
     threads: int | None = None
     int8: bool = False
     report: Path | None = None
+    record: Path | None = None
+    """Record every decision into this folder (device/record.py)."""
 
 
 def peak_rss_mb() -> float:
@@ -104,8 +107,21 @@ class _Timing:
     """perf_counter() when the first action was chosen: what a cold start costs."""
 
 
-def _play_episode(game: AtariGame, policy: Policy, episode: int, max_steps: int | None, timing: _Timing
-                  ) -> dict[str, Any]:
+def game_run(manifest: Manifest, seed: int, mode: str) -> dict[str, Any]:
+    """What a game recording needs to regenerate its screens: the bundle, the game's settings, the seed."""
+    return {"kind": "game", "mode": mode, "bundle_id": manifest.bundle_id, "env": manifest.to_dict()["env"],
+            "action_ids": manifest.action_ids, "seed": seed}
+
+
+def game_decision(episode: int, action: int, reward: float, terminated: bool, truncated: bool,
+                  screen: np.ndarray) -> dict[str, Any]:
+    """One recorded step of a game: the screen it led to by its CRC-32 only."""
+    return {"episode": episode, "action": action, "reward": np.float32(reward), "terminated": terminated,
+            "truncated": truncated, "screen_crc32": np.uint32(screen_crc(screen))}
+
+
+def _play_episode(game: AtariGame, policy: Policy, episode: int, max_steps: int | None, timing: _Timing,
+                  recorder: Recorder | None = None) -> dict[str, Any]:
     """One episode from the game's reset to its end (or `max_steps`), timing policy and emulator per step."""
     clock = time.perf_counter
     screen = game.reset()
@@ -126,7 +142,11 @@ def _play_episode(game: AtariGame, policy: Policy, episode: int, max_steps: int 
         chain.add(game.screen)
         actions.append(index)
         score += result.reward
-        if result.done or (max_steps and len(actions) >= max_steps):
+        cut = bool(max_steps and len(actions) >= max_steps)
+        if recorder is not None:
+            recorder.add(game_decision(episode, index, result.reward, result.terminated,
+                                       result.truncated or (cut and not result.done), game.screen))
+        if result.done or cut:
             break
     return episode_record(episode, score, bytes(actions), result.terminated, result.truncated or not result.done,
                           chain)
@@ -143,14 +163,21 @@ def play(cfg: PlayConfig, progress: Callable[[str], None] | None = None) -> dict
     game = AtariGame(manifest.env, manifest.action_ids, seed=cfg.seed)
     timing = _Timing()
     episodes = []
+    recorder = Recorder(RecordConfig(cfg.record), game_run(manifest, cfg.seed, "play")) if cfg.record else None
     loop_started = time.perf_counter()
-    for episode in range(cfg.episodes):
-        episodes.append(_play_episode(game, policy, episode, cfg.max_steps, timing))
-        if progress:
-            e = episodes[-1]
-            progress(f"episode {episode + 1}/{cfg.episodes}: score {e['score']:+.0f} in {e['steps']} steps")
+    try:
+        for episode in range(cfg.episodes):
+            episodes.append(_play_episode(game, policy, episode, cfg.max_steps, timing, recorder))
+            if progress:
+                e = episodes[-1]
+                progress(f"episode {episode + 1}/{cfg.episodes}: score {e['score']:+.0f} in {e['steps']} steps")
+    finally:
+        if recorder is not None:
+            recorder.close()
     report = _report(cfg, manifest, episodes, timing, time.perf_counter() - loop_started)
     report["cold_start_s"] = None if timing.first_action is None else timing.first_action - started
+    if recorder is not None:
+        report["recording"] = recorder.figures()
     if cfg.report:
         try:
             write_json_atomic(cfg.report, report)

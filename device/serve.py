@@ -6,7 +6,10 @@ I/O class (`--io FILE.py:CLASS`): built with no arguments, `observe()`
 returns an array or a dict of arrays, `apply(action)` acts (returning True
 starts a new episode: the policy's states are reset), `close()`, if there is
 one, is called on every way out so the machine can be put in a safe state,
-and `status()`, if there is one, adds a dict to the status file. Timing
+and `status()`, if there is one, adds a dict to the status file;
+`outcome()`, if there is one, returns the last apply's `(reward, terminated)`
+for a recording (`--record DIR`, device/record.py; a release's service.json
+may name one under its board's data/). Timing
 goes to the status file once a second and at exit; under systemd the loop
 sends READY=1 after its first decision and WATCHDOG=1 while it runs.
 
@@ -29,17 +32,18 @@ from typing import Any
 import numpy as np
 
 from device import layout
-from device.atari import AtariGame
+from device.game_plant import GamePlant
 from device.manifest import EXIT_LOOP_FAILED, MANIFEST, BundleError, EdgerlError, Manifest
+from device.play import game_run
 from device.policy import Policy
 from device.rate import LoopTiming, Ticker
+from device.record import RecordConfig, Recorder
 from device.sd_notify import Notifier
 from device.trust import load_trusted
 from device.user_code import load_named
 
 REAL_TIME_FPS = 60.0
 """The Atari 2600's frame rate: a game bundle is served in the game's own time."""
-SCORES_KEPT = 20
 
 
 @dataclass(frozen=True)
@@ -61,6 +65,9 @@ class ServeConfig:
     """A decision taking longer than this stops the loop (default max(1 s, 10 periods))."""
     clip: bool = False
     """Clip continuous actions into the manifest's bounds instead of stopping the loop on one outside them."""
+    record: Path | None = None
+    """Record every decision into this folder (device/record.py)."""
+    record_max_mb: float | None = None
 
 
 class LoopFailed(EdgerlError):
@@ -90,8 +97,11 @@ def resolve(cfg: ServeConfig) -> tuple[Path, ServeConfig]:
             raise BundleError(f"cannot read {path / layout.SERVICE_FILE}: {err}; redeploy the release") from None
     io = cfg.io or (str(path / settings["io"]) if settings.get("io") else None)
     hz = cfg.hz or settings.get("hz")
+    # A release records into its board's data/NAME: <board>/releases/<id> -> <board>/data/NAME.
+    record = cfg.record or (path.parent.parent / layout.DATA / settings["record"] if settings.get("record") else None)
+    record_max_mb = cfg.record_max_mb or settings.get("record_max_mb")
     return path / layout.BUNDLE_DIR, ServeConfig(path, io, hz, cfg.seconds, cfg.status, cfg.seed, cfg.threads,
-                                                 cfg.stall_s)
+                                                 cfg.stall_s, cfg.clip, record, record_max_mb)
 
 
 def load_io(spec: str) -> Any:
@@ -107,33 +117,6 @@ def load_io(spec: str) -> Any:
         if not callable(getattr(plant, method, None)):
             raise BundleError(f"--io: {name} has no {method}() method")
     return plant
-
-
-class GamePlant:
-    """The bundle's own game as the plant: observe the screen, apply the action, restart at episode end."""
-
-    def __init__(self, manifest: Manifest, seed: int) -> None:
-        self.game = AtariGame(manifest.env, manifest.action_ids, seed=seed)
-        self.screen = self.game.reset()
-        self.score = 0.0
-        self.scores: list[float] = []
-        self.episodes = 0
-
-    def observe(self) -> np.ndarray:
-        """The current screen."""
-        return self.screen
-
-    def apply(self, action: int) -> bool:
-        """One agent step; True when the episode ended (the game is reset)."""
-        result = self.game.step(action)
-        self.score += result.reward
-        if not result.done:
-            return False
-        self.episodes += 1
-        self.scores = (self.scores + [self.score])[-SCORES_KEPT:]
-        self.score = 0.0
-        self.screen = self.game.reset()
-        return True
 
 
 def release_name(path: Path) -> str:
@@ -213,6 +196,8 @@ class Loop:
             onnxruntime.set_seed(int(cfg.seed))
         self.policy = Policy(bundle, manifest, cfg.threads, clip=cfg.clip)
         self.plant = load_io(cfg.io) if cfg.io else GamePlant(manifest, cfg.seed)
+        self.recorder = self._recorder(cfg, manifest)
+        self.decision: dict[str, Any] = {}
         self.timing = LoopTiming(self.hz)
         self.status = StatusFile(cfg.status)
         self.notifier = Notifier()
@@ -222,6 +207,20 @@ class Loop:
         """The phase running now: a fault names it."""
         self.clock: Ticker | None = None
         self.worst_report_s = 0.0
+
+    def _recorder(self, cfg: ServeConfig, manifest: Manifest) -> Recorder | None:
+        if cfg.record is None:
+            return None
+        if isinstance(self.plant, GamePlant):
+            self.plant.recording = True
+            run = game_run(manifest, cfg.seed, "serve")
+        else:
+            run = {"kind": "io", "mode": "serve", "bundle_id": manifest.bundle_id, "io": cfg.io, "hz": self.hz,
+                   "outcome": callable(getattr(self.plant, "outcome", None))}
+        try:
+            return Recorder(RecordConfig(cfg.record, cfg.record_max_mb), {**run, "release": self.release})
+        except (OSError, ValueError) as err:
+            raise BundleError(f"cannot record into {cfg.record}: {err}; give another --record folder") from None
 
     def figures(self) -> dict[str, Any]:
         """The status file's contents."""
@@ -235,6 +234,8 @@ class Loop:
         out["worst_wake_late_ms"] = round(getattr(self.clock, "worst_wake_late_s", 0.0) * 1000.0, 3)
         out["late_iterations"] = getattr(self.clock, "late_entries", 0)
         out["worst_report_ms"] = round(self.worst_report_s * 1000.0, 3)
+        if self.recorder is not None:
+            out["recording"] = self.recorder.figures()
         if isinstance(self.plant, GamePlant):
             out["episodes"] = self.plant.episodes
             out["scores"] = self.plant.scores
@@ -255,7 +256,21 @@ class Loop:
         self.phase = "apply"
         t2 = clock()
         new_episode = self.plant.apply(action)
+        if self.recorder is not None:
+            self.phase = "outcome"
+            self.decision = self._decision(obs, action, bool(new_episode))
         return t1 - t0, t2 - t1, clock() - t2, bool(new_episode)
+
+    def _decision(self, obs: Any, action: Any, new_episode: bool) -> dict[str, Any]:
+        """One decision as the recording keeps it (a game's: its step and screen CRC; a plant's: what it saw)."""
+        if isinstance(self.plant, GamePlant):
+            return dict(self.plant.last or {})
+        seen = obs if isinstance(obs, dict) else {"observation": obs}
+        outcome = self.plant.outcome() if callable(getattr(self.plant, "outcome", None)) else None
+        reward, terminated = (float("nan"), False) if outcome is None else (float(outcome[0]), bool(outcome[1]))
+        return {**{f"obs.{k}": np.array(v, copy=True) for k, v in seen.items()}, "action": np.array(action, copy=True),
+                "reward": np.float32(reward), "terminated": terminated,
+                "truncated": new_episode and not terminated}
 
     def run(self) -> dict[str, Any]:
         """Decide once per period until stopped; the status at the end."""
@@ -274,6 +289,8 @@ class Loop:
             if new_episode:
                 self.policy.reset()
             self.timing.record(started, observe_s, infer_s, apply_s)
+            if self.recorder is not None:
+                self.recorder.add(self.decision)
             if self.first_action_s is None:
                 self.first_action_s = round(clock() - self.started, 4)
                 self.state = "running"
@@ -304,6 +321,8 @@ class Loop:
             except Exception as err:
                 self.error = (self.error or "") + f"; close() raised {type(err).__name__}: {err}"
         self.notifier.send("STOPPING=1")
+        if self.recorder is not None:
+            self.recorder.close()
         self.status.write(self.figures())
         self.notifier.close()
 

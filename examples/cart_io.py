@@ -2,8 +2,10 @@
 
 An I/O class is built with no arguments; `observe()` returns the policy's
 observation, `apply(action)` drives the actuators, `close()` puts the machine
-in a safe state (called on every way out of the loop) and `status()`, if
-present, adds its figures to the loop's status file.
+in a safe state (called on every way out of the loop), `status()`, if
+present, adds its figures to the loop's status file, and `outcome()`, if
+present, gives a recording (`serve --record DIR`) the last apply's reward and
+whether it ended the episode.
 """
 
 from __future__ import annotations
@@ -36,6 +38,10 @@ class Cart:
         self.v += accel * DT
         self.x += self.v * DT
         self.steps += 1
+
+    def outcome(self) -> tuple[float, bool]:
+        """The last period's reward (the cart's distance from rest, negated) and whether the episode ended (never)."""
+        return -abs(self.x), False
 
     def status(self) -> dict[str, float]:
         """Figures for the status file."""

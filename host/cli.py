@@ -230,7 +230,7 @@ def _replay(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-BOARD_COMMANDS = ("deploy", "run", "status", "rollback", "service", "sign", "trust")
+BOARD_COMMANDS = ("deploy", "run", "status", "rollback", "service", "sign", "trust", "data")
 
 
 def _board(name: str) -> Callable[[argparse.Namespace], int]:
@@ -265,7 +265,8 @@ def main(argv: list[str] | None = None) -> int:
                 "deploy": _board("deploy_cmd"),
                 "run": _board("run_cmd"), "status": _board("status_cmd"),
                 "rollback": _board("rollback_cmd"), "service": _board("service_cmd"),
-                "sign": _board("sign_cmd"), "trust": _board("trust_cmd")}
+                "sign": _board("sign_cmd"), "trust": _board("trust_cmd"),
+                "data": _board("data_cmd")}
     try:
         return handlers[args.command](args)
     except ImportError as err:

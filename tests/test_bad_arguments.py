@@ -36,6 +36,7 @@ CALLS = {
     ("edgerl", "service"): "status --on local:{board}",
     ("edgerl", "sign"): "{bundle} --key {key}",
     ("edgerl", "trust"): "--on local:{board}",
+    ("edgerl", "data"): "pull --on local:{board} --out {out_folder}",
     ("device", "play"): "{bundle} --report {out_file}",
     ("device", "selftest"): "{bundle}",
     ("device", "serve"): "{bundle} --status {out_file}",

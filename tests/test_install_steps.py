@@ -48,6 +48,8 @@ def test_the_make_targets_install_each_tier_from_the_table():
     recipes = dict(re.findall(r"^([\w-]+):[^\n]*\n\t@?([^\n]+)", makefile, flags=re.M))
     assert "tools/system_needs.py install test" in recipes["sshd"]
     assert "tools/system_needs.py install board" in recipes["board-tools"]
+    assert "tools/system_needs.py install bench" in recipes["bench-tools"]
+    assert "bench-tools" in dict(re.findall(r"^([\w-]+):([^\n]*)", makefile, flags=re.M))["bench"].split()
     prerequisites = dict(re.findall(r"^([\w-]+):([^\n]*)", makefile, flags=re.M))
     assert "sshd" in prerequisites["test"].split()
     for target in ("test-board", "test-arm", "campaigns", "power-cuts"):

@@ -2,6 +2,7 @@
 
     python tools/system_needs.py install test     # what `make test` needs (sshd, ip, tc)
     python tools/system_needs.py install board    # what `make test-board` needs (debootstrap, qemu, its ROMs)
+    python tools/system_needs.py install bench    # what `make bench` needs (cyclictest)
     python tools/system_needs.py check board      # exit 1 and one line per missing file, naming its package
 
 One table, read by the make targets (to install) and by the tests (to check), so a package left out of an
@@ -59,6 +60,9 @@ NEEDS: dict[str, tuple[Need, ...]] = {
         Need("/usr/lib/ipxe/qemu/efi-virtio.rom", "ipxe-qemu",
              "the ROM of the board's virtio-net-pci (on qemu's firmware path)"),
         Need("mkfs.ext4", "e2fsprogs", "the board's disk image"),
+    ),
+    "bench": (
+        Need("cyclictest", "rt-tests", "bench/serve_rate.py prints this machine's own wake-up latency as the floor"),
     ),
 }
 

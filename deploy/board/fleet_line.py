@@ -17,12 +17,13 @@ from typing import Any
 
 # Side by side on the board, top-level modules there; here the deploy.board package (a bare name could be anyone's).
 if __package__:
-    from deploy.board import service, side
+    from deploy.board import data, service, side
     from deploy.board import trust as board_trust
     from deploy.board.durable import read_json
     from deploy.board.runner import run_op, space
     from deploy.board.units import unit_state
 else:
+    import data
     import service
     import side
     import trust as board_trust
@@ -68,6 +69,7 @@ def op_fleet_status(root: str) -> dict[str, Any]:
         "service": serving,
         "scores": (serving or {}).get("scores") or _last_report_scores(root),
         "trust": board_trust.op_trust_list(root)["summary"],
+        "data": {k: v for k, v in data.op_data_list(root).items() if k != "recordings"},
         "machine": side.op_probe(root)["machine"] if os.path.isdir(root) else None,
     }
 

@@ -12,10 +12,12 @@ from typing import Any
 from deploy import service, signing
 from deploy.cli.shared import progress_bar, say, ssh_options
 from deploy.fleet.inventory import Board, load_boards
+from deploy.fleet.pull import pull_fleet
 from deploy.fleet.status import fleet_status, table
 from deploy.fleet.waves import Outcome, Rollout, WaveConfig, parse_size, parse_waves, roll_out
 from deploy.install import InstallConfig
 from deploy.link.targets import DeployError
+from deploy.pull import PullConfig, local_name
 from deploy.release import DeployConfig, DeployResult, rollback, status
 from deploy.remote_run import RunConfig, open_target, run_on
 from device.manifest import (
@@ -39,9 +41,12 @@ def _service_config(args: argparse.Namespace) -> service.ServiceConfig | None:
     if args.service:
         if args.io and not args.hz:
             raise DeployError("--io needs --hz: how many decisions per second your plant wants")
-        return service.ServiceConfig(args.io, args.hz, args.gate_seconds, args.max_overrun)
-    if args.io or args.hz:
-        raise DeployError("--io and --hz go with --service")
+        if args.record_max_mb and not args.record:
+            raise DeployError("--record-max-mb bounds a recording: give --record NAME too")
+        return service.ServiceConfig(args.io, args.hz, args.gate_seconds, args.max_overrun, record=args.record,
+                                     record_max_mb=args.record_max_mb)
+    if args.io or args.hz or args.record or args.record_max_mb:
+        raise DeployError("--io, --hz and --record go with --service")
     return None
 
 
@@ -220,3 +225,18 @@ def service_cmd(args: argparse.Namespace) -> int:
             unit = service.control(target, args.action)
             print(f"{args.on}: {unit.get('ActiveState')} ({unit.get('SubState')})")
     return EXIT_OK
+
+
+def data_cmd(args: argparse.Namespace) -> int:
+    """`edgerl data pull`: every board's recordings, in parallel; a line per board."""
+    rows = pull_fleet(boards_of(args), PullConfig(args.out, args.prune), ssh_options(args), say)
+    for name, result in rows:
+        if isinstance(result, DeployError):
+            say(f"{name}: FAILED {result}")
+        else:
+            say(f"{name}: {result.fetched} shards fetched ({result.bytes / 1e6:.2f} MB), {result.already} already "
+                f"here, {result.pruned} pruned on the board -> {args.out / local_name(name)}")
+    failed = [r for _, r in rows if isinstance(r, DeployError)]
+    if len(rows) == 1 and failed:
+        raise failed[0]
+    return EXIT_FAILED_CHECK if failed else EXIT_OK

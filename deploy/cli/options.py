@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import re
 from pathlib import Path
 
-from device.args import output_folder, positive
+from device.args import output_folder, positive, positive_number
 from device.layout import BOARD_DIR
 from device.manifest import EXIT_CODES_HELP
 
@@ -19,6 +20,13 @@ def seconds(text: str) -> float:
     if not 0 < value <= 86_400:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds between 0 and 86400")
     return value
+
+
+def recording_name(text: str) -> str:
+    """A recording's folder name under the board's data/ (letters, digits, . _ -; not hidden)."""
+    if not re.fullmatch(r"[A-Za-z0-9_-][A-Za-z0-9._-]*", text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a recording name: letters, digits, '.', '_', '-'")
+    return text
 
 
 TARGET_HELP = "[user@]host[:port], an ssh alias, or local:DIR"
@@ -63,6 +71,10 @@ def _deploy_parser(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--max-overrun", type=float, default=0.05, help="with --service: share of the gate's periods "
                                                                    "(--hz x --gate-seconds) allowed to miss their "
                                                                    "deadline (default 0.05)")
+    s.add_argument("--record", type=recording_name, default=None, metavar="NAME",
+                   help="with --service: record every decision into the board's data/NAME (edgerl data pull)")
+    s.add_argument("--record-max-mb", type=positive_number, default=None, metavar="N",
+                   help="with --record: keep data/NAME under N MB, deleting its oldest shards")
     ssh_args(d)
 
 
@@ -129,6 +141,18 @@ def board_parsers(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--add", type=Path, metavar="KEY.pub", help="allow this public key")
     r.add_argument("--remove", metavar="FINGERPRINT", help="stop allowing the key with this SHA256:... fingerprint")
     _one_or_fleet(r)
+    _data_parser(sub)
+
+
+def _data_parser(sub: argparse._SubParsersAction) -> None:
+    a = sub.add_parser("data", help="bring boards' recordings (serve/play --record) here: `edgerl data pull`",
+                       description="Pull every recording under each board's data/ folder into --out/<board>/<name>/, "
+                                   "shard by shard, each checked against its sha256; a rerun fetches only what is "
+                                   "missing. Load them with host.data.load_episodes.", epilog=EXIT_CODES_HELP)
+    a.add_argument("action", choices=["pull"])
+    a.add_argument("--out", type=output_folder, required=True, help="host folder for the recordings")
+    a.add_argument("--prune", action="store_true", help="delete on the board the shards that arrived intact")
+    _one_or_fleet(a)
 
 
 def ssh_args(p: argparse.ArgumentParser) -> None:

@@ -81,10 +81,10 @@ def _ago(then: float | None) -> str:
 def table(rows: list[dict[str, Any]]) -> list[str]:
     """The fleet as text: one line per board."""
     lines = [f"{'board':<16} {'release':<28} {'commit':<6} {'service':<20} {'scores':<14} {'free':>8}  "
-             f"{'trust':<22} seen"]
+             f"{'recorded':>9}  {'trust':<22} seen"]
     for row in rows:
         if not row["answered"]:
-            lines.append(f"{row['board']:<16} {'NO ANSWER':<28} {'':<6} {'':<20} {'':<14} {'':>8}  {'':<22} "
+            lines.append(f"{row['board']:<16} {'NO ANSWER':<28} {'':<6} {'':<20} {'':<14} {'':>8}  {'':>9}  {'':<22} "
                          f"{_ago(row.get('last_seen'))}: {row['error'][:80]}")
             continue
         svc = row.get("service")
@@ -93,6 +93,9 @@ def table(rows: list[dict[str, Any]]) -> list[str]:
         committed = {None: "-", True: "yes", False: "NO"}[row.get("committed")]
         scores = " ".join(f"{s:+.0f}" for s in (row.get("scores") or [])[-4:]) or "-"
         free = f"{(row.get('free_bytes') or 0) / 2**30:.1f}G"
+        data = row.get("data") or {}
+        recorded = f"{data.get('bytes', 0) / 1e6:.1f}M/{data.get('shards', 0)}" if data.get("shards") else "-"
         lines.append(f"{row['board']:<16} {row.get('current') or '(none)':<28} {committed:<6} {service:<20} "
-                     f"{scores:<14} {free:>8}  {row.get('trust', ''):<22.22} {_ago(row.get('last_seen'))}")
+                     f"{scores:<14} {free:>8}  {recorded:>9}  {row.get('trust', ''):<22.22} "
+                     f"{_ago(row.get('last_seen'))}")
     return lines

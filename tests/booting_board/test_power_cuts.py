@@ -128,3 +128,45 @@ def test_a_cut_inside_the_boards_rollback_is_finished_at_boot_and_reported_as_a_
     # The loop started after the cut removed what it found beside its status file, and writes it whole.
     assert pi.sh(f"ls -A {BOARD_DIR} | grep '^.status.json.' || true").strip() == ""
     assert status["state"] == "running" and status["release"] == good
+
+
+CHECK_SHARDS = """
+import hashlib, json, os, sys
+folder = sys.argv[1]
+index = json.load(open(os.path.join(folder, "index.json")))
+bad = [s["file"] for s in index["shards"]
+       if hashlib.sha256(open(os.path.join(folder, s["file"]), "rb").read()).hexdigest() != s["sha256"]]
+print(json.dumps({"shards": len(index["shards"]), "runs": len(index["runs"]), "bad": bad,
+                  "decisions": sum(s["decisions"] for s in index["shards"])}))
+"""
+"""Every shard the board's recording index lists, checked against its sha256 by the board's own python3."""
+
+
+def test_a_power_cut_while_the_service_records_leaves_every_listed_shard_whole_and_recording_resumes(
+        pi, board, cart_bundle):
+    done = pi.edgerl("deploy", cart_bundle, "--to", pi.target, "--service", "--gate-seconds", GATE_S, "--max-overrun",
+                     MAX_OVERRUN, "--wheelhouse", "--io", "examples/cart_io.py:Cart", "--hz", 10, "--record", "cart")
+    assert done.returncode == 0 and "committed" in done.stdout, done.stdout + done.stderr
+    folder = f"{BOARD_DIR}/data/cart"
+
+    def shards() -> dict:
+        return json.loads(pi.sh(f"python3 -c {shlex.quote(CHECK_SHARDS)} {folder}").strip().splitlines()[-1])
+
+    deadline = time.monotonic() + 300
+    while (before := shards())["shards"] < 2:  # a shard each 10 s at this rate (device.record.FLUSH_S)
+        assert time.monotonic() < deadline, before
+        time.sleep(2)
+    time.sleep(random.Random(SEED).uniform(0, 10))  # the cut falls anywhere in the next shard's making
+    board.power_cut()
+    board.boot()
+    pi.wait_serving()
+    after = shards()
+    assert after["bad"] == [] and after["shards"] >= before["shards"], after  # nothing listed is torn
+    assert after["runs"] == before["runs"] + 1  # the loop started again after the boot, as a new run
+    deadline = time.monotonic() + 300
+    while (resumed := shards())["decisions"] <= after["decisions"]:  # and its own shards land
+        assert time.monotonic() < deadline, resumed
+        time.sleep(2)
+    assert resumed["bad"] == []
+    assert pi.sh(f"ls -A {folder} | grep '\\.tmp$' || true").strip() == ""
+    record("recording_power_cut", {"before": before, "after": after, "resumed": resumed})

@@ -1,0 +1,155 @@
+"""A board's recorded episodes as TorchRL data.
+
+A game run is regenerated through the user's own env (the one they exported with, transforms and all): seeded
+as the board's run was, stepped with the recorded actions, episode after episode, each step's screen checked
+against the CRC the board recorded, each reward and episode end against the board's. What comes back is
+TorchRL's own `env.rollout` for those seeds and actions, every key, plus `("collector", "traj_ids")` as
+TorchRL's collectors number trajectories. A run on the user's own plant comes back as recorded: its
+observations under their names, the action, `("next", ...)` reward (NaN where the plant has no `outcome()`),
+done, terminated, truncated, and `is_init` at each episode's first decision.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from tensordict import TensorDict
+from tensordict.nn import TensorDictModuleBase
+from torchrl.data import LazyMemmapStorage, OneHot, ReplayBuffer
+from torchrl.envs import EnvBase
+
+from device.manifest import EnvSpec
+from device.record import screen_crc
+from host.data.shards import DataError, Run, read_runs
+from host.envs import ale_of, make_base_env
+
+__all__ = ["DataError", "load_episodes", "replay_buffer"]
+
+
+class _Replay(TensorDictModuleBase):
+    """The board's actions as a TorchRL policy, noting the screen each one was taken on (the last step's after)."""
+
+    in_keys: list = []
+    out_keys: list = ["action"]
+
+    def __init__(self, actions: np.ndarray, env: EnvBase, ale: object) -> None:
+        super().__init__()
+        self.actions, self.spec, self.ale, self.crcs = actions, env.action_spec, ale, []
+
+    def forward(self, tensordict: TensorDict) -> TensorDict:
+        """Write the next recorded action in the env's own encoding."""
+        step = len(self.crcs)
+        # The screen now is the one the previous action led to (none before the first).
+        self.crcs.append(screen_crc(self.ale.getScreenRGB()) if step else None)
+        index = torch.as_tensor(int(self.actions[step]))
+        if isinstance(self.spec, OneHot):
+            tensordict["action"] = torch.nn.functional.one_hot(index, self.spec.shape[-1]).to(self.spec.dtype)
+        else:
+            tensordict["action"] = index.to(self.spec.dtype)
+        return tensordict
+
+    def screens_after(self) -> np.ndarray:
+        """The CRC of the screen each recorded step led to."""
+        return np.asarray([*self.crcs[1:], screen_crc(self.ale.getScreenRGB())], dtype=np.uint32)
+
+
+def _check(run: Run, episode: int, what: str, board: np.ndarray, host: np.ndarray) -> None:
+    if len(board) != len(host) or not np.array_equal(board, host):
+        n = min(len(board), len(host))
+        first = next((i for i in range(n) if board[i] != host[i]), n)
+        raise DataError(f"run {run.name}, episode {episode}: the {what} differ from step {first} on: the env given "
+                        "does not play the game the board played (another game, frame skip, sticky actions, or "
+                        "action set?)")
+
+
+def _game_run(run: Run, env: EnvBase | None, first_traj: int) -> list[TensorDict]:
+    if not run.complete_from_start:
+        warnings.warn(f"run {run.name} lacks decisions from its start (pruned by --record-max-mb or dropped): a "
+                      "game is regenerated from its seed, so this run is skipped", stacklevel=3)
+        return []
+    env = env if env is not None else make_base_env(EnvSpec.from_dict(run.meta["env"]))
+    ale_env = ale_of(env)
+    if ale_env is None:
+        raise DataError(f"run {run.name} is a game ({run.meta['env']['game']}): pass the single (not batched) "
+                        "TorchRL env of that game the policy was exported with")
+    env.set_seed(int(run.meta["seed"]))
+    cols, out = run.columns, []
+    for n, episode in enumerate(dict.fromkeys(cols["episode"].tolist())):
+        rows = cols["episode"] == episode
+        replay = _Replay(cols["action"][rows], env, ale_env.ale)
+        td = env.rollout(int(rows.sum()), policy=replay, break_when_any_done=True)
+        _check(run, episode, "episode lengths", np.array([rows.sum()]), np.array([td.shape[0]]))
+        _check(run, episode, "screens", cols["screen_crc32"][rows], replay.screens_after())
+        _check(run, episode, "rewards", cols["reward"][rows], td["next", "reward"].reshape(-1).numpy())
+        _check(run, episode, "episode ends", cols["terminated"][rows], td["next", "terminated"].reshape(-1).numpy())
+        td.set(("collector", "traj_ids"), torch.full(td.shape, first_traj + n, dtype=torch.int64))
+        out.append(td)
+    return out
+
+
+def _plant_run(run: Run, first_traj: int) -> list[TensorDict]:
+    cols = run.columns
+    steps = cols["step"]
+    # A decision becomes a transition when the one after it is recorded: that is its ("next", observation).
+    keep = np.flatnonzero(np.diff(steps) == 1)
+    if not len(keep):
+        return []
+    names = [k[4:] for k in cols if k.startswith("obs.")]
+    ended = cols["terminated"] | cols["truncated"]
+    starts = np.ones(len(steps), dtype=bool)
+    starts[1:] = ended[:-1] | (np.diff(steps) != 1)
+    obs = {name: torch.from_numpy(cols[f"obs.{name}"]) for name in names}
+
+    def column(values: np.ndarray, rows: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(values[rows])).unsqueeze(-1)
+
+    td = TensorDict({**{name: v[keep] for name, v in obs.items()}, "action": torch.from_numpy(cols["action"][keep]),
+                     "is_init": column(starts, keep),
+                     "next": {**{name: v[keep + 1] for name, v in obs.items()},
+                              "reward": column(cols["reward"], keep), "done": column(ended, keep),
+                              "terminated": column(cols["terminated"], keep),
+                              "truncated": column(cols["truncated"], keep)}}, batch_size=[len(keep)])
+    td.set(("collector", "traj_ids"), torch.from_numpy(np.cumsum(starts)[keep] - 1 + first_traj))
+    return [td]
+
+
+def _run_data(folder: Path, env: EnvBase | None):  # noqa: ANN202 - a generator of TensorDicts
+    traj = 0
+    for run in read_runs(folder):
+        tds = _game_run(run, env, traj) if run.meta.get("kind") == "game" else _plant_run(run, traj)
+        for td in tds:
+            traj = int(td["collector", "traj_ids"].max()) + 1
+            yield td
+
+
+def load_episodes(folder: Path, env: EnvBase | None = None) -> TensorDict:
+    """Every recorded decision of a pulled folder, as one TensorDict of transitions (see the module's text).
+
+    `env`: the TorchRL env the policy was exported with; needed for game runs whose observations are the
+    env's transforms of the screen (without it, the game's raw screens come back under `pixels`).
+    """
+    tds = list(_run_data(Path(folder), env))
+    if not tds:
+        raise DataError(f"{folder} holds no recorded decisions that can be loaded")
+    keys = [set(td.keys(True, True)) for td in tds]
+    if any(k != keys[0] for k in keys):
+        raise DataError(f"{folder} mixes runs of different kinds or plants; load them from separate folders")
+    return torch.cat(tds)
+
+
+def replay_buffer(folder: Path, env: EnvBase | None = None, scratch_dir: Path | None = None,
+                  batch_size: int = 256) -> ReplayBuffer:
+    """The recorded transitions in a TorchRL ReplayBuffer on memory-mapped storage (larger than memory is fine)."""
+    tds = _run_data(Path(folder), env)
+    first = next(tds, None)
+    if first is None:
+        raise DataError(f"{folder} holds no recorded decisions that can be loaded")
+    total = sum(len(r.columns["step"]) for r in read_runs(Path(folder)))
+    buffer = ReplayBuffer(storage=LazyMemmapStorage(total, scratch_dir=scratch_dir), batch_size=batch_size)
+    buffer.extend(first)
+    for td in tds:
+        buffer.extend(td)
+    return buffer

@@ -1,0 +1,111 @@
+"""A board's recorded games and plant runs come back to the host as TorchRL data, checked against what the board saw."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from tensordict.nn import TensorDictModule
+from torchrl.envs import InitTracker, StepCounter
+
+from device.manifest import load_bundle
+from device.record import INDEX, shard_bytes
+from host.data import DataError, load_episodes, replay_buffer
+from host.envs import make_env
+
+REPO = Path(__file__).resolve().parents[3]
+PONG = REPO / "models" / "pong"
+
+
+def device(*args: object) -> subprocess.CompletedProcess:
+    done = subprocess.run([sys.executable, "-m", "device", *map(str, args)], capture_output=True, text=True,
+                          timeout=600, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    return done
+
+
+def trained_env():
+    """The env the shipped policy plays in, as a user's TorchRL env: the game's screen transforms and two more."""
+    env = make_env(load_bundle(PONG).env)
+    env.append_transform(StepCounter())
+    env.append_transform(InitTracker())
+    return env
+
+
+@pytest.fixture(scope="module")
+def recorded_pong(tmp_path_factory) -> tuple[Path, dict]:
+    folder = tmp_path_factory.mktemp("pong") / "rec"
+    report = tmp_path_factory.mktemp("pong") / "report.json"
+    # Two episodes cut at 400 steps (a whole Pong game is ~4,000: a minute each way on these 2 cores): the second
+    # starts where the first left the emulator, as on the board.
+    device("play", PONG, "--record", folder, "--episodes", 2, "--max-steps", 400, "--seed", 7, "--report", report)
+    return folder, json.loads(report.read_text())
+
+
+def test_a_recorded_pong_game_loads_as_the_envs_own_rollout_bit_for_bit(recorded_pong):
+    folder, report = recorded_pong
+    assert report["env"]["repeat_action_probability"] == 0.25  # sticky actions: the emulator's RNG matters
+    loaded = load_episodes(folder, trained_env())
+    # TorchRL's own rollout, with the board's seed and the board's actions, episode after episode.
+    env = trained_env()
+    env.set_seed(7)
+    expected = []
+    for episode in report["episodes"]:
+        actions = iter(bytes.fromhex(episode["actions_hex"]))
+        replay = TensorDictModule(lambda actions=actions: torch.tensor(next(actions)), in_keys=[], out_keys=["action"])
+        expected.append(env.rollout(episode["steps"], policy=replay))
+    expected = torch.cat(expected)
+    keys = set(expected.keys(True, True))
+    assert keys <= set(loaded.keys(True, True)) and {("next", "pixels_trsf"), "is_init", "step_count"} <= keys
+    for key in keys:
+        assert torch.equal(loaded[key], expected[key]), key
+    assert loaded.shape[0] == sum(e["steps"] for e in report["episodes"])
+    scores = [loaded["next", "reward"][loaded["collector", "traj_ids"] == n].sum().item() for n in (0, 1)]
+    assert scores == [e["score"] for e in report["episodes"]]
+
+
+def _rewrite_first_shard(folder: Path, change, fix_sum: bool) -> None:
+    index = json.loads((folder / INDEX).read_text())
+    shard = index["shards"][0]
+    with np.load(folder / shard["file"]) as npz:
+        columns = {k: npz[k] for k in npz.files}
+    change(columns)
+    data = shard_bytes(columns)
+    (folder / shard["file"]).write_bytes(data)
+    if fix_sum:
+        shard["sha256"] = hashlib.sha256(data).hexdigest()
+        (folder / INDEX).write_text(json.dumps(index))
+
+
+def test_a_recording_that_is_not_what_the_board_played_is_refused_in_one_line(recorded_pong, tmp_path):
+    folder = tmp_path / "rec"
+    subprocess.run(["cp", "-r", str(recorded_pong[0]), str(folder)], check=True)
+
+    def other_actions(columns):  # the paddle driven up for 20 steps where the board drove it otherwise
+        columns["action"][40:60] = np.where(columns["action"][40:60] == 2, 3, 2)
+
+    _rewrite_first_shard(folder, other_actions, fix_sum=False)
+    with pytest.raises(DataError, match="does not match its sha256"):
+        load_episodes(folder, trained_env())
+    _rewrite_first_shard(folder, lambda columns: None, fix_sum=True)  # sums redone: the game itself is judged
+    with pytest.raises(DataError, match=r"episode 0: the screens differ from step (4\d|5\d|6\d)"):
+        load_episodes(folder, trained_env())
+
+
+def test_a_plant_run_loads_as_transitions_and_fills_a_replay_buffer(cart_bundle, tmp_path):
+    folder = tmp_path / "rec"
+    device("serve", cart_bundle, "--io", "examples/cart_io.py:Cart", "--hz", 50, "--seconds", 2, "--record", folder)
+    data = load_episodes(folder)
+    assert data.shape[0] >= 90 and data["observation"].shape[1:] == (2,) and data["action"].shape[1:] == (1,)
+    # Each transition's next observation is the decision after it; the reward is the plant's outcome() for it.
+    assert torch.equal(data["next", "observation"][:-1], data["observation"][1:])
+    assert torch.allclose(data["next", "reward"].squeeze(-1), -data["next", "observation"][:, 0].abs(), atol=1e-6)
+    assert data["is_init"][0].item() and not data["is_init"][1:].any() and not data["next", "done"].any()
+    buffer = replay_buffer(folder, scratch_dir=tmp_path / "memmap")
+    assert len(buffer) == data.shape[0] and buffer.sample()["action"].shape == (256, 1)
