@@ -64,8 +64,8 @@ def child(kind: str, bundle: str, io: str, hz: float, seconds: float, status: st
         record(self, started, *phases)
 
     LoopTiming.record = keep
-    record = Path(tempfile.mkdtemp()) / "rec" if kind == "record" else None
-    figures = serve(ServeConfig(Path(bundle), io or None, hz, seconds, Path(status), record=record))
+    folder = Path(tempfile.mkdtemp()) / "rec" if kind == "record" else None
+    figures = serve(ServeConfig(Path(bundle), io or None, hz, seconds, Path(status), record=folder))
     Path(status).write_text(json.dumps({**figures, "starts": STARTS}))
 
 

@@ -350,16 +350,16 @@ def serve(cfg: ServeConfig, started: float | None = None) -> dict[str, Any]:
                                           "error": str(err), "updated_at": time.time(), "decisions": 0})
             raise
         try:
-            return loop.run()
+            loop.run()
         except _Stop as stop:
             loop.state = f"stopped by {stop}"
-            return loop.figures()
         except (Exception, _Stalled) as err:
             failed = _fault(loop, err)
             loop.state, loop.error = "failed", str(failed)
             raise failed from None
         finally:
             loop.close()
+        return loop.figures()  # after close(): the recording's last shard and close()'s own errors counted
     except _Stop as stop:  # a signal while setting up: nothing ran, nothing to close
         return {"state": f"stopped by {stop}", "decisions": 0}
     finally:
