@@ -22,6 +22,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import in_process  # noqa: E402
+from small_disks import small_tmpfs  # noqa: E402
 from tests_ssh import free_port, keygen  # noqa: E402
 
 SSHD = "/usr/sbin/sshd"
@@ -168,30 +169,17 @@ def ssh_opts(ssh_world):
 
 @pytest.fixture
 def small_disk_board(ssh_world, tmp_path):
-    board = tmp_path / "small"
-    board.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=11m", "tmpfs", str(board)], capture_output=True,
-                          text=True)
-    if done.returncode != 0:
-        pytest.fail(f"the disk-full test mounts a small tmpfs and needs root: {done.stderr.strip()}")
-    (board / "venvs").symlink_to(ssh_world.venvs)  # the venv lives elsewhere; releases fill the 11 MB
-    yield board
-    subprocess.run(["umount", "-l", str(board)], check=False)
-
+    with small_tmpfs(tmp_path / "small", "size=11m", "the disk-full test") as board:
+        (board / "venvs").symlink_to(ssh_world.venvs)  # the venv lives elsewhere; releases fill the 11 MB
+        yield board
 
 
 @pytest.fixture
 def few_inodes_board(ssh_world, tmp_path):
     """A board whose disk has bytes to spare but room for few files (a tmpfs with a small inode count)."""
-    board = tmp_path / "few-inodes"
-    board.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m,nr_inodes=400", "tmpfs", str(board)],
-                          capture_output=True, text=True)
-    if done.returncode != 0:
-        pytest.fail(f"the inode test mounts a small tmpfs and needs root: {done.stderr.strip()}")
-    (board / "venvs").symlink_to(ssh_world.venvs)
-    yield board
-    subprocess.run(["umount", "-l", str(board)], check=False)
+    with small_tmpfs(tmp_path / "few-inodes", "size=64m,nr_inodes=400", "the inode test") as board:
+        (board / "venvs").symlink_to(ssh_world.venvs)
+        yield board
 
 
 def copy_bundle(src: Path, dest: Path) -> Path:

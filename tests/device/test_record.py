@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from small_disks import small_tmpfs
 
 from device.layout import RECORD_LOCK
 from device.record import INDEX, RecordConfig, Recorder, read_index, shard_bytes
@@ -160,18 +161,10 @@ def test_a_release_whose_service_records_writes_into_its_boards_data_folder(cart
 
 
 def test_a_full_disk_costs_the_recording_never_the_loop(tmp_path):
-    small = tmp_path / "small"
-    small.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(small)], capture_output=True,
-                          text=True)
-    if done.returncode != 0:
-        pytest.fail(f"the full-disk test mounts a small tmpfs and needs root: {done.stderr.strip()}")
-    try:
+    with small_tmpfs(tmp_path / "small", "size=64k", "the full-disk test") as small:
         recorder = Recorder(RecordConfig(small / "rec", shard_decisions=100), {"kind": "io"})
         for i in range(300):  # 100 decisions of 1 KB observations: each shard is larger than the disk
             recorder.add({"obs.camera": np.full(1024, i % 256, dtype=np.uint8), "action": np.float32(0.0)})
         recorder.close()
         assert recorder.write_errors == 3 and recorder.dropped == 300 and recorder.recorded == 0
         assert read_index(small / "rec")["shards"] == [] and not list((small / "rec").glob(".*.tmp"))
-    finally:
-        subprocess.run(["umount", "-l", str(small)], check=False)
