@@ -266,8 +266,9 @@ def test_every_board_module_runs_alone_on_a_bare_python(tmp_path):
     done = board_python("side.py", "probe", str(tmp_path / "b"))
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["ok"] is True
-    done = board_python("fleet_line.py", "fleet-status", str(tmp_path / "b"))
-    assert done.returncode == 0 and json.loads(done.stdout)["ok"] is True, done.stderr
+    for script, op in (("fleet_line.py", "fleet-status"), ("data.py", "data-list")):
+        done = board_python(script, op, str(tmp_path / "b"))
+        assert done.returncode == 0 and json.loads(done.stdout)["ok"] is True, (script, done.stderr)
     for script in ("service.py", "trust.py"):
         done = board_python(script, "no-such-op")
         assert done.returncode == 2 and "OP one of" in json.loads(done.stdout)["error"], (script, done.stderr)
