@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 
 from deploy.board import data as board_data
+from deploy.board import fleet_line
+from deploy.fleet.status import table
 from device.record import RecordConfig, Recorder, read_index
 
 
@@ -37,3 +39,14 @@ def test_a_recording_name_cannot_leave_the_data_folder(tmp_path, name):
     recording(tmp_path / "data" / "cart")
     with pytest.raises(board_data.Refused, match="no recording"):
         board_data.op_data_prune(str(tmp_path), name)
+
+
+def test_the_fleet_table_shows_what_each_board_has_recorded(tmp_path):
+    recording(tmp_path / "data" / "cart")
+    line = fleet_line.op_fleet_status(str(tmp_path))
+    index = read_index(tmp_path / "data" / "cart")
+    assert line["data"] == {"shards": 3, "bytes": sum(s["bytes"] for s in index["shards"])}
+    rows = table([{"board": "pi", "answered": True, "last_seen": None, **line}])
+    header, row = rows
+    column = header.index("recorded")
+    assert row[column - 2:column + len("recorded")].strip() == f"{line['data']['bytes'] / 1e6:.1f}M/3"
