@@ -328,6 +328,9 @@ def netns_board(ssh_world, shared_venv, tmp_path):
     pids = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True).stdout.split()
     for pid in pids:
         subprocess.run(["kill", "-9", pid], capture_output=True)
+    if sshd.proc.poll() is None:  # a namespace deleted under it leaves its sshd outside any: end it by its process
+        sshd.proc.kill()
+        sshd.proc.wait(timeout=10)
     _ip("netns", "del", ns, check=False)
     _ip("link", "del", host_if, check=False)
     _release_slot(n)
