@@ -8,7 +8,6 @@ shard held here) is rewritten after each recording, so a loader always reads who
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -20,6 +19,8 @@ from typing import Any
 from deploy import board_client
 from deploy.link.targets import DeployError, Target
 from device import layout
+from device.layout import sha256_file
+from device.manifest import write_json_atomic
 
 
 @dataclass(frozen=True)
@@ -50,19 +51,8 @@ def local_name(board: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", board).strip("._") or "board"
 
 
-def sha256_of(path: Path) -> str:
-    """The sha256 of a file's bytes."""
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def _stored(shard: dict[str, Any]) -> str:
     return f"{shard['file'][:-4]}-{shard['sha256'][:12]}.npz"
-
-
-def _write_index(folder: Path, index: dict[str, Any]) -> None:
-    tmp = folder / f".{layout.RECORD_INDEX}.tmp"
-    tmp.write_text(json.dumps(index, indent=1) + "\n")
-    os.replace(tmp, folder / layout.RECORD_INDEX)
 
 
 def _local_index(folder: Path, board_index: dict[str, Any]) -> dict[str, Any]:
@@ -81,7 +71,7 @@ def _fetch(target: Target, remote: str, dest: Path, sha256: str, what: str) -> i
         target.get(remote, part)
     except FileNotFoundError:
         return None
-    if sha256_of(part) != sha256:
+    if sha256_file(part) != sha256:
         part.unlink(missing_ok=True)
         raise DeployError(f"{what} arrived damaged (its sha256 differs from the board's index); rerun the pull")
     os.replace(part, dest)
@@ -98,7 +88,7 @@ def pull_recording(target: Target, name: str, board_index: dict[str, Any], folde
     try:
         for shard in board_index["shards"]:
             stored = folder / _stored(shard)
-            if stored.is_file() and sha256_of(stored) == shard["sha256"]:
+            if stored.is_file() and sha256_file(stored) == shard["sha256"]:
                 result.already += 1
             else:
                 size = _fetch(target, target.path(layout.DATA, name, shard["file"]), stored, shard["sha256"],
@@ -114,7 +104,7 @@ def pull_recording(target: Target, name: str, board_index: dict[str, Any], folde
                 held.add(stored.name)
     finally:  # what arrived is listed even when the link died half-way: a rerun starts from there
         index["shards"].sort(key=lambda s: (s["run"], s["first_step"]))
-        _write_index(folder, index)
+        write_json_atomic(folder / layout.RECORD_INDEX, index)
     say(f"{target.name}: {name}: {len(intact)} shards here ({result.fetched} fetched now)")
     return intact
 

@@ -17,8 +17,8 @@ import numpy as np
 from device.atari import AtariGame
 from device.manifest import BundleError, EdgerlError, Manifest, write_json_atomic
 from device.policy import Policy, model_file
-from device.record import RecordConfig, Recorder, screen_crc
-from device.report import REPORT_VERSION, ScreenChain, episode_record
+from device.record import RecordConfig, Recorder
+from device.report import REPORT_VERSION, ScreenChain, episode_record, screen_crc
 from device.trust import load_trusted
 
 

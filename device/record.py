@@ -21,7 +21,6 @@ import os
 import threading
 import time
 import zipfile
-import zlib
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -51,11 +50,6 @@ class RecordConfig:
     """Delete the oldest shards to keep the folder's shards under this many MB (None: no bound)."""
     shard_decisions: int = SHARD_DECISIONS
     queue_decisions: int = QUEUE_DECISIONS
-
-
-def screen_crc(screen: np.ndarray) -> int:
-    """The CRC-32 of one screen's bytes, as the host recomputes it from the regenerated game."""
-    return zlib.crc32(memoryview(np.ascontiguousarray(screen)).cast("B"))
 
 
 def fsync_folder(path: Path) -> None:
@@ -116,12 +110,12 @@ def _adopt_or_remove(folder: Path, index: dict[str, Any]) -> None:
     """After a power cut: temporaries go; a whole shard renamed in before the index was rewritten is listed."""
     listed = {s["file"] for s in index["shards"]}
     for path in sorted(folder.iterdir()):
-        if path.name.startswith("shard-") and path.name.endswith(".npz") and path.name[6:-4].isdigit():
-            # A number once used is never used again: a host may hold a pulled shard of that name.
+        shard = path.name.startswith("shard-") and path.name.endswith(".npz") and path.name[6:-4].isdigit()
+        if shard:  # a number once used is never used again: a host may hold a pulled shard of that name
             index["next_shard"] = max(index.get("next_shard", 1), int(path.name[6:-4]) + 1)
         if path.name.startswith(".") and path.name.endswith(".tmp"):
             path.unlink(missing_ok=True)
-        elif path.name.startswith("shard-") and path.name.endswith(".npz") and path.name not in listed:
+        elif shard and path.name not in listed:
             data = path.read_bytes()
             try:
                 with np.load(io.BytesIO(data), allow_pickle=False) as npz:
@@ -147,7 +141,7 @@ class Recorder:
             _adopt_or_remove(self.folder, index)
             index["runs"][self.run] = {**run_meta, "started_at": time.time()}
 
-        self.index: dict[str, Any] = {}
+        self.shards, self.bytes = 0, 0
         self._update_index(begin)
         self.pending: deque[dict[str, Any]] = deque()
         self.lock, self.wake, self.closing = threading.Lock(), threading.Event(), False
@@ -171,8 +165,7 @@ class Recorder:
     def figures(self) -> dict[str, Any]:
         """For the status file: decisions written, dropped, and what the folder's shards take."""
         return {"folder": str(self.folder), "run": self.run, "recorded": self.recorded, "dropped": self.dropped,
-                "write_errors": self.write_errors, "shards": len(self.index["shards"]), "pruned": self.pruned,
-                "bytes": sum(s["bytes"] for s in self.index["shards"])}
+                "write_errors": self.write_errors, "shards": self.shards, "pruned": self.pruned, "bytes": self.bytes}
 
     def close(self, timeout: float = 30.0) -> None:
         """Write what is pending and stop the writer."""
@@ -236,9 +229,10 @@ class Recorder:
         self.pruned += len(gone)
 
     def _update_index(self, change: Callable[[dict[str, Any]], None]) -> None:
-        """Read, change and rewrite the index under its lock; keep the result for the status figures."""
+        """Read, change and rewrite the index under its lock."""
         with index_lock(self.folder):
             index = read_index(self.folder)
             change(index)
             write_whole(self.folder / INDEX, (json.dumps(index, indent=1) + "\n").encode())
-        self.index = index
+        # Counted here, in the writer thread, once per index change: the loop's status report only reads them.
+        self.shards, self.bytes = len(index["shards"]), sum(s["bytes"] for s in index["shards"])

@@ -29,6 +29,11 @@ class ReportError(EdgerlError):
     """A report cannot be read, or is not a play report this edgerl understands."""
 
 
+def screen_crc(screen: np.ndarray, running: int = 0) -> int:
+    """The CRC-32 of one screen's bytes, continuing `running` (a chain) or from 0 (one screen, as a recording keeps)."""
+    return zlib.crc32(memoryview(np.ascontiguousarray(screen)).cast("B"), running)
+
+
 class ScreenChain:
     """A running CRC-32 over every screen of an episode, with checkpoints every CHAIN_EVERY steps.
 
@@ -42,7 +47,7 @@ class ScreenChain:
 
     def add(self, screen: np.ndarray) -> None:
         """Fold in the screen after a step (the first call takes the reset screen)."""
-        self.crc = zlib.crc32(memoryview(np.ascontiguousarray(screen)).cast("B"), self.crc)
+        self.crc = screen_crc(screen, self.crc)
         self.steps += 1
         if self.steps and self.steps % CHAIN_EVERY == 0:
             self.marks.append(f"{self.crc:08x}")

@@ -264,7 +264,7 @@ class Loop:
     def _decision(self, obs: Any, action: Any, new_episode: bool) -> dict[str, Any]:
         """One decision as the recording keeps it (a game's: its step and screen CRC; a plant's: what it saw)."""
         if isinstance(self.plant, GamePlant):
-            return dict(self.plant.last or {})
+            return self.plant.last  # made fresh by each apply()
         seen = obs if isinstance(obs, dict) else {"observation": obs}
         outcome = self.plant.outcome() if callable(getattr(self.plant, "outcome", None)) else None
         reward, terminated = (float("nan"), False) if outcome is None else (float(outcome[0]), bool(outcome[1]))

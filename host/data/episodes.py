@@ -22,8 +22,8 @@ from torchrl.data import LazyMemmapStorage, OneHot, ReplayBuffer
 from torchrl.envs import EnvBase
 
 from device.manifest import EnvSpec
-from device.record import screen_crc
-from host.data.shards import DataError, Run, read_runs
+from device.report import screen_crc
+from host.data.shards import DataError, Run, read_recording_index, read_runs
 from host.envs import ale_of, make_base_env
 
 __all__ = ["DataError", "load_episodes", "replay_buffer"]
@@ -147,7 +147,8 @@ def replay_buffer(folder: Path, env: EnvBase | None = None, scratch_dir: Path | 
     first = next(tds, None)
     if first is None:
         raise DataError(f"{folder} holds no recorded decisions that can be loaded")
-    total = sum(len(r.columns["step"]) for r in read_runs(Path(folder)))
+    # Capacity from the index: what the shards hold, without reading them a second time.
+    total = sum(s["decisions"] for s in read_recording_index(Path(folder))["shards"])
     buffer = ReplayBuffer(storage=LazyMemmapStorage(total, scratch_dir=scratch_dir), batch_size=batch_size)
     buffer.extend(first)
     for td in tds:

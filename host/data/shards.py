@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,32 +32,43 @@ class Run:
     """Every decision from the run's first is here (no shard pruned or dropped before the last one kept)."""
 
 
-def read_runs(folder: Path) -> list[Run]:
-    """The folder's runs, oldest first; a shard whose bytes are not its sha256 is refused in one line."""
-    folder = Path(folder)
+def read_recording_index(folder: Path) -> dict[str, Any]:
+    """A pulled folder's index, or one line saying why it cannot be read."""
     try:
-        index = read_index(folder)
+        return read_index(Path(folder))
     except (OSError, ValueError) as err:
         raise DataError(f"cannot read the recording in {folder}: {err}") from None
-    by_run: dict[str, list[dict[str, np.ndarray]]] = {}
+
+
+def _checked_columns(folder: Path, shard: dict[str, Any]) -> dict[str, np.ndarray]:
+    path = folder / shard["file"]
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise DataError(f"{path} is listed but cannot be read ({err.strerror}); pull the folder again") from None
+    if hashlib.sha256(data).hexdigest() != shard["sha256"]:
+        raise DataError(f"{path} does not match its sha256 in {folder / 'index.json'}: it changed or was cut "
+                        "short; pull it again")
+    with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+        return {k: npz[k] for k in npz.files if k != "run"}
+
+
+def read_runs(folder: Path) -> Iterator[Run]:
+    """The folder's runs, oldest first, one run's shards in memory at a time.
+
+    A shard whose bytes are not its sha256 is refused in one line.
+    """
+    folder = Path(folder)
+    index = read_recording_index(folder)
+    shards_of: dict[str, list[dict[str, Any]]] = {}
     for shard in index["shards"]:
-        path = folder / shard["file"]
-        try:
-            data = path.read_bytes()
-        except OSError as err:
-            raise DataError(f"{path} is listed but cannot be read ({err.strerror}); pull the folder again") from None
-        if hashlib.sha256(data).hexdigest() != shard["sha256"]:
-            raise DataError(f"{path} does not match its sha256 in {folder / 'index.json'}: it changed or was cut "
-                            "short; pull it again")
-        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
-            by_run.setdefault(shard["run"], []).append({k: npz[k] for k in npz.files if k != "run"})
-    runs = []
+        shards_of.setdefault(shard["run"], []).append(shard)
     for name, meta in index["runs"].items():
-        parts = sorted(by_run.get(name, []), key=lambda c: int(c["step"][0]))
+        parts = sorted((_checked_columns(folder, shard) for shard in shards_of.get(name, [])),
+                       key=lambda c: int(c["step"][0]))
         if not parts:
             continue
         columns = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
         steps = columns["step"]
         whole = bool(steps[0] == 0 and np.all(np.diff(steps) == 1))
-        runs.append(Run(name, meta, columns, whole))
-    return runs
+        yield Run(name, meta, columns, whole)
