@@ -9,7 +9,6 @@ export <= 30 s on 2 cores; the --aoti arm shows what AOTInductor's compile adds 
 """
 
 import argparse
-import platform
 import statistics
 import subprocess
 import sys
@@ -17,15 +16,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from _measure import cpu_name
+
 REPO = Path(__file__).resolve().parents[1]
 EDGERL = Path(sys.executable).with_name("edgerl")
-
-
-def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown CPU"
 
 
 def one_export(script: str, steps: int, extra: list[str]) -> float:

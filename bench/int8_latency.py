@@ -17,8 +17,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import numpy as np  # noqa: E402
 import onnx  # noqa: E402
+from _measure import p50_p99_ms  # noqa: E402
 
 from device.manifest import INT8_FILE, load_bundle  # noqa: E402
 from host.bundle.quantize import _feeds, _session, quantize  # noqa: E402
@@ -34,10 +34,6 @@ def _int8_dot_products() -> str:
         return "unknown"
     found = sorted(flags & {"avx512_vnni", "avx_vnni", "amx_int8", "asimddp"})
     return ", ".join(found) if found else "none (AVX2 u8s8 products only)" if "avx2" in flags else "none"
-
-
-def _stats(samples: list[float]) -> tuple[float, float]:
-    return float(np.percentile(samples, 50) * 1e3), float(np.percentile(samples, 99) * 1e3)
 
 
 def main() -> None:
@@ -71,7 +67,7 @@ def main() -> None:
                 t0 = time.perf_counter()
                 s.run(None, f)
                 samples[name].append(time.perf_counter() - t0)
-    stats = {name: _stats(v) for name, v in samples.items()}
+    stats = {name: p50_p99_ms(v) for name, v in samples.items()}
     print(f"{args.bundle}: {args.calls} calls each, 1 thread, interleaved"
           f"{'' if INT8_FILE in manifest.files else ' (int8 made here: the bundle ships none)'}")
     print(f"int8 dot-product instructions on this CPU: {_int8_dot_products()}")

@@ -27,6 +27,8 @@ class RunConfig:
     threads: int | None = None
     reports: Path = Path("reports")
     """Host folder the report is fetched into."""
+    record: str | None = None
+    """Record the games into the board's data/NAME, for `edgerl data pull`."""
 
 
 class ReleaseBroken(DeployError, IntegrityError):
@@ -66,6 +68,9 @@ def run_on(target: Target, cfg: RunConfig, on_line: Callable[[str], None] | None
         argv += ["--max-steps", str(cfg.max_steps)]
     if cfg.threads:
         argv += ["--threads", str(cfg.threads)]
+    if cfg.record:
+        target.check(["mkdir", "-p", target.path(layout.DATA)], "creating data/")
+        argv += ["--record", target.path(layout.DATA, cfg.record)]
     target.check(argv, "play", env={"PYTHONPATH": current}, on_line=on_line)
     report_release = Path(current).name
     cfg.reports.mkdir(parents=True, exist_ok=True)

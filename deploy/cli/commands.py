@@ -64,12 +64,20 @@ def _wave_config(args: argparse.Namespace) -> WaveConfig:
 def _canary(args: argparse.Namespace):  # noqa: ANN202
     """The first wave's score gate: N games on the board, their mean against the manifest's, replayed here."""
     if not args.canary_games:
+        if args.canary_against:
+            raise DeployError("--canary-against judges the canary games: give --canary-games N too")
         return None
     manifest = load_bundle(args.bundle)
-    evaluation = manifest.provenance.get("evaluation") or {}
+    judged_by = args.canary_against or args.bundle  # a student is judged by its teacher's evaluation
+    baseline = load_bundle(judged_by) if args.canary_against else manifest
+    evaluation = baseline.provenance.get("evaluation") or {}
     if manifest.env is None or "mean" not in evaluation:
-        raise DeployError("--canary-games needs a game bundle with an evaluation in its manifest: run "
-                          f"`edgerl evaluate {args.bundle}` first")
+        raise DeployError("--canary-games needs a game bundle and an evaluation in the manifest it is judged by: run "
+                          f"`edgerl evaluate {judged_by}` first")
+    if baseline.env != manifest.env:
+        raise DeployError(f"--canary-against {judged_by} plays {baseline.env.game} under other settings than "
+                          f"{args.bundle} ({manifest.env.game}): its score says nothing of this one's")
+    whose = "manifest" if not args.canary_against else str(judged_by)
     floor = float(evaluation["mean"]) - args.score_margin
     opts = ssh_options(args)
     # Deferred: torch, loaded here in the main thread (the canaries are judged in threads).
@@ -78,13 +86,14 @@ def _canary(args: argparse.Namespace):  # noqa: ANN202
     def judge(board: Board, result: DeployResult) -> str | None:
         cfg = RunConfig(args.canary_games, args.canary_seed, reports=Path(args.reports))
         with open_target(board.target, board.options(opts)) as target:
-            report, local = run_on(target, cfg)
+            report, local = run_on(target, cfg, on_line=lambda line: say(f"[{board.name}] canary: {line}"))
         mean = report["mean_score"]
-        say(f"{board.name}: canary mean {mean:+.1f} over {args.canary_games} games (manifest {evaluation['mean']:+.1f}"
-             f", floor {floor:+.1f})")
+        say(f"{board.name}: canary mean {mean:+.1f} over {args.canary_games} games ({whose} {evaluation['mean']:+.1f}"
+            f", floor {floor:+.1f})")
         if mean < floor:
             return (f"its {args.canary_games} games scored {mean:+.1f} on average, more than {args.score_margin:g} "
-                    f"below the manifest's evaluated {evaluation['mean']:+.1f}")
+                    f"below {'the manifest' if not args.canary_against else judged_by}'s evaluated "
+                    f"{evaluation['mean']:+.1f}")
         try:
             replay(ReplayConfig(local, args.bundle), say=lambda _: None)
         except ReplayError as err:
@@ -200,7 +209,7 @@ def trust_cmd(args: argparse.Namespace) -> int:
 
 def run_cmd(args: argparse.Namespace) -> int:
     """Play on every board's current release and fetch the reports."""
-    cfg = RunConfig(args.episodes, args.seed, args.max_steps, reports=args.reports)
+    cfg = RunConfig(args.episodes, args.seed, args.max_steps, reports=args.reports, record=args.record)
 
     def act(board: Board, target: Any) -> None:
         report, local = run_on(target, cfg, on_line=lambda line: say(f"[{board.name}] {line}"))

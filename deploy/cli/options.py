@@ -56,6 +56,9 @@ def _deploy_parser(sub: argparse._SubParsersAction) -> None:
                    help="play N games on each first-wave board; refuse the rollout when their mean is more than "
                         "--score-margin below the manifest's evaluation, or the host's replay disagrees")
     w.add_argument("--score-margin", type=float, default=2.0, help="points below the evaluated mean (default 2)")
+    w.add_argument("--canary-against", type=Path, default=None, metavar="BUNDLE",
+                   help="judge the canary by this bundle's evaluated mean instead of its own (a distilled student "
+                        "by its teacher's)")
     w.add_argument("--canary-seed", type=int, default=0, help="emulator seed of the canary games (default 0)")
     w.add_argument("--reports", type=output_folder, default=Path("reports"), help="host folder for the canary reports")
     s = d.add_argument_group("service", "run the release under systemd")
@@ -112,6 +115,8 @@ def board_parsers(sub: argparse._SubParsersAction) -> None:
     u.add_argument("--max-steps", type=positive, default=None, help="cut each game after N agent steps")
     u.add_argument("--reports", type=output_folder, default=Path("reports"),
                    help="host folder for reports (default reports/)")
+    u.add_argument("--record", type=recording_name, default=None, metavar="NAME",
+                   help="record the games into the board's data/NAME (seed, actions, screen CRCs: edgerl data pull)")
     _one_or_fleet(u)
 
     t = sub.add_parser("status", help="a board's releases as JSON, or a table of every board of an inventory",

@@ -189,16 +189,17 @@ class LocalTarget(Target):
                                 start_new_session=True)
         err_lines = []
         assert proc.stderr is not None
-        try:
-            for line in proc.stderr:
-                err_lines.append(line)
-                on_line(line.rstrip("\n"))
-            out = proc.stdout.read() if proc.stdout else ""
-            return Completed(proc.wait(timeout=timeout), out, "".join(err_lines))
-        except BaseException:  # an interrupt here (or a timeout) must not leave the step running on unseen
-            proc.kill()
-            proc.wait()
-            raise
+        with proc:  # its pipes closed however this ends
+            try:
+                for line in proc.stderr:
+                    err_lines.append(line)
+                    on_line(line.rstrip("\n"))
+                out = proc.stdout.read() if proc.stdout else ""
+                return Completed(proc.wait(timeout=timeout), out, "".join(err_lines))
+            except BaseException:  # an interrupt here (or a timeout) must not leave the step running on unseen
+                proc.kill()
+                proc.wait()
+                raise
 
     def spawn(self, argv: list[str], what: str) -> Spawned:
         """Start argv here with pipes for stdin and stdout."""

@@ -12,11 +12,12 @@ done, terminated, truncated, and `is_init` at each episode's first decision.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
-from tensordict import TensorDict
+from tensordict import NestedKey, TensorDict
 from tensordict.nn import TensorDictModuleBase
 from torchrl.data import LazyMemmapStorage, OneHot, ReplayBuffer
 from torchrl.envs import EnvBase
@@ -65,29 +66,30 @@ def _check(run: Run, episode: int, what: str, board: np.ndarray, host: np.ndarra
                         "action set?)")
 
 
-def _game_run(run: Run, env: EnvBase | None, first_traj: int) -> list[TensorDict]:
+def _game_run(run: Run, env: EnvBase | None, first_traj: int) -> Iterator[TensorDict]:
+    """Episode by episode: a run of 30 Pong games regenerated whole would hold 26 GB of frames."""
     if not run.complete_from_start:
         warnings.warn(f"run {run.name} lacks decisions from its start (pruned by --record-max-mb or dropped): a "
                       "game is regenerated from its seed, so this run is skipped", stacklevel=3)
-        return []
+        return
     env = env if env is not None else make_base_env(EnvSpec.from_dict(run.meta["env"]))
     ale_env = ale_of(env)
     if ale_env is None:
         raise DataError(f"run {run.name} is a game ({run.meta['env']['game']}): pass the single (not batched) "
                         "TorchRL env of that game the policy was exported with")
     env.set_seed(int(run.meta["seed"]))
-    cols, out = run.columns, []
+    cols = run.columns
     for n, episode in enumerate(dict.fromkeys(cols["episode"].tolist())):
         rows = cols["episode"] == episode
         replay = _Replay(cols["action"][rows], env, ale_env.ale)
         td = env.rollout(int(rows.sum()), policy=replay, break_when_any_done=True)
-        _check(run, episode, "episode lengths", np.array([rows.sum()]), np.array([td.shape[0]]))
+        # Screens first: where a game parted from the board's, its length and rewards part too, later.
         _check(run, episode, "screens", cols["screen_crc32"][rows], replay.screens_after())
         _check(run, episode, "rewards", cols["reward"][rows], td["next", "reward"].reshape(-1).numpy())
         _check(run, episode, "episode ends", cols["terminated"][rows], td["next", "terminated"].reshape(-1).numpy())
+        _check(run, episode, "episode lengths", np.array([rows.sum()]), np.array([td.shape[0]]))
         td.set(("collector", "traj_ids"), torch.full(td.shape, first_traj + n, dtype=torch.int64))
-        out.append(td)
-    return out
+        yield td
 
 
 def _plant_run(run: Run, first_traj: int) -> list[TensorDict]:
@@ -116,22 +118,34 @@ def _plant_run(run: Run, first_traj: int) -> list[TensorDict]:
     return [td]
 
 
-def _run_data(folder: Path, env: EnvBase | None):  # noqa: ANN202 - a generator of TensorDicts
+def _run_data(folders: Sequence[Path], env: EnvBase | None, keys: Sequence[NestedKey] | None,
+              transform: Callable[[TensorDict], TensorDict] | None = None) -> Iterator[TensorDict]:
     traj = 0
-    for run in read_runs(folder):
-        tds = _game_run(run, env, traj) if run.meta.get("kind") == "game" else _plant_run(run, traj)
-        for td in tds:
-            traj = int(td["collector", "traj_ids"].max()) + 1
-            yield td
+    for folder in folders:
+        for run in read_runs(folder):
+            tds = _game_run(run, env, traj) if run.meta.get("kind") == "game" else _plant_run(run, traj)
+            for td in tds:
+                traj = int(td["collector", "traj_ids"].max()) + 1
+                if transform is not None:
+                    td = transform(td)
+                if keys is not None:
+                    missing = [k for k in keys if k not in td.keys(True)]
+                    if missing:
+                        raise DataError(f"run {run.name} has no {', '.join(map(str, missing))}: its keys are "
+                                        f"{', '.join(map(str, td.keys(True, True)))}")
+                    td = td.select(*keys, ("collector", "traj_ids"))
+                yield td
 
 
-def load_episodes(folder: Path, env: EnvBase | None = None) -> TensorDict:
+def load_episodes(folder: Path, env: EnvBase | None = None, keys: Sequence[NestedKey] | None = None) -> TensorDict:
     """Every recorded decision of a pulled folder, as one TensorDict of transitions (see the module's text).
 
     `env`: the TorchRL env the policy was exported with; needed for game runs whose observations are the
     env's transforms of the screen (without it, the game's raw screens come back under `pixels`).
+    `keys`: keep only these (and `("collector", "traj_ids")`), run by run: a game's decision carries its
+    screens and transformed frames, ~430 KB for Pong's stacked policy, where a learner may need 115.
     """
-    tds = list(_run_data(Path(folder), env))
+    tds = list(_run_data([Path(folder)], env, keys))
     if not tds:
         raise DataError(f"{folder} holds no recorded decisions that can be loaded")
     keys = [set(td.keys(True, True)) for td in tds]
@@ -140,15 +154,22 @@ def load_episodes(folder: Path, env: EnvBase | None = None) -> TensorDict:
     return torch.cat(tds)
 
 
-def replay_buffer(folder: Path, env: EnvBase | None = None, scratch_dir: Path | None = None,
-                  batch_size: int = 256) -> ReplayBuffer:
-    """The recorded transitions in a TorchRL ReplayBuffer on memory-mapped storage (larger than memory is fine)."""
-    tds = _run_data(Path(folder), env)
+def replay_buffer(folders: Path | Sequence[Path], env: EnvBase | None = None, scratch_dir: Path | None = None,
+                  batch_size: int = 256, keys: Sequence[NestedKey] | None = None,
+                  transform: Callable[[TensorDict], TensorDict] | None = None) -> ReplayBuffer:
+    """Recorded transitions in a TorchRL ReplayBuffer on memory-mapped storage (larger than memory is fine).
+
+    `folders`: one pulled recording, or several (boards', or a teacher's and a student's).
+    `transform` sees each episode (a game's) or run (a plant's) whole before it is stored, then `keys` are kept:
+    a teacher relabelling a student's recorded games (DAgger), a reward of your own.
+    """
+    folders = [Path(folders)] if isinstance(folders, (str, Path)) else [Path(f) for f in folders]
+    tds = _run_data(folders, env, keys, transform)
     first = next(tds, None)
     if first is None:
-        raise DataError(f"{folder} holds no recorded decisions that can be loaded")
-    # Capacity from the index: what the shards hold, without reading them a second time.
-    total = sum(s["decisions"] for s in read_recording_index(Path(folder))["shards"])
+        raise DataError(f"{', '.join(map(str, folders))}: no recorded decisions that can be loaded")
+    # Capacity from the indexes: what the shards hold, without reading them a second time.
+    total = sum(s["decisions"] for folder in folders for s in read_recording_index(folder)["shards"])
     buffer = ReplayBuffer(storage=LazyMemmapStorage(total, scratch_dir=scratch_dir), batch_size=batch_size)
     buffer.extend(first)
     for td in tds:

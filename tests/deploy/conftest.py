@@ -76,7 +76,8 @@ def start_sshd(root: Path, client_pub: Path, listen: tuple[str, ...] = ("127.0.0
     )
     log = root / "sshd.log"
     prefix = ["ip", "netns", "exec", netns] if netns else []
-    proc = subprocess.Popen([*prefix, SSHD, "-D", "-e", "-f", str(config)], stderr=open(log, "w"))
+    with open(log, "w") as log_file:  # the server holds its own copy of the descriptor
+        proc = subprocess.Popen([*prefix, SSHD, "-D", "-e", "-f", str(config)], stderr=log_file)
     for _ in range(100):
         try:
             socket.create_connection((listen[0], port), timeout=0.2).close()

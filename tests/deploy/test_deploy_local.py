@@ -10,14 +10,16 @@ from pathlib import Path
 
 import in_process
 
-from device.manifest import EXIT_INTERRUPTED
+from device.manifest import EXIT_INTERRUPTED, load_bundle
+from host.data import load_episodes
+from host.policies import PolicyConfig, build_env
 
 
 def edgerl(*args, env=None):
     return in_process.edgerl(*args, env=env, timeout=600)
 
 
-def test_local_board_deploy_run_status_rollback(bundles, tmp_path, ssh_world):
+def test_local_board_deploy_run_record_pull_status_rollback(bundles, tmp_path, ssh_world):
     board = tmp_path / "board"
     board.mkdir()
     (board / "venvs").symlink_to(ssh_world.venvs)
@@ -26,9 +28,19 @@ def test_local_board_deploy_run_status_rollback(bundles, tmp_path, ssh_world):
     assert first.returncode == 0, first.stdout + first.stderr
     second = edgerl("deploy", bundles["stacked"], "--to", f"local:{board}", env=env)
     assert second.returncode == 0 and "venv reused" in second.stdout
-    run = edgerl("run", "--on", f"local:{board}", "--max-steps", 50, "--reports", tmp_path / "r", env=env)
+    run = edgerl("run", "--on", f"local:{board}", "--max-steps", 50, "--reports", tmp_path / "r", "--record", "games",
+                 env=env)
     assert run.returncode == 0, run.stderr
     assert "steps/s" in run.stdout
+    # The game played there comes home as the stacked policy's own env would have played it.
+    pulled = edgerl("data", "pull", "--on", f"local:{board}", "--out", tmp_path / "data", env=env)
+    assert pulled.returncode == 0, pulled.stderr
+    report = json.loads(next((tmp_path / "r").glob("*.json")).read_text())
+    spec = load_bundle(bundles["stacked"]).env
+    folder = next((tmp_path / "data").iterdir()) / "games"
+    games = load_episodes(folder, build_env(PolicyConfig(network="stacked"), spec), keys=["action", "pixels_trsf"])
+    assert games["action"].tolist() == list(bytes.fromhex(report["episodes"][0]["actions_hex"]))
+    assert games["pixels_trsf"].shape == (50, 4, 84, 84)
     status = json.loads(edgerl("status", "--on", f"local:{board}", env=env).stdout)
     assert status["current"].startswith("stacked-") and status["previous"].startswith("dqn-")
     assert edgerl("rollback", "--on", f"local:{board}", env=env).returncode == 0

@@ -10,12 +10,18 @@ import subprocess
 import sys
 from pathlib import Path
 
+import in_process
 import pytest
+import torch
 
 from deploy.link.ssh import SshTarget
 from deploy.link.targets import DeployError
 from deploy.pull import PullConfig, pull
 from deploy.release import DeployConfig, deploy
+from device.manifest import load_bundle
+from host.bundle.export import ExportOptions
+from host.data import load_episodes
+from host.policies import PolicyConfig, build_env
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -63,3 +69,39 @@ def test_a_student_distilled_from_the_boards_recording_holds_the_cart_after_its_
     status = serve_cart(board / "current", "--seconds", 4)  # the board's current release: the student
     assert status["release"] == deployed.release
     assert abs(status["io_status"]["position_m"]) < 0.1, status["io_status"]  # the cart starts 1 m off rest
+
+
+def test_a_pong_student_learns_the_teachers_games_recorded_by_edgerl_run_and_goes_back_to_the_board(
+        ssh_world, tmp_path):
+    board, env = tmp_path / "board", ssh_world.env()
+    board.mkdir()
+    (board / "venvs").symlink_to(ssh_world.venvs)
+    target = f"local:{board}"
+
+    def edgerl(*args: object) -> str:
+        done = in_process.edgerl(*args, env=env, timeout=600)
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done.stdout
+
+    edgerl("deploy", "models/pong", "--to", target)
+    edgerl("run", "--on", target, "--max-steps", 300, "--seed", 5, "--record", "pong", "--reports", tmp_path / "r")
+    edgerl("data", "pull", "--on", target, "--out", tmp_path / "data")
+    teacher = load_bundle(REPO / "models" / "pong")
+    game_env = build_env(PolicyConfig(network=teacher.policy_kind), teacher.env)
+    learn = example()
+    recording = next((tmp_path / "data").iterdir()) / "pong"
+    student, figures = learn.fit_game(recording, game_env, steps=150, scratch=tmp_path / "memmap",
+                                      say=lambda _: None)
+    assert figures["decisions"] == 300 and figures["parameters"] < 400_000  # the teacher has 1.7 M
+    recorded = load_episodes(recording, game_env, keys=["action", "pixels"])
+    commonest = recorded["action"].bincount().max().item() / 300
+    # DAgger's relabelling, held to what the board did: the teacher on the regenerated screens chooses as it did there.
+    relabelled = learn.teacher_labels(REPO / "models" / "pong")(recorded.clone())
+    assert torch.equal(relabelled["action"], recorded["action"])
+    assert figures["agreement"] > commonest + 0.25, (figures, commonest)  # it reads the screen, not the prior
+    bundle = learn.export_policy(student, game_env, tmp_path / "student", say=lambda _: None,
+                                 options=ExportOptions(verify_steps=100, label="stacked-student"))
+    edgerl("deploy", bundle, "--to", target)
+    played = edgerl("run", "--on", target, "--max-steps", 100, "--reports", tmp_path / "r2")
+    assert "stacked-student-" in json.loads(edgerl("status", "--on", target))["current"]
+    assert "steps/s" in played

@@ -137,6 +137,13 @@ def test_a_canary_that_scores_far_below_its_manifest_is_refused_and_put_back(fle
     assert fleet.current("pi01") == old
     assert "the canary refused the release" in done.stdout
     assert all("not touched" in line for name, line in rows(done.stdout).items() if name != "pi01")
+    # A student is judged by its teacher's evaluation: an untrained one (no evaluation of its own) against Pong's.
+    done = fleet.cli("deploy", bundles["stacked"], "--waves", "1,100%", "--canary-games", "1", "--canary-against",
+                     "models/pong", "--reports", tmp_path / "r")
+    assert done.returncode == EXIT_ROLLOUT_STOPPED, done.stdout + done.stderr
+    assert re.search(r"pi01: canary refused: its 1 games scored -\d+\.\d on average, more than 2 below "
+                     r"models/pong's evaluated \+18\.2", done.stdout), done.stdout
+    assert fleet.current("pi01") == old
 
 
 def test_ctrl_c_between_waves_stops_with_a_true_message(fleet, bundles):

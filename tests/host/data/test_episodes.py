@@ -42,9 +42,8 @@ def trained_env():
 def recorded_pong(tmp_path_factory) -> tuple[Path, dict]:
     folder = tmp_path_factory.mktemp("pong") / "rec"
     report = tmp_path_factory.mktemp("pong") / "report.json"
-    # Two episodes cut at 400 steps (a whole Pong game is ~4,000: a minute each way on these 2 cores): the second
-    # starts where the first left the emulator, as on the board.
-    device("play", PONG, "--record", folder, "--episodes", 2, "--max-steps", 400, "--seed", 7, "--report", report)
+    # Two whole games (~4,000 decisions): the second starts where the first left the emulator, as on the board.
+    device("play", PONG, "--record", folder, "--episodes", 2, "--seed", 7, "--report", report)
     return folder, json.loads(report.read_text())
 
 
