@@ -4,9 +4,10 @@ A game run is regenerated through the user's own env (the one they exported with
 as the board's run was, stepped with the recorded actions, episode after episode, each step's screen checked
 against the CRC the board recorded, each reward and episode end against the board's. What comes back is
 TorchRL's own `env.rollout` for those seeds and actions, every key, plus `("collector", "traj_ids")` as
-TorchRL's collectors number trajectories. A run on the user's own plant comes back as recorded: its
-observations under their names, the action, `("next", ...)` reward (NaN where the plant has no `outcome()`),
-done, terminated, truncated, and `is_init` at each episode's first decision.
+TorchRL's collectors number trajectories; given the policy the bundle came from, also what it writes (a
+recurrent state, action values), as in the user's rollout with it. A run on the user's own plant comes back
+as recorded: its observations under their names, the action, `("next", ...)` reward (NaN where the plant has
+no `outcome()`), done, terminated, truncated, and `is_init` at each episode's first decision.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import torch
 from tensordict import NestedKey, TensorDict
 from tensordict.nn import TensorDictModuleBase
 from torchrl.data import LazyMemmapStorage, OneHot, ReplayBuffer
-from torchrl.envs import EnvBase
+from torchrl.envs import EnvBase, ExplorationType, set_exploration_type
 
 from device.manifest import EnvSpec
 from device.report import screen_crc
@@ -36,15 +37,19 @@ class _Replay(TensorDictModuleBase):
     in_keys: list = []
     out_keys: list = ["action"]
 
-    def __init__(self, actions: np.ndarray, env: EnvBase, ale: object) -> None:
+    def __init__(self, actions: np.ndarray, env: EnvBase, ale: object,
+                 policy: TensorDictModuleBase | None = None) -> None:
         super().__init__()
         self.actions, self.spec, self.ale, self.crcs = actions, env.action_spec, ale, []
+        self.policy = policy
 
     def forward(self, tensordict: TensorDict) -> TensorDict:
-        """Write the next recorded action in the env's own encoding."""
+        """Write the next recorded action in the env's own encoding (after the user's policy wrote its keys)."""
         step = len(self.crcs)
         # The screen now is the one the previous action led to (none before the first).
         self.crcs.append(screen_crc(self.ale.getScreenRGB()) if step else None)
+        if self.policy is not None:
+            tensordict = self.policy(tensordict)
         index = torch.as_tensor(int(self.actions[step]))
         if isinstance(self.spec, OneHot):
             tensordict["action"] = torch.nn.functional.one_hot(index, self.spec.shape[-1]).to(self.spec.dtype)
@@ -66,7 +71,8 @@ def _check(run: Run, episode: int, what: str, board: np.ndarray, host: np.ndarra
                         "action set?)")
 
 
-def _game_run(run: Run, env: EnvBase | None, first_traj: int) -> Iterator[TensorDict]:
+def _game_run(run: Run, env: EnvBase | None, first_traj: int,
+              policy: TensorDictModuleBase | None) -> Iterator[TensorDict]:
     """Episode by episode: a run of 30 Pong games regenerated whole would hold 26 GB of frames."""
     if not run.complete_from_start:
         warnings.warn(f"run {run.name} lacks decisions from its start (pruned by --record-max-mb or dropped): a "
@@ -81,8 +87,9 @@ def _game_run(run: Run, env: EnvBase | None, first_traj: int) -> Iterator[Tensor
     cols = run.columns
     for n, episode in enumerate(dict.fromkeys(cols["episode"].tolist())):
         rows = cols["episode"] == episode
-        replay = _Replay(cols["action"][rows], env, ale_env.ale)
-        td = env.rollout(int(rows.sum()), policy=replay, break_when_any_done=True)
+        replay = _Replay(cols["action"][rows], env, ale_env.ale, policy)
+        with torch.no_grad(), set_exploration_type(ExplorationType.DETERMINISTIC):
+            td = env.rollout(int(rows.sum()), policy=replay, break_when_any_done=True)
         # Screens first: where a game parted from the board's, its length and rewards part too, later.
         _check(run, episode, "screens", cols["screen_crc32"][rows], replay.screens_after())
         _check(run, episode, "rewards", cols["reward"][rows], td["next", "reward"].reshape(-1).numpy())
@@ -119,11 +126,13 @@ def _plant_run(run: Run, first_traj: int) -> list[TensorDict]:
 
 
 def _run_data(folders: Sequence[Path], env: EnvBase | None, keys: Sequence[NestedKey] | None,
-              transform: Callable[[TensorDict], TensorDict] | None = None) -> Iterator[TensorDict]:
+              transform: Callable[[TensorDict], TensorDict] | None = None,
+              policy: TensorDictModuleBase | None = None) -> Iterator[TensorDict]:
     traj = 0
     for folder in folders:
         for run in read_runs(folder):
-            tds = _game_run(run, env, traj) if run.meta.get("kind") == "game" else _plant_run(run, traj)
+            game = run.meta.get("kind") == "game"
+            tds = _game_run(run, env, traj, policy) if game else _plant_run(run, traj)
             for td in tds:
                 traj = int(td["collector", "traj_ids"].max()) + 1
                 if transform is not None:
@@ -137,15 +146,19 @@ def _run_data(folders: Sequence[Path], env: EnvBase | None, keys: Sequence[Neste
                 yield td
 
 
-def load_episodes(folder: Path, env: EnvBase | None = None, keys: Sequence[NestedKey] | None = None) -> TensorDict:
+def load_episodes(folder: Path, env: EnvBase | None = None, keys: Sequence[NestedKey] | None = None,
+                  policy: TensorDictModuleBase | None = None) -> TensorDict:
     """Every recorded decision of a pulled folder, as one TensorDict of transitions (see the module's text).
 
     `env`: the TorchRL env the policy was exported with; needed for game runs whose observations are the
     env's transforms of the screen (without it, the game's raw screens come back under `pixels`).
     `keys`: keep only these (and `("collector", "traj_ids")`), run by run: a game's decision carries its
     screens and transformed frames, ~430 KB for Pong's stacked policy, where a learner may need 115.
+    `policy`: the TorchRL policy the bundle was exported from. Run along a game's recorded actions (which stay
+    the board's), it writes what it writes in the user's own rollout: a recurrent policy's state
+    (`recurrent_state_h`, `("next", "recurrent_state_h")`...), its action values. Plant runs come back without it.
     """
-    tds = list(_run_data([Path(folder)], env, keys))
+    tds = list(_run_data([Path(folder)], env, keys, policy=policy))
     if not tds:
         raise DataError(f"{folder} holds no recorded decisions that can be loaded")
     keys = [set(td.keys(True, True)) for td in tds]
@@ -156,15 +169,16 @@ def load_episodes(folder: Path, env: EnvBase | None = None, keys: Sequence[Neste
 
 def replay_buffer(folders: Path | Sequence[Path], env: EnvBase | None = None, scratch_dir: Path | None = None,
                   batch_size: int = 256, keys: Sequence[NestedKey] | None = None,
-                  transform: Callable[[TensorDict], TensorDict] | None = None) -> ReplayBuffer:
+                  transform: Callable[[TensorDict], TensorDict] | None = None,
+                  policy: TensorDictModuleBase | None = None) -> ReplayBuffer:
     """Recorded transitions in a TorchRL ReplayBuffer on memory-mapped storage (larger than memory is fine).
 
     `folders`: one pulled recording, or several (boards', or a teacher's and a student's).
     `transform` sees each episode (a game's) or run (a plant's) whole before it is stored, then `keys` are kept:
-    a teacher relabelling a student's recorded games (DAgger), a reward of your own.
+    a teacher relabelling a student's recorded games (DAgger), a reward of your own. `policy`: as `load_episodes`.
     """
     folders = [Path(folders)] if isinstance(folders, (str, Path)) else [Path(f) for f in folders]
-    tds = _run_data(folders, env, keys, transform)
+    tds = _run_data(folders, env, keys, transform, policy)
     first = next(tds, None)
     if first is None:
         raise DataError(f"{', '.join(map(str, folders))}: no recorded decisions that can be loaded")

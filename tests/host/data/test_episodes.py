@@ -12,12 +12,13 @@ import numpy as np
 import pytest
 import torch
 from tensordict.nn import TensorDictModule
-from torchrl.envs import InitTracker, StepCounter
+from torchrl.envs import ExplorationType, InitTracker, StepCounter, set_exploration_type
 
 from device.manifest import load_bundle
 from device.record import INDEX, shard_bytes
 from host.data import DataError, load_episodes, replay_buffer
 from host.envs import make_env
+from host.policies import PolicyConfig, build_policy
 
 REPO = Path(__file__).resolve().parents[3]
 PONG = REPO / "models" / "pong"
@@ -67,6 +68,26 @@ def test_a_recorded_pong_game_loads_as_the_envs_own_rollout_bit_for_bit(recorded
     assert loaded.shape[0] == sum(e["steps"] for e in report["episodes"])
     scores = [loaded["next", "reward"][loaded["collector", "traj_ids"] == n].sum().item() for n in (0, 1)]
     assert scores == [e["score"] for e in report["episodes"]]
+
+
+def test_a_recurrent_policys_recorded_game_loads_with_its_state_as_its_own_rollout_would(bundles, tmp_path):
+    folder, report = tmp_path / "rec", tmp_path / "report.json"
+    device("play", bundles["lstm"], "--record", folder, "--max-steps", 80, "--seed", 3, "--report", report)
+    # The TorchRL policy the bundle was exported from (an untrained LSTM, seed 0), and the env it acts in.
+    built = build_policy(PolicyConfig(network="lstm"), load_bundle(bundles["lstm"]).env)
+    loaded = load_episodes(folder, built.env, policy=built.actor)
+    env = build_policy(PolicyConfig(network="lstm"), load_bundle(bundles["lstm"]).env).env
+    env.set_seed(3)
+    with torch.no_grad(), set_exploration_type(ExplorationType.DETERMINISTIC):
+        expected = env.rollout(80, policy=built.actor)
+    keys = set(expected.keys(True, True))
+    assert {"recurrent_state_h", ("next", "recurrent_state_c"), "action_value", "is_init"} <= keys
+    assert expected["next", "recurrent_state_h"].abs().sum() > 0  # a state that moved, not the primer's zeros
+    for key in keys:
+        assert torch.equal(loaded[key], expected[key]), key
+    # The board's own actions, kept: what its ONNX model chose, step for step.
+    played = json.loads(report.read_text())["episodes"][0]
+    assert loaded["action"].tolist() == list(bytes.fromhex(played["actions_hex"]))
 
 
 def _rewrite_first_shard(folder: Path, change, fix_sum: bool) -> None:
