@@ -187,8 +187,9 @@ class Recorder:
                 try:
                     self._write_shard(batch)
                 except (OSError, ValueError):  # a full disk, a folder gone or an index edited by hand: the
-                    self.write_errors += 1     # record loses this batch, the loop loses nothing
-                    self.dropped += len(batch)
+                    with self.lock:            # record loses this batch, the loop loses nothing
+                        self.write_errors += 1
+                        self.dropped += len(batch)  # add() counts its drops under this lock too
                 if not closing and len(batch) < self.cfg.shard_decisions:
                     break
             if closing:

@@ -163,8 +163,10 @@ def test_a_release_whose_service_records_writes_into_its_boards_data_folder(cart
 def test_a_full_disk_costs_the_recording_never_the_loop(tmp_path):
     with small_tmpfs(tmp_path / "small", "size=64k", "the full-disk test") as small:
         recorder = Recorder(RecordConfig(small / "rec", shard_decisions=100), {"kind": "io"})
-        for i in range(300):  # 100 decisions of 1 KB observations: each shard is larger than the disk
-            recorder.add({"obs.camera": np.full(1024, i % 256, dtype=np.uint8), "action": np.float32(0.0)})
+        # 80 KB observations: a shard of even one decision is larger than the disk, however the writer's
+        # batches fall (it takes what is pending when woken: 100, then maybe 85 and 15).
+        for i in range(300):
+            recorder.add({"obs.camera": np.full(80_000, i % 256, dtype=np.uint8), "action": np.float32(0.0)})
         recorder.close()
-        assert recorder.write_errors == 3 and recorder.dropped == 300 and recorder.recorded == 0
+        assert recorder.write_errors >= 3 and recorder.dropped == 300 and recorder.recorded == 0
         assert read_index(small / "rec")["shards"] == [] and not list((small / "rec").glob(".*.tmp"))
