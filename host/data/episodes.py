@@ -99,7 +99,28 @@ def _game_run(run: Run, env: EnvBase | None, first_traj: int,
         yield td
 
 
-def _plant_run(run: Run, first_traj: int) -> list[TensorDict]:
+def _policy_along(td: TensorDict, policy: TensorDictModuleBase, names: list[str]) -> TensorDict:
+    """A plant run's transitions with what the policy writes, decision by decision, its `("next", ...)` carried.
+
+    The board's policy carried its state the same way: from each decision to the next, reset where `is_init`
+    (an episode's start, or after a gap). A state not yet carried starts as zeros, as TorchRL's primer starts it.
+    """
+    outs, carried = [], None
+    with torch.no_grad(), set_exploration_type(ExplorationType.DETERMINISTIC):
+        for i in range(td.shape[0]):
+            step = td[i].select(*names, "is_init").clone()
+            if carried is not None:
+                step.update(carried)
+            out = policy(step)
+            carried = out["next"].clone() if "next" in out.keys() else TensorDict()
+            for key in carried.keys(True, True):
+                if key not in out.keys(True):
+                    out.set(key, torch.zeros_like(carried[key]))
+            outs.append(out.exclude(*names, "is_init", "action"))
+    return td.update(torch.stack(outs))
+
+
+def _plant_run(run: Run, first_traj: int, policy: TensorDictModuleBase | None) -> list[TensorDict]:
     cols = run.columns
     steps = cols["step"]
     # A decision becomes a transition when the one after it is recorded: that is its ("next", observation).
@@ -122,7 +143,7 @@ def _plant_run(run: Run, first_traj: int) -> list[TensorDict]:
                               "terminated": column(cols["terminated"], keep),
                               "truncated": column(cols["truncated"], keep)}}, batch_size=[len(keep)])
     td.set(("collector", "traj_ids"), torch.from_numpy(np.cumsum(starts)[keep] - 1 + first_traj))
-    return [td]
+    return [td if policy is None else _policy_along(td, policy, names)]
 
 
 def _run_data(folders: Sequence[Path], env: EnvBase | None, keys: Sequence[NestedKey] | None,
@@ -132,7 +153,7 @@ def _run_data(folders: Sequence[Path], env: EnvBase | None, keys: Sequence[Neste
     for folder in folders:
         for run in read_runs(folder):
             game = run.meta.get("kind") == "game"
-            tds = _game_run(run, env, traj, policy) if game else _plant_run(run, traj)
+            tds = _game_run(run, env, traj, policy) if game else _plant_run(run, traj, policy)
             for td in tds:
                 traj = int(td["collector", "traj_ids"].max()) + 1
                 if transform is not None:
@@ -154,9 +175,10 @@ def load_episodes(folder: Path, env: EnvBase | None = None, keys: Sequence[Neste
     env's transforms of the screen (without it, the game's raw screens come back under `pixels`).
     `keys`: keep only these (and `("collector", "traj_ids")`), run by run: a game's decision carries its
     screens and transformed frames, ~430 KB for Pong's stacked policy, where a learner may need 115.
-    `policy`: the TorchRL policy the bundle was exported from. Run along a game's recorded actions (which stay
-    the board's), it writes what it writes in the user's own rollout: a recurrent policy's state
-    (`recurrent_state_h`, `("next", "recurrent_state_h")`...), its action values. Plant runs come back without it.
+    `policy`: the TorchRL policy the bundle was exported from. Run along the recorded decisions (whose actions
+    stay the board's), it writes what it writes in the user's own rollout: a recurrent policy's state
+    (`recurrent_state_h`, `("next", "recurrent_state_h")`...), its action values. A game's through the env's
+    rollout; a plant's decision by decision, its state carried from each to the next and reset at `is_init`.
     """
     tds = list(_run_data([Path(folder)], env, keys, policy=policy))
     if not tds:

@@ -11,8 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from tensordict.nn import TensorDictModule
+from tensordict.nn import TensorDictModule, TensorDictSequential
+from torch import nn
 from torchrl.envs import ExplorationType, InitTracker, StepCounter, set_exploration_type
+from torchrl.modules import GRUModule, set_recurrent_mode
 
 from device.manifest import load_bundle
 from device.record import INDEX, shard_bytes
@@ -129,3 +131,25 @@ def test_a_plant_run_loads_as_transitions_and_fills_a_replay_buffer(cart_bundle,
     assert data["is_init"][0].item() and not data["is_init"][1:].any() and not data["next", "done"].any()
     buffer = replay_buffer(folder, scratch_dir=tmp_path / "memmap")
     assert len(buffer) == data.shape[0] and buffer.sample()["action"].shape == (256, 1)
+
+
+def test_a_recurrent_policy_run_along_a_plant_recording_carries_its_state_as_torchrl_does_over_the_sequence(
+        cart_bundle, tmp_path):
+    folder = tmp_path / "rec"
+    for _ in range(2):  # two runs: the second starts from zeros again, at its is_init
+        device("serve", cart_bundle, "--io", "examples/cart_io.py:Cart", "--hz", 50, "--seconds", 1, "--record", folder)
+    torch.manual_seed(0)
+    gru = GRUModule(input_size=2, hidden_size=8, in_keys=["observation", "h"],
+                    out_keys=["feat", ("next", "h")]).make_python_based()
+    policy = TensorDictSequential(gru, TensorDictModule(nn.Linear(8, 1), ["feat"], ["action"]))
+    loaded = load_episodes(folder, policy=policy)
+    assert loaded["is_init"].sum() == 2 and loaded["next", "h"].abs().sum() > 0
+    # TorchRL's recurrent mode runs the GRU over the whole sequence in one call, reset where is_init: the same states.
+    with set_recurrent_mode(True), torch.no_grad():
+        whole = policy(loaded.select("observation", "is_init").clone().unsqueeze(0))
+    # (Its output at each step; of the state it keeps the last. A one-layer GRU's output is its state.)
+    assert torch.allclose(whole["feat"][0], loaded["feat"], atol=1e-6)
+    assert torch.allclose(loaded["feat"], loaded["next", "h"][:, 0], atol=1e-6)
+    assert torch.allclose(whole["next", "h"][0, -1], loaded["next", "h"][-1], atol=1e-6)
+    assert torch.equal(loaded["h"][1:][~loaded["is_init"][1:, 0]], loaded["next", "h"][:-1][~loaded["is_init"][1:, 0]])
+    assert torch.equal(loaded["action"], load_episodes(folder)["action"])  # the board's actions, kept
