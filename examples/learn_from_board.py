@@ -94,11 +94,12 @@ def game_student(env: EnvBase, channels: list[int], hidden: int) -> TensorDictSe
     (paddles, ball), and without it the net sat at the actions' prior for the first thousand steps.
     """
     frames = env.fake_tensordict()[OBS_KEY].unsqueeze(0)
+    kernels, strides = [8, 4], [4, 2]  # the Nature CNN's first two layers
     shapes, size = [], frames.shape[-1]
-    for n, (kernel, stride) in zip(channels, [(8, 4), (4, 2)], strict=True):
+    for n, kernel, stride in zip(channels, kernels, strides, strict=True):
         size = (size - kernel) // stride + 1
         shapes.append({"normalized_shape": [n, size, size]})
-    conv = ConvNet(num_cells=channels, kernel_sizes=[8, 4], strides=[4, 2], activation_class=nn.ReLU,
+    conv = ConvNet(num_cells=channels, kernel_sizes=kernels, strides=strides, activation_class=nn.ReLU,
                    norm_class=nn.LayerNorm, norm_kwargs=shapes)
     head = MLP(out_features=env.action_spec.space.n, num_cells=[hidden], activation_class=nn.ReLU,
                norm_class=nn.LayerNorm, norm_kwargs={"normalized_shape": hidden})
