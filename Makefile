@@ -17,7 +17,7 @@ EPISODES ?= 1
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[host,deploy,fleet,test]'
+	$(PY) -m pip install -q -e '.[host,deploy,fleet,channel,test]'
 	touch $(STAMP)
 
 venv: $(STAMP)

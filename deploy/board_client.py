@@ -17,12 +17,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from deploy.board import data, durable, fleet_line, health, runner, service, side, trust, units
+from deploy.board import data, durable, fleet_line, health, runner, service, side, trust, units, venvs
 from deploy.link.targets import DeployError, Spawned, Target
 from device import layout
 
 _DEVICE = Path(layout.__file__).resolve().parent
-_BOARD_MODULES = (side, service, health, units, durable, runner, trust, fleet_line, data)
+_BOARD_MODULES = (side, service, health, units, durable, runner, trust, fleet_line, data, venvs)
 SHIPPED = {Path(m.__file__).name: Path(m.__file__).resolve() for m in _BOARD_MODULES} | {
     "device/__init__.py": _DEVICE / "__init__.py",
     "device/layout.py": _DEVICE / "layout.py",

@@ -8,8 +8,6 @@ board's architecture and Python, pushed over the same resumable upload.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import subprocess
 import sys
 import time
@@ -20,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from deploy import board_client
+from deploy.board import venvs
 from deploy.link.targets import DeployError, Target
 from device import layout
 
@@ -46,9 +45,8 @@ def pinned_requirements(cfg: InstallConfig) -> list[str]:
 
 
 def venv_key(requirements: list[str], board: dict[str, Any]) -> str:
-    """Name of the venv for these requirements on this kind of board."""
-    text = json.dumps([sorted(requirements), board["machine"], board["python"]])
-    return hashlib.sha256(text.encode()).hexdigest()[:12]
+    """Name of the venv for these requirements on this kind of board (a board that pulls computes the same)."""
+    return venvs.venv_key(requirements, board["machine"], board["python"])
 
 
 def _platforms(machine: str) -> list[str]:

@@ -18,6 +18,8 @@ any release (or venv) exists there.
       reports/                             play reports
       .deploy.lock                         flock held by the deploy in progress
       .board/<code digest>/                the board module of the host that deployed
+      channel/                             a board that pulls (`edgerl enroll`): agent.json, credentials,
+                                           metadata/ (TUF's trusted metadata), agent/<digest>/, lib/, last-poll.json
 """
 
 from __future__ import annotations
@@ -60,6 +62,8 @@ DATA = "data"
 """Recordings the host pulls (`edgerl data pull`): each a folder `data/NAME/` that `--record` wrote."""
 RECORD_INDEX = "index.json"
 """A recording's index: its runs, and its shards with their sha256 (device/record.py writes it)."""
+CHANNEL = "channel"
+"""A board that pulls its releases from a TUF channel keeps the agent, its settings and TUF's metadata here."""
 RECORD_LOCK = ".index.lock"
 """flock'ed by whoever rewrites a recording's index: the recording loop, and a pull that prunes."""
 

@@ -9,6 +9,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from deploy.cli.channel_options import channel_parsers
 from deploy.cli.options import board_parsers
 from device.args import OneLineParser, output_file, output_folder
 from device.args import positive as _positive
@@ -133,6 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     _verify_parser(sub)
     _train_parser(sub)
     board_parsers(sub)
+    channel_parsers(sub)
     return parser
 
 
@@ -230,16 +232,17 @@ def _replay(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-BOARD_COMMANDS = ("deploy", "run", "status", "rollback", "service", "sign", "trust", "data")
+BOARD_COMMANDS = ("deploy", "run", "status", "rollback", "service", "sign", "trust", "data", "channel", "publish",
+                  "enroll")
 
 
-def _board(name: str) -> Callable[[argparse.Namespace], int]:
+def _board(name: str, module: str = "commands") -> Callable[[argparse.Namespace], int]:
     """The board commands import paramiko; only they do, so `edgerl plot` works without the deploy extra."""
 
     def handler(args: argparse.Namespace) -> int:
-        from deploy.cli import commands  # deferred: paramiko is the deploy extra's
+        from deploy.cli import channel_commands, commands  # deferred: paramiko (and tuf) are the extras'
 
-        return getattr(commands, name)(args)
+        return getattr(channel_commands if module == "channel" else commands, name)(args)
 
     return handler
 
@@ -266,11 +269,13 @@ def main(argv: list[str] | None = None) -> int:
                 "run": _board("run_cmd"), "status": _board("status_cmd"),
                 "rollback": _board("rollback_cmd"), "service": _board("service_cmd"),
                 "sign": _board("sign_cmd"), "trust": _board("trust_cmd"),
-                "data": _board("data_cmd")}
+                "data": _board("data_cmd"), "channel": _board("channel_cmd", "channel"),
+                "publish": _board("publish_cmd", "channel"), "enroll": _board("enroll_cmd", "channel")}
     try:
         return handlers[args.command](args)
     except ImportError as err:
-        extra = "deploy" if args.command in BOARD_COMMANDS else "host"
+        extra = ("channel" if args.command in BOARD_COMMANDS[-3:] else "deploy") if args.command in BOARD_COMMANDS \
+            else "host"
         print(f"error: {err.name or err} is not installed; pip install 'edgerl[{extra}]' for `edgerl {args.command}`",
               file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -51,6 +51,8 @@ NEEDS: dict[str, tuple[Need, ...]] = {
         Need("tc", "iproute2", "slow and lossy links"),
         Need(f"/usr/lib/{SYSTEM_PYTHON}/ensurepip/__init__.py", f"{SYSTEM_PYTHON}-venv",
              "a test board that installs its own venv runs `python3 -m venv` with Debian's python"),
+        Need("/usr/sbin/nginx", "nginx", "the pull channel's static server (TLS, WebDAV PUT for the boards' reports)"),
+        Need("openssl", "openssl", "the channel tests' CA and the boards' htpasswd entries (read from stdin)"),
     ),
     "board": (
         Need("debootstrap", "debootstrap", "the Debian arm64 userland"),

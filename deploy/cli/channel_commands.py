@@ -1,0 +1,61 @@
+"""The pull channel's commands: they parse nothing and print what the stages return."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from deploy.channel.enroll import EnrollConfig, enroll, poll_now
+from deploy.channel.publish import PublishConfig, publish, refresh, stage
+from deploy.channel.repo import Channel
+from deploy.channel.status import channel_status, table
+from deploy.cli.shared import say, ssh_options
+from deploy.install import InstallConfig
+from deploy.link.targets import DeployError
+from deploy.remote_run import open_target
+from device.manifest import EXIT_OK
+
+
+def channel_cmd(args: argparse.Namespace) -> int:
+    """`edgerl channel init|stage|refresh|status|poll`."""
+    if args.action == "init":
+        channel = Channel.init(args.dir, args.keys)
+        say(f"channel {channel.folder}: root, targets, snapshot, timestamp signed (keys in {args.keys}, 0600); "
+            "serve the folder as it is")
+    elif args.action == "stage":
+        record = stage(args.dir, args.keys, args.stage)
+        say(f"{record['release']}: " + ("halted" if record["halted"] else f"stage {record['stage_bp'] / 100:g}%"))
+    elif args.action == "refresh":
+        say(f"re-signed {', '.join(refresh(args.dir, args.keys))}")
+    elif args.action == "status":
+        status = channel_status(args.dir)
+        print(json.dumps(status, indent=1) if args.json else "\n".join(table(status)), flush=True)
+    else:
+        with open_target(args.on, ssh_options(args)) as target:
+            reply = poll_now(target)
+        say(f"{target.name}: {reply['outcome']}: {reply['detail']}")
+        return int(reply["exit_code"])
+    return EXIT_OK
+
+
+def publish_cmd(args: argparse.Namespace) -> int:
+    """`edgerl publish B --channel DIR`."""
+    record = publish(PublishConfig(args.bundle, args.channel, args.keys, args.stage))
+    replaces = f", replacing {record['replaces']}" if record["replaces"] else ""
+    say(f"published {record['release']} at stage {record['stage_bp'] / 100:g}%{replaces}")
+    return EXIT_OK
+
+
+def enroll_cmd(args: argparse.Namespace) -> int:
+    """`edgerl enroll --on TARGET --channel URL`."""
+    if args.ca is not None and not args.ca.is_file():
+        raise DeployError(f"--ca {args.ca} does not exist")
+    cfg = EnrollConfig(args.channel, args.board_id, args.ca, args.every, args.keep, args.htpasswd,
+                       InstallConfig(wheelhouse=args.wheelhouse))
+    with open_target(args.on, ssh_options(args), create=True) as target:
+        done = enroll(target, cfg, say)
+    if args.on.startswith("local:"):
+        say(f"{args.on} has no timer (a local: board): `edgerl channel poll --on {args.on}` polls it")
+    else:
+        say(f"{done['board']}: no timer installed yet; poll it with `edgerl channel poll --on {args.on}` or cron")
+    return EXIT_OK

@@ -1,0 +1,86 @@
+"""A board no laptop can dial: it pulls its releases from a TUF channel that nginx serves, and reports back."""
+
+from __future__ import annotations
+
+import os
+
+from deploy.agent.rollout import in_stage
+from device.layout import parse_sums
+
+
+def test_a_board_enrolled_in_a_channel_pulls_the_published_release_switches_and_reports_it(channel_world, bundles):
+    world = channel_world
+    board = world.board("pi1")
+    record = world.publish(bundles["dqn"])
+
+    first = world.poll(board)
+    assert first["outcome"] == "installed", first
+    assert first["exit_code"] == 0
+    assert os.readlink(board / "current") == f"releases/{record['release']}"
+    assert (board / "releases" / record["release"] / ".verified").is_file()
+    report = world.report("pi1")
+    assert report["release"] == record["release"] and report["outcome"] == "installed"
+
+    status = world.cli("channel", "status", world.dir)
+    assert status.returncode == 0
+    assert "pi1" in status.stdout and "up to date" in status.stdout
+
+    # Nothing changed: the poll asks for the next root (absent: 404) and the timestamp, and sends nothing.
+    mark = world.server.mark()
+    again = world.poll(board)
+    assert again["outcome"] == "current", again
+    asked = world.server.since(mark)
+    assert [(r.method, r.uri.rsplit("/", 1)[-1], r.status) for r in asked] == [
+        ("GET", "2.root.json", 404), ("GET", "timestamp.json", 200)]
+    assert sum(r.body_bytes for r in asked if r.status == 200) <= 1024
+
+
+def release_file(uri: str, release: str) -> str:
+    """A release's file from the address the board fetched it at (its name's sha256 prefix removed)."""
+    folder, _, name = uri.split(f"/targets/releases/{release}/", 1)[1].rpartition("/")
+    return f"{folder}/{name.split('.', 1)[1]}".lstrip("/")
+
+
+def test_a_new_release_fetches_only_the_files_whose_hash_changed(channel_world, bundles):
+    world = channel_world
+    board = world.board("pi1")
+    world.publish(bundles["dqn"])
+    assert world.poll(board)["outcome"] == "installed"
+    second = world.publish(bundles["stacked"])
+    assert second["replaces"]
+
+    mark = world.server.mark()
+    took = world.poll(board)
+    assert took["outcome"] == "installed", took
+    fetched = {release_file(r.uri, second["release"]): r.body_bytes for r in world.server.since(mark)
+               if f"/targets/releases/{second['release']}/" in r.uri}
+    assert not any(name.startswith("device/") for name in fetched), fetched  # the board code is the same: reused
+    assert "bundle/policy.onnx" in fetched
+    assert took["fetched"] == sum(size for name, size in fetched.items() if name != "SHA256SUMS")
+    sums = parse_sums((board / "releases" / second["release"] / "SHA256SUMS").read_text())
+    assert took["reused"] == len([n for n in sums if n.startswith("device/")]) == len(sums) - len(fetched) + 1
+
+
+def test_a_staged_release_reaches_only_the_boards_of_its_stage_and_a_halt_stops_it(channel_world, bundles):
+    world = channel_world
+    names = [f"b{i}" for i in range(8)]
+    boards = {n: world.board(n) for n in names}
+    world.publish(bundles["dqn"])
+    for board in boards.values():
+        assert world.poll(board)["outcome"] == "installed"
+    record = world.publish(bundles["stacked"], stage="40%")
+    inside = {n for n in names if in_stage(n, record["release"], record["stage_bp"])}
+    assert 0 < len(inside) < len(names)  # the drawn ids split (fixed names: a fixed split)
+    outcomes = {n: world.poll(b)["outcome"] for n, b in boards.items()}
+    assert {n for n, o in outcomes.items() if o == "installed"} == inside
+    assert {n for n, o in outcomes.items() if o == "waiting"} == set(names) - inside
+
+    halted = world.cli("channel", "stage", world.dir, "halt", "--keys", world.keys)
+    assert halted.returncode == 0, halted.stderr
+    outside = next(n for n in names if n not in inside)
+    assert world.poll(boards[outside])["outcome"] == "halted"
+    assert os.readlink(boards[outside] / "current") != f"releases/{record['release']}"
+
+    grown = world.cli("channel", "stage", world.dir, "100%", "--keys", world.keys)
+    assert grown.returncode == 0
+    assert world.poll(boards[outside])["outcome"] == "installed"
