@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-
 from tests_ssh import free_port
 
 NGINX = "/usr/sbin/nginx"

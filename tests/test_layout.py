@@ -112,9 +112,10 @@ def test_deploy_never_imports_host_and_host_stages_never_import_each_other():
     assert not bad, bad
 
 
-DEPLOY_LAYERS = ("board", "link", "", "fleet", "cli")
-"""deploy/ by role, lowest first: what runs on the board, the connection, one board's operations (deploy/*.py),
-the fleet, the commands. A module imports its own layer or those below it, never one above."""
+DEPLOY_LAYERS = ("board", "agent", "link", "", "fleet", "channel", "cli")
+"""deploy/ by role, lowest first: what runs on the board, the pull agent that runs there beside it, the connection,
+one board's operations (deploy/*.py), the fleet, the pull channel's host side, the commands. A module imports its
+own layer or those below it, never one above."""
 
 
 def _deploy_layer(module: str) -> int:
@@ -164,6 +165,34 @@ def test_the_board_folder_imports_only_the_stdlib_and_the_device_contract_and_pa
             found += [f"{path.name}:{node.lineno} {n}" for n in names
                       if n not in allowed and n.split(".")[0] not in sys.stdlib_module_names | siblings]
     assert not found, "the board runs only the stdlib and the device contract: " + ", ".join(found)
+
+
+AGENT_LIBS = {"tuf", "urllib3", "securesystemslib"}
+"""python-tuf and its pure-Python dependencies: what `edgerl enroll` copies beside the agent."""
+
+
+def test_the_pull_agent_imports_only_the_stdlib_python_tuf_the_board_modules_and_the_device_contract():
+    from deploy.channel.enroll import agent_files
+
+    folder = REPO / "deploy" / "agent"
+    siblings = {p.stem for p in folder.glob("*.py")} - {"__init__"}
+    board = {p.stem for p in (REPO / "deploy" / "board").glob("*.py")} - {"__init__"}
+    allowed = BOARD_DEVICE_FILES | {f"deploy.agent.{s}" for s in siblings} | {f"deploy.board.{b}" for b in board}
+    found = []
+    for path in sorted(folder.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), feature_version=(3, 10))):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [f"{node.module}.{a.name}" if node.module in {"device", "deploy.board"} else node.module
+                         for a in node.names]
+            else:
+                continue
+            found += [f"{path.name}:{node.lineno} {n}" for n in names if n not in allowed and n.split(".")[0] not in
+                      sys.stdlib_module_names | siblings | board | AGENT_LIBS]
+    assert not found, "the agent runs the stdlib, python-tuf and the board's modules: " + ", ".join(found)
+    shipped = {name for name in agent_files() if "/" not in name}
+    assert {f"{s}.py" for s in siblings} <= shipped, "every agent module travels to the board"
 
 
 def test_host_is_split_by_stage():

@@ -215,7 +215,7 @@ def run_poll(poll: Poll) -> Outcome:
         return Outcome("unreachable", f"the channel did not answer ({err}); the next poll resumes", error=True)
     except exceptions.RepositoryError as err:
         name = type(err).__name__
-        return Outcome("refused", f"the channel's metadata was refused by TUF ({name}: {err}); nothing installed",
+        return Outcome("refused", f"TUF refused what the channel served ({name}: {err}); nothing was installed",
                        failed=True)
     except Refused as err:
         failed = bool(err.fields.get("selftest_failed"))

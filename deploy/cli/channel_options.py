@@ -66,7 +66,10 @@ def channel_parsers(sub: argparse._SubParsersAction) -> None:
                                   "outcome line.", epilog=EXIT_CODES_HELP)
     p.add_argument("--on", required=True, metavar="TARGET", help=TARGET_HELP)
     ssh_args(p)
+    _publish_and_enroll(sub)
 
+
+def _publish_and_enroll(sub: argparse._SubParsersAction) -> None:
     b = sub.add_parser("publish", help="sign a bundle into a channel as its new release",
                        description="Add the bundle's release (the files `edgerl deploy` would push) to the channel "
                                    "as TUF targets, with its rollout stage; a bundle that failed verification is "

@@ -63,12 +63,9 @@ def test_a_new_release_fetches_only_the_files_whose_hash_changed(channel_world, 
 
 def test_a_staged_release_reaches_only_the_boards_of_its_stage_and_a_halt_stops_it(channel_world, bundles):
     world = channel_world
-    names = [f"b{i}" for i in range(8)]
+    names = [f"b{i}" for i in range(6)]
     boards = {n: world.board(n) for n in names}
-    world.publish(bundles["dqn"])
-    for board in boards.values():
-        assert world.poll(board)["outcome"] == "installed"
-    record = world.publish(bundles["stacked"], stage="40%")
+    record = world.publish(bundles["dqn"], stage="40%")
     inside = {n for n in names if in_stage(n, record["release"], record["stage_bp"])}
     assert 0 < len(inside) < len(names)  # the drawn ids split (fixed names: a fixed split)
     outcomes = {n: world.poll(b)["outcome"] for n, b in boards.items()}
@@ -79,7 +76,7 @@ def test_a_staged_release_reaches_only_the_boards_of_its_stage_and_a_halt_stops_
     assert halted.returncode == 0, halted.stderr
     outside = next(n for n in names if n not in inside)
     assert world.poll(boards[outside])["outcome"] == "halted"
-    assert os.readlink(boards[outside] / "current") != f"releases/{record['release']}"
+    assert not (boards[outside] / "current").exists()
 
     grown = world.cli("channel", "stage", world.dir, "100%", "--keys", world.keys)
     assert grown.returncode == 0
