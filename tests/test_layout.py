@@ -147,14 +147,11 @@ BOARD_DEVICE_FILES = {"device", "device.layout", "device.manifest", "device.trus
 """The device contract the board's code imports; deploy/board_client.py ships exactly these beside it."""
 
 
-def test_the_board_folder_imports_only_the_stdlib_and_the_device_contract_and_parses_as_python_3_9():
-    folder = REPO / "deploy" / "board"
-    siblings = {p.stem for p in folder.glob("*.py")} - {"__init__"}
-    allowed = BOARD_DEVICE_FILES | {"deploy.board"} | {f"deploy.board.{s}" for s in siblings}
+def _foreign_imports(folder: Path, allowed: set[str], top_level: set[str], python: tuple[int, int]) -> list[str]:
+    """Imports of a folder's modules that are neither `allowed` modules nor under an allowed top-level name."""
     found = []
     for path in sorted(folder.glob("*.py")):
-        tree = ast.parse(path.read_text(), feature_version=(3, 9))  # the oldest python3 a board may have
-        for node in ast.walk(tree):
+        for node in ast.walk(ast.parse(path.read_text(), feature_version=python)):
             if isinstance(node, ast.Import):
                 names = [a.name for a in node.names]
             elif isinstance(node, ast.ImportFrom) and node.module:
@@ -163,7 +160,19 @@ def test_the_board_folder_imports_only_the_stdlib_and_the_device_contract_and_pa
             else:
                 continue
             found += [f"{path.name}:{node.lineno} {n}" for n in names
-                      if n not in allowed and n.split(".")[0] not in sys.stdlib_module_names | siblings]
+                      if n not in allowed and n.split(".")[0] not in sys.stdlib_module_names | top_level]
+    return found
+
+
+def _stems(folder: Path) -> set[str]:
+    return {p.stem for p in folder.glob("*.py")} - {"__init__"}
+
+
+def test_the_board_folder_imports_only_the_stdlib_and_the_device_contract_and_parses_as_python_3_9():
+    folder = REPO / "deploy" / "board"
+    siblings = _stems(folder)
+    allowed = BOARD_DEVICE_FILES | {"deploy.board"} | {f"deploy.board.{s}" for s in siblings}
+    found = _foreign_imports(folder, allowed, siblings, (3, 9))  # the oldest python3 a board may have
     assert not found, "the board runs only the stdlib and the device contract: " + ", ".join(found)
 
 
@@ -175,21 +184,9 @@ def test_the_pull_agent_imports_only_the_stdlib_python_tuf_the_board_modules_and
     from deploy.channel.enroll import agent_files
 
     folder = REPO / "deploy" / "agent"
-    siblings = {p.stem for p in folder.glob("*.py")} - {"__init__"}
-    board = {p.stem for p in (REPO / "deploy" / "board").glob("*.py")} - {"__init__"}
+    siblings, board = _stems(folder), _stems(REPO / "deploy" / "board")
     allowed = BOARD_DEVICE_FILES | {f"deploy.agent.{s}" for s in siblings} | {f"deploy.board.{b}" for b in board}
-    found = []
-    for path in sorted(folder.glob("*.py")):
-        for node in ast.walk(ast.parse(path.read_text(), feature_version=(3, 10))):
-            if isinstance(node, ast.Import):
-                names = [a.name for a in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.module:
-                names = [f"{node.module}.{a.name}" if node.module in {"device", "deploy.board"} else node.module
-                         for a in node.names]
-            else:
-                continue
-            found += [f"{path.name}:{node.lineno} {n}" for n in names if n not in allowed and n.split(".")[0] not in
-                      sys.stdlib_module_names | siblings | board | AGENT_LIBS]
+    found = _foreign_imports(folder, allowed, siblings | board | AGENT_LIBS, (3, 10))  # python-tuf 7's minimum
     assert not found, "the agent runs the stdlib, python-tuf and the board's modules: " + ", ".join(found)
     shipped = {name for name in agent_files() if "/" not in name}
     assert {f"{s}.py" for s in siblings} <= shipped, "every agent module travels to the board"

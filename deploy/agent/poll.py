@@ -92,14 +92,14 @@ def waiting(poll: Poll, rollout: dict[str, Any]) -> Outcome | None:
     rid, current = rollout["release"], side.link_name(poll.root, layout.CURRENT)
     if current == rid:
         return Outcome("current", f"runs {rid}, the channel's release", current=rid)
+    if poll.cfg.given_up == rid:  # before halted: the board's report keeps saying why it did not take it
+        return Outcome("refused", f"{rid} failed its self-test here before; stays on {current} until a new release",
+                       current=current, failed=True)
     if rollout.get("halted"):
         return Outcome("halted", f"the channel is halted; stays on {current}", current=current)
     if not in_stage(poll.cfg.board, rid, rollout["stage_bp"]):
         return Outcome("waiting", f"not in the {rollout['stage_bp'] / 100:g}% stage of {rid}; stays on {current}",
                        current=current)
-    if poll.cfg.given_up == rid:
-        return Outcome("refused", f"{rid} failed its self-test here before; stays on {current} until a new release",
-                       current=current, failed=True)
     return None
 
 

@@ -106,9 +106,9 @@ class Outcome:
         return EXIT_FAILED_CHECK if (self.failed or self.error) else EXIT_OK
 
 
-def report_body(cfg: AgentConfig, outcome: Outcome) -> dict[str, Any]:
-    """What the board tells the channel's owner: who, what it runs, how the last poll ended, when."""
-    return {"board": cfg.board, "host": socket.gethostname(), "release": outcome.current,
+def report_body(cfg: AgentConfig, offered: str | None, outcome: Outcome) -> dict[str, Any]:
+    """What the board tells the channel's owner: who, what it runs and was offered, how the poll ended, when."""
+    return {"board": cfg.board, "host": socket.gethostname(), "release": outcome.current, "offered": offered,
             "previous": outcome.previous, "outcome": outcome.outcome, "detail": outcome.detail,
             "fetched": outcome.fetched, "reused": outcome.reused, "seconds": outcome.seconds, "time": time.time()}
 
@@ -128,7 +128,7 @@ def finish(cfg: AgentConfig, http: ChannelHttp, offered: str | None, outcome: Ou
     creds = cfg.credentials()
     if not reported and creds and outcome.outcome not in ("busy", "unreachable"):
         try:
-            status = http.put_json(f"{REPORTS}/{cfg.board}/report.json", report_body(cfg, outcome), *creds)
+            status = http.put_json(f"{REPORTS}/{cfg.board}/report.json", report_body(cfg, offered, outcome), *creds)
             reported = 200 <= status < 300
             if not reported:
                 outcome.detail += f" (the report was refused: HTTP {status})"

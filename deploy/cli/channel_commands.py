@@ -9,11 +9,12 @@ from deploy.channel.enroll import EnrollConfig, enroll, poll_now
 from deploy.channel.publish import PublishConfig, publish, refresh, stage
 from deploy.channel.repo import Channel
 from deploy.channel.status import channel_status, table
+from deploy.channel.watch import WatchConfig, step, watch
 from deploy.cli.shared import say, ssh_options
 from deploy.install import InstallConfig
 from deploy.link.targets import DeployError
 from deploy.remote_run import open_target
-from device.manifest import EXIT_OK
+from device.manifest import EXIT_OK, EXIT_ROLLOUT_STOPPED
 
 
 def channel_cmd(args: argparse.Namespace) -> int:
@@ -27,6 +28,12 @@ def channel_cmd(args: argparse.Namespace) -> int:
         say(f"{record['release']}: " + ("halted" if record["halted"] else f"stage {record['stage_bp'] / 100:g}%"))
     elif args.action == "refresh":
         say(f"re-signed {', '.join(refresh(args.dir, args.keys))}")
+    elif args.action == "watch":
+        cfg = WatchConfig(args.dir, args.keys, args.stages, args.max_fail, args.min_reports, args.soak)
+        done = step(cfg) if args.once else watch(cfg, args.every, say)
+        if args.once:
+            say(done.line)
+        return EXIT_ROLLOUT_STOPPED if done.action in ("halted", "already halted") else EXIT_OK
     elif args.action == "status":
         status = channel_status(args.dir)
         print(json.dumps(status, indent=1) if args.json else "\n".join(table(status)), flush=True)

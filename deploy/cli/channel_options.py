@@ -24,6 +24,38 @@ def stage_or_halt(text: str) -> float | None:
     return None if text == "halt" else stage_arg(text)
 
 
+def stages_arg(text: str) -> tuple[float, ...]:
+    """'1%,10%,100%' -> (1.0, 10.0, 100.0), rising."""
+    values = tuple(stage_arg(part) for part in text.split(","))
+    if list(values) != sorted(set(values)):
+        raise argparse.ArgumentTypeError(f"{text!r}: stages rise, each once (e.g. 1%,10%,100%)")
+    return values
+
+
+def max_fail_arg(text: str) -> str:
+    """N boards or P% of the boards that reported."""
+    try:
+        value = float(text.removesuffix("%"))
+    except ValueError:
+        value = -1.0
+    if value < 0 or (text.endswith("%") and value > 100):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of boards or a percentage (2, 2%)")
+    return text
+
+
+def span(text: str) -> float:
+    """'10m', '30s', '2h' or plain seconds -> seconds."""
+    units = {"s": 1, "m": 60, "min": 60, "h": 3600}
+    number, unit = text.rstrip("smhin"), text[len(text.rstrip("smhin")):] or "s"
+    try:
+        value = float(number) * units[unit]
+    except (ValueError, KeyError):
+        value = -1.0
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a time span (30s, 10m, 2h)")
+    return value
+
+
 def channel_url(text: str) -> str:
     """An http(s) URL."""
     if not text.startswith(("https://", "http://")) or len(text) < 10:
@@ -61,6 +93,22 @@ def channel_parsers(sub: argparse._SubParsersAction) -> None:
                       epilog=EXIT_CODES_HELP)
     t.add_argument("dir", type=Path, help="the channel folder")
     t.add_argument("--json", action="store_true", help="print everything as JSON")
+    w = cs.add_parser("watch", help="move the release through its stages by the boards' reports; halt on failures",
+                      description="Advance the release's stage when enough boards of the current one run it and "
+                                  "it stood --soak; halt the channel when failures pass --max-fail (exit 6). Its "
+                                  "state is the channel and the reports: kill and restart it at any time.",
+                      epilog=EXIT_CODES_HELP)
+    w.add_argument("dir", type=Path, help="the channel folder")
+    w.add_argument("--keys", type=Path, required=True, metavar="KEYDIR", help="the channel's keys")
+    w.add_argument("--stages", type=stages_arg, default=(1.0, 10.0, 100.0), metavar="LIST",
+                   help="rising stages (default 1%%,10%%,100%%)")
+    w.add_argument("--max-fail", type=max_fail_arg, default="0", metavar="N|P%",
+                   help="failed boards tolerated, a number or a share of those that reported (default 0)")
+    w.add_argument("--min-reports", type=positive, default=1, metavar="N",
+                   help="boards that must run the release before the next stage (default 1)")
+    w.add_argument("--soak", type=span, default=600.0, metavar="SPAN", help="time each stage stands (default 10m)")
+    w.add_argument("--every", type=span, default=30.0, metavar="SPAN", help="time between looks (default 30s)")
+    w.add_argument("--once", action="store_true", help="look once, act, and exit (for cron)")
     p = cs.add_parser("poll", help="run one poll of the board's agent now and print its outcome",
                       description="Run the enrolled board's pull agent once (as its timer would) and print the "
                                   "outcome line.", epilog=EXIT_CODES_HELP)

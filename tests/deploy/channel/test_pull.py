@@ -32,7 +32,10 @@ def test_a_board_enrolled_in_a_channel_pulls_the_published_release_switches_and_
     asked = world.server.since(mark)
     assert [(r.method, r.uri.rsplit("/", 1)[-1], r.status) for r in asked] == [
         ("GET", "2.root.json", 404), ("GET", "timestamp.json", 200)]
+    body = sum(r.body_bytes for r in asked)
     assert sum(r.body_bytes for r in asked if r.status == 200) <= 1024
+    print(f"\nfigure: a poll that changes nothing: {len(asked)} requests, {body} B of body "
+          f"({144 * body / 1024:.0f} KiB a day at --every 10min)")
 
 
 def release_file(uri: str, release: str) -> str:
@@ -57,7 +60,10 @@ def test_a_new_release_fetches_only_the_files_whose_hash_changed(channel_world, 
     assert not any(name.startswith("device/") for name in fetched), fetched  # the board code is the same: reused
     assert "bundle/policy.onnx" in fetched
     assert took["fetched"] == sum(size for name, size in fetched.items() if name != "SHA256SUMS")
-    sums = parse_sums((board / "releases" / second["release"] / "SHA256SUMS").read_text())
+    release = board / "releases" / second["release"]
+    sums = parse_sums((release / "SHA256SUMS").read_text())
+    size = sum((release / name).stat().st_size for name in sums)
+    print(f"\nfigure: a new release: {took['fetched']} B fetched of its {size} B ({took['reused']} files reused)")
     assert took["reused"] == len([n for n in sums if n.startswith("device/")]) == len(sums) - len(fetched) + 1
 
 

@@ -118,6 +118,8 @@ def test_a_link_cut_at_90_percent_of_the_release_refetches_at_most_one_chunk(cha
     needed = sum((release / n).stat().st_size for n in parse_sums((release / "SHA256SUMS").read_text()))
     refetched = arrived + took["fetched"] - needed
     assert 0 <= refetched <= CHUNK, f"{refetched} bytes fetched twice"
+    print(f"\nfigure: cut after {arrived} of {needed} B ({arrived / needed:.0%}); the next poll fetched "
+          f"{took['fetched']} B: {refetched} B twice")
 
 
 def test_a_board_cannot_put_another_boards_report(channel_world):
