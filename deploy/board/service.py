@@ -37,13 +37,13 @@ if __package__:
     from deploy.board.durable import read_json, relink, remove_durably, write_durably
     from deploy.board.health import watch
     from deploy.board.runner import Refused, run_op
-    from deploy.board.units import manager_env, systemctl, unit_state, unit_texts
+    from deploy.board.units import AGENT_TIMER, agent_unit_texts, manager_env, systemctl, unit_state, unit_texts
 else:
     import side
     from durable import read_json, relink, remove_durably, write_durably
     from health import watch
     from runner import Refused, run_op
-    from units import manager_env, systemctl, unit_state, unit_texts
+    from units import AGENT_TIMER, agent_unit_texts, manager_env, systemctl, unit_state, unit_texts
 
 from device.layout import (
     COMMITTED,
@@ -108,6 +108,21 @@ def op_service_install(root: str) -> dict[str, Any]:
     if done.returncode != 0:
         raise Refused(f"systemctl --user enable failed: {done.stderr.strip()[-300:]}")
     return {"changed": changed, "user": user_name(), "units": folder}
+
+
+def op_agent_timer(root: str, agent: str, every: str) -> dict[str, Any]:
+    """The pull agent's units written, and its timer enabled and started (`edgerl enroll`)."""
+    problem = service_problem(root)
+    if problem:
+        raise Refused(problem.split(";")[0], no_service=True)
+    os.makedirs(unit_folder(), exist_ok=True)
+    for name, text in agent_unit_texts(os.path.abspath(root), agent, every).items():
+        write_durably(os.path.join(unit_folder(), name), text)
+    systemctl("daemon-reload")
+    done = systemctl("enable", "--now", AGENT_TIMER)
+    if done.returncode != 0:
+        raise Refused(f"systemctl --user enable --now {AGENT_TIMER} failed: {done.stderr.strip()[-300:]}")
+    return {"timer": AGENT_TIMER, "every": every}
 
 
 def read_text_or_none(path: str) -> str | None:
@@ -263,6 +278,7 @@ OPS: dict[str, Callable[..., dict[str, Any] | None]] = {
     "gate-resume": op_gate_resume,
     "gate": op_gate, "gate-status": op_gate_status, "service-status": op_service_status,
     "service-ctl": op_service_ctl, "service-logs": op_service_logs, "service-follow": op_service_follow,
+    "agent-timer": op_agent_timer,
 }
 
 

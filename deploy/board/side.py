@@ -27,6 +27,7 @@ from typing import Any
 from device import trust
 from device.layout import (
     BUNDLE_DIR,
+    CHANNEL,
     CURRENT,
     DEPLOY_LOCK,
     GATE,
@@ -47,10 +48,10 @@ from device.manifest import MANIFEST
 
 # Side by side on the board, top-level modules there; here the deploy.board package (a bare name could be anyone's).
 if __package__:
-    from deploy.board.durable import relink
+    from deploy.board.durable import read_json, relink
     from deploy.board.runner import NO_SPACE, Refused, emit, run_op, space
 else:
-    from durable import relink
+    from durable import read_json, relink
     from runner import NO_SPACE, Refused, emit, run_op, space
 
 INPUT_FD = 0
@@ -168,7 +169,16 @@ def op_status(root: str) -> dict[str, Any]:
         return [n for n in names if not marker or os.path.isfile(os.path.join(path, n, marker))]
 
     return {"current": link_name(root, CURRENT), "previous": link_name(root, PREVIOUS), "releases": ls(RELEASES),
-            "venvs": ls(VENVS, VENV_COMPLETE), **_machine(), "locked": is_locked(root)}
+            "venvs": ls(VENVS, VENV_COMPLETE), **_machine(), "locked": is_locked(root), "channel": _channel(root)}
+
+
+def _channel(root: str) -> dict[str, Any] | None:
+    """The channel a board pulls from, its last poll and whether the server has its report; None if not enrolled."""
+    settings = read_json(os.path.join(root, CHANNEL, "agent.json"))
+    last = read_json(os.path.join(root, CHANNEL, "last-poll.json")) or {}
+    return {"url": settings.get("url"), "board": settings.get("board"), "last_poll": last.get("time"),
+            "outcome": last.get("outcome"), "detail": last.get("detail"),
+            "reported": last.get("reported")} if settings else None
 
 
 def op_hold_lock(root: str, owner: str, silence: str) -> None:

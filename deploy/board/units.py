@@ -61,6 +61,26 @@ def unit_texts(root: str, code_dir: str) -> dict[str, str]:
     }
 
 
+AGENT_UNIT = "edgerl-agent.service"
+AGENT_TIMER = "edgerl-agent.timer"
+
+
+def agent_unit_texts(root: str, agent: str, every: str) -> dict[str, str]:
+    """The pull agent's oneshot unit and its timer: every `every`, each run delayed by up to as much again."""
+    poll = " ".join(_quote(w) for w in (sys.executable, "-I", agent, root))
+    return {
+        AGENT_UNIT: _unit({
+            "Unit": [("Description", "edgerl pull agent: one poll of the board's channel")],
+            "Service": [("Type", "oneshot"), ("ExecStart", poll), ("TimeoutStartSec", "1h")]}),
+        AGENT_TIMER: _unit({
+            "Unit": [("Description", f"edgerl pull agent, every {every} with jitter")],
+            # Jitter spreads a fleet's polls over the period (systemd's RandomizedDelaySec), as Mender's client does.
+            "Timer": [("OnBootSec", "1min"), ("OnUnitInactiveSec", every), ("RandomizedDelaySec", every),
+                      ("Persistent", "true")],
+            "Install": [("WantedBy", "timers.target")]}),
+    }
+
+
 def manager_env() -> dict[str, str]:
     """The environment systemctl and journalctl need to reach the login user's manager."""
     env = dict(os.environ)

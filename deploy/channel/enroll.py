@@ -170,7 +170,17 @@ def enroll(target: Target, cfg: EnrollConfig, say: Callable[[str], None] = print
                 "agent": f"{folder}/poll.py"}
     _put_text(target, f"{channel}/{state.CONFIG}", json.dumps(settings, indent=1, sort_keys=True))
     say(f"{target.name}: enrolled as {board} in {cfg.url} (agent {folder}/poll.py)")
-    return {"board": board, "agent": f"{folder}/poll.py", "login_added": bool(cfg.htpasswd)}
+    timer = None
+    if not target.name.startswith("local:"):
+        reply = board_client.call(target, "agent-timer", target.root, f"{folder}/poll.py", cfg.every,
+                                  what="installing the agent's timer")
+        if not reply["ok"] and not reply.get("no_service"):
+            raise DeployError(f"{target.name}: {reply['error']}")
+        timer = reply.get("timer") if reply["ok"] else None
+        if timer is None:
+            say(f"{target.name}: {reply['error']}: no timer; poll with `edgerl channel poll --on {target.name}` "
+                "or cron")
+    return {"board": board, "agent": f"{folder}/poll.py", "login_added": bool(cfg.htpasswd), "timer": timer}
 
 
 def poll_now(target: Target, on_line: Callable[[str], None] | None = None) -> dict[str, Any]:

@@ -63,6 +63,6 @@ def enroll_cmd(args: argparse.Namespace) -> int:
         done = enroll(target, cfg, say)
     if args.on.startswith("local:"):
         say(f"{args.on} has no timer (a local: board): `edgerl channel poll --on {args.on}` polls it")
-    else:
-        say(f"{done['board']}: no timer installed yet; poll it with `edgerl channel poll --on {args.on}` or cron")
+    elif done["timer"]:
+        say(f"{done['board']}: {done['timer']} polls every {args.every} (plus up to as much again, at random)")
     return EXIT_OK

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 from pathlib import Path
 
 from deploy.agent.rollout import parse_stage
@@ -54,6 +55,13 @@ def span(text: str) -> float:
     if value < 0:
         raise argparse.ArgumentTypeError(f"{text!r} is not a time span (30s, 10m, 2h)")
     return value
+
+
+def systemd_span(text: str) -> str:
+    """A systemd time span: 10min, 30s, 1h, 600."""
+    if not re.fullmatch(r"[1-9][0-9]*(s|sec|m|min|h|hr|d)?", text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a time span systemd reads (30s, 10min, 1h)")
+    return text
 
 
 def channel_url(text: str) -> str:
@@ -136,7 +144,8 @@ def _publish_and_enroll(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--on", required=True, metavar="TARGET", help=TARGET_HELP)
     e.add_argument("--channel", required=True, type=channel_url, metavar="URL", help="the channel's https URL")
     e.add_argument("--ca", type=Path, default=None, metavar="FILE", help="CA certificate of the channel's server")
-    e.add_argument("--every", default="10min", metavar="SPAN", help="poll period (systemd time span; default 10min)")
+    e.add_argument("--every", type=systemd_span, default="10min", metavar="SPAN",
+                   help="poll period, plus up to as much again at random (systemd time span; default 10min)")
     e.add_argument("--board-id", default=None, metavar="ID", help="the board's name in the channel (default: host)")
     e.add_argument("--htpasswd", type=Path, default=None, metavar="FILE",
                    help="add the board's report login to this auth_basic_user_file")

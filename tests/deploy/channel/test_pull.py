@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 from deploy.agent.rollout import in_stage
@@ -24,6 +25,9 @@ def test_a_board_enrolled_in_a_channel_pulls_the_published_release_switches_and_
     status = world.cli("channel", "status", world.dir)
     assert status.returncode == 0
     assert "pi1" in status.stdout and "up to date" in status.stdout
+    board_says = world.cli("status", "--on", f"local:{board}")
+    channel = json.loads(board_says.stdout)["channel"]
+    assert channel["url"] == world.server.url and channel["outcome"] == "installed" and channel["reported"]
 
     # Nothing changed: the poll asks for the next root (absent: 404) and the timestamp, and sends nothing.
     mark = world.server.mark()
