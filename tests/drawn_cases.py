@@ -19,6 +19,7 @@ VecNorm, VecNorm v1, ParallelEnv) is drawn from a stream of its own,
 
 from __future__ import annotations
 
+import copy
 import functools
 import random
 import sys
@@ -64,6 +65,17 @@ class _Cat(nn.Module):
 
     def forward(self, *parts: torch.Tensor) -> torch.Tensor:
         return torch.cat([p.flatten(-1) for p in parts], -1)
+
+
+class _LazyCat(nn.Module):
+    """Several observations into a layer that sizes itself at its first call (TorchRL's MLP without in_features)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.layer = nn.Sequential(nn.LazyLinear(8), nn.Tanh())
+
+    def forward(self, *parts: torch.Tensor) -> torch.Tensor:
+        return self.layer(torch.cat([p.flatten(-1) for p in parts], -1))
 
 
 class _ChannelsFirst(nn.Module):
@@ -188,21 +200,27 @@ def _sensor_transforms(rng: random.Random, wide: random.Random, case: Drawn, siz
     return out, keys, width
 
 
-def _features(keys: list[str], shapes: dict[str, tuple], pixels: bool, last: bool) -> tuple[TensorDictModule, int]:
+def _features(keys: list[str], shapes: dict[str, tuple], pixels: bool, last: bool, lazy: bool = False
+              ) -> tuple[TensorDictModule, int]:
     """The user's encoder from the observation key(s) to an 'embed' vector, and its width.
 
-    `last`: the first screen is channels-last (a PermuteTransform), so its tower turns it back first.
+    `last`: the first screen is channels-last (a PermuteTransform), so its tower turns it back first. `lazy`: its
+    first layer sizes itself at its first call (LazyConv2d, LazyLinear: TorchRL's ConvNet and MLP by default), as
+    the Freeway GRU a user brought (issue 37) did; its width is measured on a copy, so the policy stays unsized.
     """
     if pixels:
         towers = []
         for n, key in enumerate(keys):
             c, h, w = shapes[key] if not (last and n == 0) else (shapes[key][2], *shapes[key][:2])
             k = max(1, min(8, h, w))
-            tower = nn.Sequential(nn.Conv2d(c, 4, k, stride=k), nn.ReLU(), nn.Flatten(-3))
+            conv = nn.LazyConv2d(4, k, stride=k) if lazy else nn.Conv2d(c, 4, k, stride=k)
+            tower = nn.Sequential(conv, nn.ReLU(), nn.Flatten(-3))
             towers.append(nn.Sequential(_ChannelsFirst(), tower) if last and n == 0 else tower)
         net = _Towers(towers)
-        width = net(*(torch.zeros(1, *shapes[key]) for key in keys)).shape[-1]
+        width = copy.deepcopy(net)(*(torch.zeros(1, *shapes[key]) for key in keys)).shape[-1]
         return TensorDictModule(net, in_keys=keys, out_keys=["embed"]), width
+    if lazy:
+        return TensorDictModule(_LazyCat(), in_keys=keys, out_keys=["embed"]), 8
     return TensorDictModule(_Cat(), in_keys=keys, out_keys=["embed"]), sum(shapes[k][-1] for k in keys)
 
 
@@ -351,7 +369,11 @@ def draw(seed: int, index: int) -> tuple[Drawn, object, object]:
     first = probe.reset()  # the shapes the env really gives (a user sizes the network on them too)
     shapes = {key: tuple(first[key].shape) for key in keys}
     last = any(isinstance(t, envs.PermuteTransform) for t in transforms)
-    features, width = _features(keys, shapes, pixels, last)
+    # Drawn from a stream of its own, so the cases drawn before lazy layers were keep their configuration.
+    lazy = random.Random(f"{seed}:{index}:lazy").random() < 0.25
+    if lazy:
+        case.steps.insert(0, "lazy")
+    features, width = _features(keys, shapes, pixels, last, lazy)
     body, width = _recurrent(rng, case, width, transforms)
     policy = _head(rng, case, [features, *body], width, probe.action_spec, action)
     probe.close()

@@ -8,8 +8,9 @@ import in_process
 REPO = Path(__file__).resolve().parents[1]
 OWN_POLICIES = ("breakout_stacked", "invaders_actor")
 """Policies edgerl has never seen (examples/): other games, other networks, frame stacks, one-hot actions."""
-SECOND_ROUND = ("boxing_gru", "pendulum_tanh", "two_sensors")
-"""A GRU pixel policy on Boxing, VecNorm + TanhNormal on Pendulum, a camera + joints robot policy."""
+SECOND_ROUND = ("boxing_gru", "pendulum_tanh", "two_sensors", "freeway_gru")
+"""A GRU pixel policy on Boxing, VecNorm + TanhNormal on Pendulum, a camera + joints robot policy, and a user's
+lazy-layered GRU on Freeway (once refused by verify: a named regression)."""
 VERIFY_STEPS = 1000 if campaign.FULL else 300
 """Steps of each example policy's verification at export: the CLI's default under `make campaigns`; in the tiers
 300, which crosses two episode starts (one every 250 steps), and the tests that step TorchRL beside the board go on

@@ -26,7 +26,7 @@ from torchrl.envs import EnvBase
 from torchrl.envs.utils import ExplorationType, exploration_type
 
 from device.manifest import ACTION_OUTPUT, EPISODE_START_INPUT, StatePair, TensorSpec
-from host.bundle.traceable import traceable
+from host.bundle.traceable import materialize, traceable
 from host.bundle.transforms import KeptStack, NestedKey, flat_name, preprocessing
 from host.envs import ale_of
 from host.errors import ExportError
@@ -194,9 +194,10 @@ def plan_graph(policy: TensorDictModuleBase, raw: TensorDictBase, one_hot: bool,
                env: EnvBase | None = None) -> tuple[PolicyGraph, tuple[torch.Tensor, ...]]:
     """Build the graph for `policy` fed by the raw observations in `raw` (one real input, states included)."""
     pre, stacks, norms = preprocessing(env)
+    example, observations, states, init_value = _example(policy, raw, pre, stacks)
+    materialize(policy, TensorDictSequential(*pre, policy), example)
     stepped = traceable(policy)  # the same step, without the branches on data torch.export cannot capture
     chain = TensorDictSequential(*pre, stepped) if pre else TensorDictSequential(stepped)
-    example, observations, states, init_value = _example(policy, raw, pre, stacks)
     result = _first_step(chain, example)
     action = result.get("action")
     if one_hot:

@@ -60,6 +60,12 @@ REGRESSIONS = {
                         "VecNorm(v2), qvalue, serial_inside"),
     "VecNormV2 inside a ParallelEnv of partials (statistics only in the workers)":
         (1796291773, 381, "CartPole-v1, rename, vecnorm, stack, GRU, c51, parallel_inside(partial)"),
+    "a GRU pixel policy whose encoder sizes itself at its first call (copied unsized: other weights)":
+        (1, 26, "lazy, ALE/Freeway-v5, ToTensorImage->screen, CenterCrop(39,122), thumb@1=Resize(11,31,nearest), "
+                "VecNorm(v2), GRU, categorical, single, stochastic"),
+    "a C51 head after a lazy encoder (rewritten, so copied too)":
+        (1, 29, "lazy, ALE/Freeway-v5, ToTensorImage->pixels, Clip, Resize(68,38,nearest), GrayScale, VecNorm(v1), "
+                "c51, single"),
 }
 """Failures the drawn matrix found, kept as named cases (the generator must still draw them: else re-pin)."""
 

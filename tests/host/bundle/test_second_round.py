@@ -69,6 +69,19 @@ def test_a_gru_pixel_policy_plays_on_the_board_as_torchrl_steps_it(own_bundles):
     assert play.returncode == 0 and "score" in play.stdout, play.stderr
 
 
+def test_the_users_lazy_gru_policy_on_freeway_verifies_exactly_self_tests_torch_free_and_plays(own_bundles):
+    """The factory a user brought as it was (issue 37): it once agreed with its eager self on 0.8 % of actions."""
+    manifest = load_bundle(own_bundles["freeway_gru"])
+    for figures in manifest.parity["backends"].values():
+        assert figures["action_agreement"] == 1.0, figures
+        assert figures["max_abs_diff_values"] <= 1e-4 and figures["max_abs_diff_state"] <= 1e-4, figures
+    assert manifest.env.game == "freeway" and manifest.episode_start_input == "is_init"
+    assert selftest(own_bundles["freeway_gru"]).ok
+    play = subprocess.run([sys.executable, "-m", "device", "play", str(own_bundles["freeway_gru"]), "--max-steps",
+                           "200"], capture_output=True, text=True, timeout=300)
+    assert play.returncode == 0 and "score" in play.stdout, play.stderr
+
+
 def test_a_gru_sensor_policy_carries_its_state_and_resets_as_torchrl_does(tmp_path):
     """1,000 steps with an episode start every 250: the exported GRU against TorchRL's own stepping."""
     import torch
