@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from deploy import board_client
+from deploy.board.data import stored_name
 from deploy.link.targets import DeployError, Target
 from device import layout
 from device.layout import sha256_file
@@ -51,11 +52,8 @@ def local_name(board: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", board).strip("._") or "board"
 
 
-def _stored(shard: dict[str, Any]) -> str:
-    return f"{shard['file'][:-4]}-{shard['sha256'][:12]}.npz"
-
-
-def _local_index(folder: Path, board_index: dict[str, Any]) -> dict[str, Any]:
+def local_index(folder: Path, board_index: dict[str, Any]) -> dict[str, Any]:
+    """The index of a recording held here (or a new one), the board's runs merged in."""
     try:
         index = json.loads((folder / layout.RECORD_INDEX).read_text())
     except (OSError, ValueError):
@@ -82,12 +80,12 @@ def pull_recording(target: Target, name: str, board_index: dict[str, Any], folde
                    say: Callable[[str], None]) -> list[dict[str, Any]]:
     """One recording: every listed shard here and checked; the shards that are (for --prune)."""
     folder.mkdir(parents=True, exist_ok=True)
-    index = _local_index(folder, board_index)
+    index = local_index(folder, board_index)
     held = {s["file"] for s in index["shards"]}
     intact = []
     try:
         for shard in board_index["shards"]:
-            stored = folder / _stored(shard)
+            stored = folder / stored_name(shard)
             if stored.is_file() and sha256_file(stored) == shard["sha256"]:
                 result.already += 1
             else:

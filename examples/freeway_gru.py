@@ -1,5 +1,7 @@
-"""A user's GRU policy on Freeway, exactly as it was brought: lazy layers (TorchRL's ConvNet sizes itself at its
-first call), a GRU between it and an MLP, a Categorical ProbabilisticActor, the primer appended after the Compose.
+"""A user's GRU policy on Freeway, exactly as it was brought (issue 37).
+
+Lazy layers (TorchRL's ConvNet sizes itself at its first call), a GRU between it and an MLP, a Categorical
+ProbabilisticActor, the primer appended after the Compose.
 
 It once failed verify (0.8 % of actions): the export copied the policy to rewrite its GRU before the ConvNet had
 drawn its weights, so the copy drew others (host.bundle.traceable.materialize). Pinned here as a regression.

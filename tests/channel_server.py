@@ -79,6 +79,17 @@ http {{
       dav_access user:rw group:r all:r;
       client_max_body_size 64k;
     }}
+    location ~ ^/data/(?<board>[A-Za-z0-9_][A-Za-z0-9._-]*)/[A-Za-z0-9_][A-Za-z0-9._-]*/[A-Za-z0-9._-]+$ {{
+      auth_basic "edgerl boards";
+      auth_basic_user_file {htpasswd};
+      if ($remote_user != $board) {{ return 403; }}
+      if (-f {work / 'fail-data'}) {{ return 503; }}
+      limit_except GET PUT {{ deny all; }}
+      dav_methods PUT;
+      create_full_put_path on;
+      dav_access user:rw group:r all:r;
+      client_max_body_size 64m;
+    }}
   }}
 }}
 """
@@ -127,9 +138,9 @@ class Nginx:
     def since(self, mark: int) -> list[Request]:
         return self.requests()[mark:]
 
-    def failing(self, on: bool) -> None:
-        """Every GET answers 503 while on (a server in trouble), never a report's PUT."""
-        flag = self.work / "fail-targets"
+    def failing(self, on: bool, area: str = "targets") -> None:
+        """Every request to the area (targets: the channel's files; data: recordings' PUTs) answers 503 while on."""
+        flag = self.work / f"fail-{area}"
         flag.touch() if on else flag.unlink(missing_ok=True)
 
     def stop(self) -> None:

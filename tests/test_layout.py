@@ -155,8 +155,8 @@ def _foreign_imports(folder: Path, allowed: set[str], top_level: set[str], pytho
             if isinstance(node, ast.Import):
                 names = [a.name for a in node.names]
             elif isinstance(node, ast.ImportFrom) and node.module:
-                names = [f"{node.module}.{a.name}" if node.module in {"device", "deploy.board"} else node.module
-                         for a in node.names]
+                names = [f"{node.module}.{a.name}" if node.module in {"device", "deploy.board", "deploy.agent"}
+                         else node.module for a in node.names]
             else:
                 continue
             found += [f"{path.name}:{node.lineno} {n}" for n in names

@@ -114,14 +114,26 @@ class ChannelHttp(FetcherInterface):
 
     def put_json(self, path: str, body: dict[str, Any], user: str, password: str) -> int:
         """PUT a JSON document under the channel with this board's credentials; returns the HTTP status."""
-        data = json.dumps(body, sort_keys=True).encode()
-        token = base64.b64encode(f"{user}:{password}".encode()).decode()
-        response = self._request("PUT", self.url(path), body=data,
-                                 headers={"Authorization": f"Basic {token}", "Content-Type": "application/json"})
+        return self.put_bytes(path, json.dumps(body, sort_keys=True).encode(), user, password)
+
+    def put_bytes(self, path: str, data: bytes, user: str, password: str) -> int:
+        """PUT bytes under the channel with this board's credentials; returns the HTTP status."""
+        response = self._request("PUT", self.url(path), body=data, headers=_auth(user, password))
         response.drain_conn()
         response.release_conn()
         self.traffic.sent += len(data)
         return response.status
+
+    def length(self, path: str, user: str, password: str) -> int | None:
+        """The length of what the server holds at `path` (HEAD, as this board), or None."""
+        response = self._request("HEAD", self.url(path), headers=_auth(user, password))
+        response.release_conn()
+        size = response.headers.get("Content-Length")
+        return int(size) if response.status == 200 and size is not None else None
+
+
+def _auth(user: str, password: str) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
 
 
 def _reason(err: Exception) -> str:

@@ -9,7 +9,8 @@
 Promises: nothing of a release runs before TUF verified its files and SHA256SUMS matched them; a poll that
 fails anywhere switches nothing and the next one resumes (partial files stay); the board's deploy lock is held
 throughout, so a push and a pull never interleave; a release whose self-test failed here is not taken again.
-Exit status: 0 (current, installed, waiting, halted, busy), 1 (a check failed, or the server did not answer),
+Exit status: 0 (current, installed, judging, committed, waiting, halted, busy), 1 (a check failed, a gate rolled
+the release back, or the server did not answer),
 2 (not enrolled), 5 (the board's trust policy refused the release).
 """
 
@@ -27,7 +28,9 @@ from typing import Any
 
 # Beside the board's modules (flat, with python-tuf in ../../lib); here the deploy packages.
 if __package__:
+    from deploy.agent import gate
     from deploy.agent.fetch import ChannelHttp, Link
+    from deploy.agent.push import push_recordings
     from deploy.agent.rollout import ROLLOUT_TARGET, SUMS_NAME, check_rollout, in_stage, release_target
     from deploy.agent.state import AgentConfig, Outcome, finish
     from deploy.board import side
@@ -38,9 +41,11 @@ else:
     # Run as a script (`python3 -I poll.py` puts no folder on the path): its siblings, then python-tuf's lib/.
     _HERE = os.path.dirname(os.path.abspath(__file__))
     sys.path[:0] = [_HERE, os.path.join(_HERE, "..", "..", "lib")]
+    import gate
     import side
     from durable import write_durably
     from fetch import ChannelHttp, Link
+    from push import push_recordings
     from rollout import ROLLOUT_TARGET, SUMS_NAME, check_rollout, in_stage, release_target
     from runner import Refused
     from state import AgentConfig, Outcome, finish
@@ -90,10 +95,13 @@ def rollout_of(updater: Updater) -> dict[str, Any]:
 def waiting(poll: Poll, rollout: dict[str, Any]) -> Outcome | None:
     """The outcome when this board takes nothing now (current, halted, outside the stage, refused here)."""
     rid, current = rollout["release"], side.link_name(poll.root, layout.CURRENT)
+    judged = gate.verdict(poll.root, rid)  # a service release: the board's gate has the last word
+    if judged is not None:
+        return judged
     if current == rid:
         return Outcome("current", f"runs {rid}, the channel's release", current=rid)
     if poll.cfg.given_up == rid:  # before halted: the board's report keeps saying why it did not take it
-        return Outcome("refused", f"{rid} failed its self-test here before; stays on {current} until a new release",
+        return Outcome("refused", f"{rid} was refused here before; stays on {current} until a new release",
                        current=current, failed=True)
     if rollout.get("halted"):
         return Outcome("halted", f"the channel is halted; stays on {current}", current=current)
@@ -179,12 +187,21 @@ def take(poll: Poll, rollout: dict[str, Any]) -> Outcome:
     started = time.monotonic()
     python, key = venv_python(poll, rollout)
     sums = fetch_sums(poll, rid)
+    service = gate.wants_service(layout.parse_sums(sums))
+    if service:
+        gate.prepare(poll.root)
     staging, board = staging_for(poll, rid, sums)
     got, reused = fetch_release(poll, rid, sums, staging, board) if staging != "-" else (0, 0)
     tested = staging if staging != "-" else os.path.join(poll.root, layout.RELEASES, rid)
     checked = selftest(python, tested)
+    if service:
+        gate.begin(poll.root, rid, rollout)
     done = side.op_finish(poll.root, rid, staging, key, str(poll.cfg.keep), poll.owner)
-    return Outcome("installed", f"switched to {rid} ({got} bytes fetched, {reused} files reused; {checked})",
+    if service:
+        gate.switched(poll.root)
+        checked += "; the board's gate judges it now"
+    return Outcome("judging" if service else "installed",
+                   f"switched to {rid} ({got} bytes fetched, {reused} files reused; {checked})",
                    current=rid, previous=done["previous"], fetched=got, reused=reused,
                    seconds=round(time.monotonic() - started, 2))
 
@@ -218,9 +235,23 @@ def run_poll(poll: Poll) -> Outcome:
         return Outcome("refused", f"TUF refused what the channel served ({name}: {err}); nothing was installed",
                        failed=True)
     except Refused as err:
-        failed = bool(err.fields.get("selftest_failed"))
+        if err.fields.get("busy"):
+            return Outcome("busy", str(err))
+        gave_up = bool(err.fields.get("selftest_failed") or err.fields.get("gave_up"))
         untrusted = bool(err.fields.get("untrusted"))
-        return Outcome("refused", f"{err}; nothing was switched", failed=True, gave_up=failed, untrusted=untrusted)
+        return Outcome("refused", f"{err}; nothing was switched", failed=True, gave_up=gave_up, untrusted=untrusted)
+
+
+def push_back(poll: Poll, outcome: Outcome) -> None:
+    """The board's finished recordings to the channel (a failure here is retried next poll, never fatal)."""
+    try:
+        moved = push_recordings(poll.root, poll.cfg, poll.http)
+    except (exceptions.DownloadError, OSError) as err:
+        outcome.detail += f" (recordings not pushed: {err}; the next poll resumes)"
+        return
+    if moved["sent"] or moved["pruned"]:
+        outcome.detail += f"; {moved['sent']} recorded shards pushed, {moved['pruned']} pruned here"
+    outcome.pushed = moved["sent"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -240,6 +271,8 @@ def main(argv: list[str] | None = None) -> int:
     poll = Poll(root, cfg, ChannelHttp(Link(cfg.url, cfg.ca)), owner=f"pull agent {os.getpid()}")
     with deploy_lock(root, poll.owner) as held:
         outcome = run_poll(poll) if held else Outcome("busy", "a deploy holds the board's lock; the next poll tries")
+        if held and outcome.outcome != "unreachable":
+            push_back(poll, outcome)
         if not outcome.current:
             outcome.current = side.link_name(root, layout.CURRENT)
     return finish(cfg, poll.http, poll.offered, outcome)

@@ -76,7 +76,8 @@ class Outcome:
     """How one poll ended: a word, one line for a person, and the figures."""
 
     outcome: str
-    """current, installed, waiting, halted, busy, refused, unreachable, not-enrolled."""
+    """current, installed, judging, committed, rolled-back, waiting, halted, busy, refused, unreachable,
+    not-enrolled."""
     detail: str
     current: str | None = None
     previous: str | None = None
@@ -87,6 +88,10 @@ class Outcome:
     fetched: int = 0
     reused: int = 0
     seconds: float = 0.0
+    pushed: int = 0
+    """Recorded shards this poll sent to the channel's data area."""
+    gate: dict[str, Any] | None = None
+    """The board's health gate on a service release: verdict, reason, figures."""
     traffic: dict[str, int] = field(default_factory=dict)
 
     def line(self) -> str:
@@ -110,7 +115,8 @@ def report_body(cfg: AgentConfig, offered: str | None, outcome: Outcome) -> dict
     """What the board tells the channel's owner: who, what it runs and was offered, how the poll ended, when."""
     return {"board": cfg.board, "host": socket.gethostname(), "release": outcome.current, "offered": offered,
             "previous": outcome.previous, "outcome": outcome.outcome, "detail": outcome.detail,
-            "fetched": outcome.fetched, "reused": outcome.reused, "seconds": outcome.seconds, "time": time.time()}
+            "fetched": outcome.fetched, "reused": outcome.reused, "seconds": outcome.seconds, "gate": outcome.gate,
+            "time": time.time()}
 
 
 def finish(cfg: AgentConfig, http: ChannelHttp, offered: str | None, outcome: Outcome) -> int:
@@ -123,7 +129,7 @@ def finish(cfg: AgentConfig, http: ChannelHttp, offered: str | None, outcome: Ou
     last = read_json(path) or {}
     # A board that installed a release and then finds it current has nothing new to say.
     word = "current" if outcome.outcome == "installed" else outcome.outcome
-    key = [word, outcome.current, outcome.detail if outcome.failed else None]
+    key = [word, outcome.current, offered if outcome.failed else None]
     reported = last.get("key") == key and last.get("reported", False)
     creds = cfg.credentials()
     if not reported and creds and outcome.outcome not in ("busy", "unreachable"):

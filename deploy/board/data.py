@@ -29,6 +29,14 @@ else:
 from device.layout import DATA, RECORD_INDEX, RECORD_LOCK
 
 
+def stored_name(shard: dict[str, Any]) -> str:
+    """A shard's name where it is kept off the board: named by its content (`shard-N-<sha256[:12]>.npz`).
+
+    A shard sent twice is kept once, and a recording restarted from shard 1 never overwrites what came before.
+    """
+    return f"{shard['file'][:-4]}-{shard['sha256'][:12]}.npz"
+
+
 def _recording(root: str, name: str) -> str:
     if not name or name.startswith(".") or "/" in name:
         raise Refused(f"no recording {name!r}: a recording is a folder name under {DATA}/")

@@ -24,14 +24,14 @@ from typing import Any
 import urllib3
 
 from deploy import board_client
-from deploy.agent import fetch, poll, rollout, state
+from deploy.agent import fetch, gate, poll, push, rollout, state
 from deploy.agent.rollout import BOARD_ID
 from deploy.channel.keys import ChannelError
 from deploy.install import InstallConfig, ensure_venv
 from deploy.link.targets import DeployError, Target
 from device import layout
 
-AGENT_MODULES = (fetch, poll, rollout, state)
+AGENT_MODULES = (fetch, gate, poll, push, rollout, state)
 AGENT_LIBS = ("tuf", "securesystemslib", "urllib3")
 """python-tuf and what it needs on the board: pure Python, so the host's copies run on any board."""
 MIN_PYTHON = (3, 10)

@@ -20,6 +20,7 @@ from deploy.channel.keys import ChannelError
 from deploy.channel.repo import DEFAULT_EXPIRY, Channel, Expiry, write_public
 from deploy.install import InstallConfig, pinned_requirements
 from deploy.release import release_files, release_id, sums_text
+from deploy.service import ServiceConfig, release_extras
 from device.manifest import load_bundle
 from device.trust import check_verified
 
@@ -39,6 +40,8 @@ class PublishConfig:
     """Share of the boards (by a stable hash of board and release) that take the release."""
     requirements: tuple[str, ...] | None = None
     """The board's venv (default: the host's numpy, onnxruntime, ale-py: the versions verify ran)."""
+    service: ServiceConfig | None = None
+    """Run the release as the board's service, judged by the board's own health gate (as `deploy --service`)."""
 
 
 def rollout(channel: Channel) -> dict[str, Any] | None:
@@ -76,7 +79,7 @@ def publish(cfg: PublishConfig) -> dict[str, Any]:
     """Add the bundle as a release, staged to `cfg.stage` percent of the boards; returns the rollout record."""
     check_verified(cfg.bundle, load_bundle(cfg.bundle))
     channel = Channel(cfg.channel, cfg.keys)
-    files = release_files(cfg.bundle)
+    files = release_files(cfg.bundle, release_extras(cfg.service) if cfg.service else None)
     sums = sums_text(files)
     rid = release_id(cfg.bundle, sums)
     before = rollout(channel) or {}
@@ -90,6 +93,9 @@ def publish(cfg: PublishConfig) -> dict[str, Any]:
     record = {"release": rid, "stage_bp": basis_points(cfg.stage), "halted": False, "replaces": before.get("release"),
               "requirements": list(cfg.requirements or pinned_requirements(InstallConfig())),
               "published": int(time.time()), "history": history}
+    if cfg.service:  # strings: TUF's canonical JSON has no floats, and the board's gate op takes words
+        record["gate"] = {"seconds": repr(float(cfg.service.gate_seconds)),
+                          "max_overrun": repr(float(cfg.service.max_overrun))}
     set_rollout(channel, record)
     _forget_old_releases(channel, history[:KEEP_RELEASES])
     channel.commit_targets()

@@ -20,7 +20,7 @@ from deploy.channel.repo import Channel
 from deploy.channel.status import reports
 
 TOOK = ("installed", "current", "committed")
-"""Outcomes of a board that runs the release (a service's gate committed it, where it has one)."""
+"""Outcomes of a board that runs the release (a service release's gate committed it: "judging" is not yet)."""
 FAILED = ("refused", "rolled-back")
 """Outcomes of a board that was offered the release and did not keep it."""
 

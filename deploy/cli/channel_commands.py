@@ -14,6 +14,7 @@ from deploy.cli.shared import say, ssh_options
 from deploy.install import InstallConfig
 from deploy.link.targets import DeployError
 from deploy.remote_run import open_target
+from deploy.service import ServiceConfig
 from device.manifest import EXIT_OK, EXIT_ROLLOUT_STOPPED
 
 
@@ -47,7 +48,12 @@ def channel_cmd(args: argparse.Namespace) -> int:
 
 def publish_cmd(args: argparse.Namespace) -> int:
     """`edgerl publish B --channel DIR`."""
-    record = publish(PublishConfig(args.bundle, args.channel, args.keys, args.stage))
+    if (args.io or args.hz) and not args.service:
+        raise DeployError("--io and --hz go with --service")
+    if args.io and not args.hz:
+        raise DeployError("--io needs --hz: how many decisions per second your plant wants")
+    service = ServiceConfig(args.io, args.hz, args.gate_seconds, args.max_overrun) if args.service else None
+    record = publish(PublishConfig(args.bundle, args.channel, args.keys, args.stage, service=service))
     replaces = f", replacing {record['replaces']}" if record["replaces"] else ""
     say(f"published {record['release']} at stage {record['stage_bp'] / 100:g}%{replaces}")
     return EXIT_OK

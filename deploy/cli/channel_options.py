@@ -8,7 +8,7 @@ from pathlib import Path
 
 from deploy.agent.rollout import parse_stage
 from deploy.cli.options import TARGET_HELP, ssh_args
-from device.args import positive
+from device.args import positive, positive_number
 from device.manifest import EXIT_CODES_HELP
 
 
@@ -135,6 +135,15 @@ def _publish_and_enroll(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--keys", type=Path, required=True, metavar="KEYDIR", help="the channel's keys")
     b.add_argument("--stage", type=stage_arg, default=100.0, metavar="N%",
                    help="share of the boards that take it now (default 100%%)")
+    s = b.add_argument_group("service", "run the release as the board's service (as deploy --service)")
+    s.add_argument("--service", action="store_true",
+                   help="the board runs it under systemd and its own gate commits it or rolls it back")
+    s.add_argument("--io", default=None, metavar="FILE.py:CLASS", help="with --service: your plant class")
+    s.add_argument("--hz", type=positive_number, default=None, help="with --service: decisions per second")
+    s.add_argument("--gate-seconds", type=positive_number, default=30.0,
+                   help="with --service: healthy seconds before the board commits it (default 30)")
+    s.add_argument("--max-overrun", type=float, default=0.05,
+                   help="with --service: share of the gate's periods allowed to miss (default 0.05)")
 
     e = sub.add_parser("enroll", help="set a board up to pull its releases from a channel",
                        description="Install, once, the pull agent (python-tuf, pure Python), the venv the releases "

@@ -238,6 +238,17 @@ def service_cmd(args: argparse.Namespace) -> int:
 
 def data_cmd(args: argparse.Namespace) -> int:
     """`edgerl data pull`: every board's recordings, in parallel; a line per board."""
+    if args.channel is not None:
+        if args.on or args.inventory or args.prune:
+            raise DeployError("--channel reads what boards pushed: give it without --on, --inventory or --prune "
+                              "(a board prunes what the server holds by itself)")
+        # Deferred: python-tuf's extra, only for the channel.
+        from deploy.channel.data import pull_from_channel
+
+        for result in pull_from_channel(args.channel, args.out, say):
+            say(f"{result.board}: {result.fetched} shards copied ({result.bytes / 1e6:.2f} MB), {result.already} "
+                f"already here -> {args.out / local_name(result.board)}")
+        return EXIT_OK
     rows = pull_fleet(boards_of(args), PullConfig(args.out, args.prune), ssh_options(args), say)
     for name, result in rows:
         if isinstance(result, DeployError):

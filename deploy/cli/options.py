@@ -157,6 +157,8 @@ def _data_parser(sub: argparse._SubParsersAction) -> None:
     a.add_argument("action", choices=["pull"])
     a.add_argument("--out", type=output_folder, required=True, help="host folder for the recordings")
     a.add_argument("--prune", action="store_true", help="delete on the board the shards that arrived intact")
+    a.add_argument("--channel", type=Path, default=None, metavar="DIR",
+                   help="instead of boards: the recordings boards pushed into this channel folder (edgerl enroll)")
     _one_or_fleet(a)
 
 

@@ -13,9 +13,8 @@ import threading
 import time
 
 import pytest
-from test_watch import _release_of, a_release_that_fails_its_self_test, first_stage_holding
-
 from campaign import trials
+from test_watch import _release_of, a_release_that_fails_its_self_test, first_stage_holding
 
 pytestmark = pytest.mark.campaign
 BOARDS = trials(3, 50)

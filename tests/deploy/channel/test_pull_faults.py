@@ -160,3 +160,17 @@ def test_bad_channel_input_ends_in_one_line(channel_world, bundle_copy, args, co
     ran = world.cli(*(a.format(dir=world.dir, keys=world.keys, tmp=world.tmp, unverified=unverified) for a in args))
     assert ran.returncode == code, (ran.stdout, ran.stderr)
     assert says in ran.stderr and len(ran.stderr.strip().splitlines()) == 1, ran.stderr
+
+
+def test_a_service_release_on_a_board_without_systemd_is_refused_in_one_line_and_not_retried(channel_world, bundles):
+    world = channel_world
+    board = world.board("pi1")
+    first = world.publish(bundles["dqn"])["release"]
+    assert world.poll(board)["outcome"] == "installed"
+    ran = world.cli("publish", bundles["stacked"], "--channel", world.dir, "--keys", world.keys, "--service")
+    assert ran.returncode == 0, ran.stderr
+    assert world.rollout()["gate"] == {"seconds": "30.0", "max_overrun": "0.05"}
+    took = _refused(world, board, first, "does not run systemd")
+    assert "\n" not in took["detail"]
+    again = world.poll(board)  # given up: no download, no second try until another release
+    assert again["outcome"] == "refused" and "before" in again["detail"] and again["traffic"]["requests"] == 2
