@@ -24,7 +24,7 @@ NGINX = "/usr/sbin/nginx"
 LOG_FORMAT = "$request_method $uri $status $body_bytes_sent $request_length $remote_user $http_range"
 
 
-def make_ca(folder: Path, names: tuple[str, ...] = ("127.0.0.1", "10.0.2.2")) -> tuple[Path, Path, Path]:
+def make_ca(folder: Path, names: tuple[str, ...] = ("127.0.0.1", "10.0.2.100")) -> tuple[Path, Path, Path]:
     """(CA certificate, server certificate, server key): a private CA, as a fleet owner would run one."""
     folder.mkdir(parents=True, exist_ok=True)
     ca_key, ca, key, csr, cert = (folder / n for n in ("ca.key", "ca.pem", "server.key", "server.csr", "server.pem"))
@@ -150,15 +150,15 @@ class Nginx:
         self.proc.wait(timeout=10)
 
 
-def start_nginx(channel: Path, work: Path) -> Nginx:
-    """nginx on a free loopback port for `channel`; ready when it answers."""
+def start_nginx(channel: Path, work: Path, port: int | None = None) -> Nginx:
+    """nginx on a loopback port (a free one unless given) for `channel`; ready when it answers."""
     if not Path(NGINX).is_file():
         pytest.fail("the channel tests serve the channel with nginx: apt-get install nginx (make test does it)")
     work.mkdir(parents=True, exist_ok=True)
     ca, cert, key = make_ca(work / "tls")
     htpasswd = work / "htpasswd"
     htpasswd.touch()
-    port = free_port()
+    port = port or free_port()
     (work / "nginx.conf").write_text(config(channel, work, port, cert, key, htpasswd))
     check = subprocess.run([NGINX, "-t", "-q", "-c", str(work / "nginx.conf")], capture_output=True, text=True)
     if check.returncode:

@@ -198,6 +198,10 @@ def _inputs(venv_key: str) -> str:
     return f"packages {' '.join(PACKAGES)}; venv {venv_key}"
 
 
+CHANNEL_ADDRESS = "10.0.2.100:8443"
+"""Where the booting board reaches the host's channel server (qemu's user network forwards it to channel_port)."""
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -211,6 +215,8 @@ class Board:
     workdir: Path
     cache: Path = CACHE
     port: int = field(default_factory=_free_port)
+    channel_port: int = field(default_factory=_free_port)
+    """The host's loopback port the board reaches as CHANNEL_ADDRESS (a pull channel's server: tests start one)."""
     cpus: int = 2
     memory_mb: int = 1024
     qemu: subprocess.Popen | None = None
@@ -244,7 +250,10 @@ class Board:
                 "-kernel", str(self.cache / "vmlinuz"), "-initrd", str(self.cache / "initrd.img"),
                 "-append", "root=/dev/vda rw console=ttyAMA0 quiet",
                 "-drive", f"if=virtio,file={self.disk},format=qcow2",
-                "-netdev", f"user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:{self.port}-:22",
+                # restrict=on: the board reaches nothing but, by guestfwd (one nc per connection), the host's
+                # loopback port where a test's channel server listens.
+                "-netdev", f"user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:{self.port}-:22,"
+                           f"guestfwd=tcp:{CHANNEL_ADDRESS}-cmd:nc 127.0.0.1 {self.channel_port}",
                 "-device", "virtio-net-pci,netdev=n0", "-device", "virtio-rng-pci"]
         self.qemu = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                      stderr=open(self.workdir / "qemu.log", "ab"), start_new_session=True)

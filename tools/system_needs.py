@@ -62,6 +62,8 @@ NEEDS: dict[str, tuple[Need, ...]] = {
         Need("/usr/lib/ipxe/qemu/efi-virtio.rom", "ipxe-qemu",
              "the ROM of the board's virtio-net-pci (on qemu's firmware path)"),
         Need("mkfs.ext4", "e2fsprogs", "the board's disk image"),
+        Need("nc", "netcat-openbsd", "the booting board reaches a test's channel server through qemu's guestfwd"),
+        Need("/usr/sbin/nginx", "nginx", "the pull channel's server the booting board polls"),
     ),
     "bench": (
         Need("cyclictest", "rt-tests", "bench/serve_rate.py prints this machine's own wake-up latency as the floor"),

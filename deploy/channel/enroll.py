@@ -51,6 +51,8 @@ class EnrollConfig:
     htpasswd: Path | None = None
     """Where the board's report-area login is added (the server's auth_basic_user_file)."""
     install: InstallConfig = InstallConfig()
+    root: Path | None = None
+    """The channel's root.json to trust (its metadata/root.json); default: fetched from the URL over TLS."""
 
 
 def agent_files() -> dict[str, Path]:
@@ -142,7 +144,7 @@ def add_login(htpasswd: Path, user: str, password: str) -> None:
 def enroll(target: Target, cfg: EnrollConfig, say: Callable[[str], None] = print) -> dict[str, Any]:
     """Everything a board needs to pull; returns what was set up (board id, agent folder, timer or none)."""
     board = board_id(target, cfg.board)
-    root_json = fetch_root(cfg.url, cfg.ca)
+    root_json = cfg.root.read_bytes() if cfg.root else fetch_root(cfg.url, cfg.ca)
     probe = board_client.expect(target, "probe", target.root, what="checking the board")
     if tuple(int(p) for p in probe["python"].split(".")) < MIN_PYTHON:
         raise DeployError(f"{target.name} has Python {probe['python']}; the pull agent (python-tuf) needs "

@@ -61,10 +61,11 @@ def publish_cmd(args: argparse.Namespace) -> int:
 
 def enroll_cmd(args: argparse.Namespace) -> int:
     """`edgerl enroll --on TARGET --channel URL`."""
-    if args.ca is not None and not args.ca.is_file():
-        raise DeployError(f"--ca {args.ca} does not exist")
+    for flag, path in (("--ca", args.ca), ("--root", args.root)):
+        if path is not None and not path.is_file():
+            raise DeployError(f"{flag} {path} does not exist")
     cfg = EnrollConfig(args.channel, args.board_id, args.ca, args.every, args.keep, args.htpasswd,
-                       InstallConfig(wheelhouse=args.wheelhouse))
+                       InstallConfig(wheelhouse=args.wheelhouse), args.root)
     with open_target(args.on, ssh_options(args), create=True) as target:
         done = enroll(target, cfg, say)
     if args.on.startswith("local:"):

@@ -153,6 +153,9 @@ def _publish_and_enroll(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--on", required=True, metavar="TARGET", help=TARGET_HELP)
     e.add_argument("--channel", required=True, type=channel_url, metavar="URL", help="the channel's https URL")
     e.add_argument("--ca", type=Path, default=None, metavar="FILE", help="CA certificate of the channel's server")
+    e.add_argument("--root", type=Path, default=None, metavar="FILE",
+                   help="the channel's metadata/root.json to trust (default: fetched from URL, checked with --ca); "
+                        "for a URL only the board can reach")
     e.add_argument("--every", type=systemd_span, default="10min", metavar="SPAN",
                    help="poll period, plus up to as much again at random (systemd time span; default 10min)")
     e.add_argument("--board-id", default=None, metavar="ID", help="the board's name in the channel (default: host)")

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import os
 
-from deploy.agent.rollout import in_stage
+from deploy.agent.rollout import bucket, in_stage
+from deploy.release import release_files, release_id, sums_text
 from device.layout import parse_sums
 
 
@@ -73,11 +74,13 @@ def test_a_new_release_fetches_only_the_files_whose_hash_changed(channel_world, 
 
 def test_a_staged_release_reaches_only_the_boards_of_its_stage_and_a_halt_stops_it(channel_world, bundles):
     world = channel_world
-    names = [f"b{i}" for i in range(6)]
+    names = [f"b{i}" for i in range(4)]
     boards = {n: world.board(n) for n in names}
-    record = world.publish(bundles["dqn"], stage="40%")
+    rid = release_id(bundles["dqn"], sums_text(release_files(bundles["dqn"])))
+    stage = sorted(bucket(n, rid) for n in names)[1] + 1  # in basis points: the smallest stage that holds two
+    record = world.publish(bundles["dqn"], stage=f"{stage / 100:.2f}%")
     inside = {n for n in names if in_stage(n, record["release"], record["stage_bp"])}
-    assert 0 < len(inside) < len(names)  # the drawn ids split (fixed names: a fixed split)
+    assert len(inside) == 2 and record["stage_bp"] == stage
     outcomes = {n: world.poll(b)["outcome"] for n, b in boards.items()}
     assert {n for n, o in outcomes.items() if o == "installed"} == inside
     assert {n for n, o in outcomes.items() if o == "waiting"} == set(names) - inside
