@@ -9,12 +9,14 @@ import sys
 import time
 from pathlib import Path
 
+from device import layout
 from device.args import OneLineParser, output_file, output_folder, positive, positive_number
 from device.manifest import (
     EXIT_CODES_HELP,
     EXIT_FAILED_CHECK,
     EXIT_INTERRUPTED,
     EXIT_OK,
+    MANIFEST,
     BundleError,
     EdgerlError,
 )
@@ -64,7 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("play", help="play the bundle's game with its policy and write a JSON report",
                        description="Play the bundle's Atari game with its policy (the training env's semantics) "
                                    "and report scores, speed and latency.", epilog=EXIT_CODES_HELP)
-    p.add_argument("bundle", type=Path, help="bundle folder (manifest.json, policy.onnx, golden.npz)")
+    p.add_argument("bundle", type=Path, help="bundle folder (manifest.json, policy.onnx, golden.npz), or a "
+                   "deployed release folder such as ~/edgerl/current")
     p.add_argument("--episodes", type=positive, default=1, help="episodes to play (default 1)")
     p.add_argument("--seed", type=int, default=0, help="emulator seed for the whole run (default 0)")
     p.add_argument("--max-steps", type=positive, default=None, help="cut each episode after this many agent steps")
@@ -79,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Check every file's sha256, the model's I/O, the game it will play, and that "
                                    "the golden inputs give the recorded outputs here; exit 1 if they do not.",
                        epilog=EXIT_CODES_HELP)
-    s.add_argument("bundle", type=Path, help="bundle folder")
+    s.add_argument("bundle", type=Path, help="bundle folder, or a deployed release folder")
     s.add_argument("--threads", type=positive, default=None, help="onnxruntime intra-op threads (default 1)")
 
     _serve_parser(sub)
@@ -87,14 +90,23 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bench", help="time the control loop and its parts",
                        description="Time the full loop, then the emulator alone and the policy alone; print JSON.",
                        epilog=EXIT_CODES_HELP)
-    b.add_argument("bundle", type=Path, help="bundle folder")
+    b.add_argument("bundle", type=Path, help="bundle folder, or a deployed release folder")
     b.add_argument("--steps", type=positive, default=2000, help="agent steps per round (default 2000)")
     b.add_argument("--threads", type=positive, default=None, help="onnxruntime intra-op threads (default 1)")
     b.add_argument("--int8", action="store_true", help="time the bundle's int8 model")
     return parser
 
 
+def bundle_of(path: Path) -> Path:
+    """The bundle a path names: a bundle folder as given, or a deployed release's (`python -m device play current`)."""
+    if not (path / MANIFEST).is_file() and (path / layout.BUNDLE_DIR / MANIFEST).is_file():
+        return path / layout.BUNDLE_DIR
+    return path
+
+
 def _run(args: argparse.Namespace) -> int:
+    if args.command in ("play", "selftest", "bench"):
+        args.bundle = bundle_of(args.bundle)
     if args.command == "play":
         from device.play import PlayConfig, play  # deferred: numpy, onnxruntime and ale-py load in seconds
 

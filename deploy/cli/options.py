@@ -18,7 +18,7 @@ def seconds(text: str) -> float:
     except ValueError:
         value = -1.0
     if not 0 < value <= 86_400:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds between 0 and 86400")
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds: more than 0, at most 86400")
     return value
 
 
@@ -67,8 +67,8 @@ def _deploy_parser(sub: argparse._SubParsersAction) -> None:
                         "boot) and commit it only after it ran healthy for --gate-seconds; else the board rolls back")
     s.add_argument("--io", default=None, metavar="FILE.py:CLASS",
                    help="with --service: your plant class (observe/apply/close), shipped in the release")
-    s.add_argument("--hz", type=float, default=None, help="with --service: decisions per second (default: the "
-                                                          "game's real-time rate; required with --io)")
+    s.add_argument("--hz", type=positive_number, default=None,
+                   help="with --service: decisions per second (default: the game's real-time rate; required with --io)")
     s.add_argument("--gate-seconds", type=float, default=30.0, help="with --service: healthy seconds before the "
                                                                     "board commits the release (default 30)")
     s.add_argument("--max-overrun", type=float, default=0.05, help="with --service: share of the gate's periods "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import threading
 from collections.abc import Callable
@@ -13,9 +14,16 @@ _print_lock = threading.Lock()
 
 
 def say(line: str) -> None:
-    """Print one line; lines of boards deploying in parallel never interleave."""
+    """Print one line; lines of boards deploying in parallel never interleave.
+
+    A reader that went away (`edgerl deploy ... | head -1`) stops the printing, never the work: a deploy half-way
+    through a board's steps finishes them, and what it no longer prints goes nowhere.
+    """
     with _print_lock:
-        print(line, flush=True)
+        try:
+            print(line, flush=True)
+        except BrokenPipeError:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def ssh_options(args: argparse.Namespace) -> SshOptions:

@@ -253,17 +253,22 @@ def valid_port(text: object, where: str) -> int:
 
 
 def parse_target(text: str) -> tuple[str, str | None, str, int | None]:
-    """`local:DIR` -> ("local", None, DIR, None); `[user@]host[:port]` -> ("ssh", user, host, port)."""
+    """`local:DIR` -> ("local", None, DIR, None); `[ssh://][user@]host[:port]` -> ("ssh", user, host, port)."""
     if text.startswith("local:"):
         directory = text[len("local:"):]
         if not directory:
             raise DeployError("local target needs a folder: local:DIR")
         return "local", None, directory, None
-    user, _, hostport = text.rpartition("@")
+    address = text[len("ssh://"):].rstrip("/") if text.startswith("ssh://") else text  # ssh's own URL form
+    user, at, hostport = address.rpartition("@")
+    if at and (not user or any(c in user for c in " /\\'\"`;$:@")):
+        raise DeployError(f"bad user in target {text!r}; use [user@]host[:port], e.g. pi@raspberrypi.local")
     host, port = hostport, None
     if hostport.count(":") == 1:
         host, _, port_text = hostport.partition(":")
         port = valid_port(port_text, f"in target {text!r}")
+    elif ":" in hostport:
+        raise DeployError(f"bad target {text!r}: more than one ':' (a port is given once: [user@]host[:port])")
     if not host or any(c in host for c in " /\\'\"`;$"):
         raise DeployError(f"bad host in target {text!r}; use [user@]host[:port], an ssh config alias, or local:DIR")
     return "ssh", user or None, host, port

@@ -8,11 +8,13 @@ import subprocess
 import sys
 import time
 
+import pytest
 from board_world import BOARD_DIR, MAX_OVERRUN, REPO, boot_board, record
 from channel_server import start_nginx
 
 from deploy.channel.repo import Channel
 
+pytestmark = pytest.mark.board
 HZ = 10
 GATE_S = 10
 

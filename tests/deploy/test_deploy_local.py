@@ -2,6 +2,7 @@
 
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -119,3 +120,16 @@ def test_the_reports_edgerl_run_writes_by_default_are_not_offered_to_git():
     # `edgerl run` without --reports writes into ./reports: in a checkout of edgerl, git leaves them alone.
     repo = Path(__file__).resolve().parents[2]
     assert "/reports/" in (repo / ".gitignore").read_text().splitlines()
+
+
+def test_a_deploy_whose_reader_went_away_finishes_its_work_without_a_traceback(bundles, tmp_path, ssh_world):
+    """`edgerl deploy ... | head -1`: the reader leaves early; the deploy still switches, and says nothing odd."""
+    board = tmp_path / "board"
+    board.mkdir()
+    (board / "venvs").symlink_to(ssh_world.venvs)
+    line = (f"{shlex.quote(sys.executable)} -m host.cli deploy {shlex.quote(str(bundles['dqn']))} --to "
+            f"{shlex.quote(f'local:{board}')} | true; exit ${{PIPESTATUS[0]}}")  # `true` reads nothing and leaves
+    done = subprocess.run(["bash", "-c", line], capture_output=True, text=True, timeout=600,
+                          cwd=Path(__file__).resolve().parents[2])
+    assert done.returncode == 0 and "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr, done.stderr
+    assert (board / "current" / ".verified").is_file()

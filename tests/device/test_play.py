@@ -141,3 +141,21 @@ def test_selftest_and_play_through_a_link_that_flips_meanwhile_use_one_release(b
     finally:
         stop.set()
         flipper.join()
+
+
+def test_play_selftest_and_bench_take_a_deployed_release_folder_as_serve_does(bundles, tmp_path):
+    """`python -m device play ~/edgerl/current` on the board: the release's bundle/ is what runs (issue 37)."""
+    import shutil
+
+    release = tmp_path / "releases" / "r1"
+    shutil.copytree(bundles["dqn"], release / "bundle")
+    for args in (["selftest"], ["play", "--max-steps", "20", "--report", str(tmp_path / "r.json")],
+                 ["bench", "--steps", "20"]):
+        done = subprocess.run([sys.executable, "-m", "device", args[0], str(release), *args[1:]], capture_output=True,
+                              text=True, timeout=300)
+        assert done.returncode == 0, f"{args[0]}: {done.stderr}"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    refused = subprocess.run([sys.executable, "-m", "device", "selftest", str(empty)], capture_output=True, text=True,
+                             timeout=120)
+    assert refused.returncode == 2 and "not an edgerl bundle" in refused.stderr
