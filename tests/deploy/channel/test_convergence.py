@@ -7,6 +7,7 @@ random delay (RandomizedDelaySec). The figures print with `-s`.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import threading
@@ -18,7 +19,7 @@ from test_watch import _release_of, a_release_that_fails_its_self_test, first_st
 
 pytestmark = pytest.mark.campaign
 BOARDS = trials(3, 50)
-PERIOD = trials(4, 60)
+PERIOD = trials(3, 60)
 
 
 def nginx_cpu_s(server) -> float:
@@ -92,4 +93,10 @@ def test_boards_on_timers_converge_on_a_release_and_a_bad_one_stops_at_its_first
     running = [n for n in names if os.readlink(boards[n] / "current") != f"releases/{rid}"]
     print(f"figure: the bad release reached {len(offered)} of {BOARDS} boards (its first stage, {first}) before "
           f"the halt; {len(running)} run it")
-    assert len(offered) == 1 and not running
+    assert len(offered) == 1 and not running and "self-test failed" in world.report(offered[0])["detail"]
+    assert world.rollout()["halted"] and "halted" in halted.stdout and "1 failed" in halted.stdout
+    for name in names:  # after the halt no other board takes it, and the one that refused it says so still
+        assert world.poll(boards[name])["outcome"] == ("refused" if name in offered else "halted")
+        assert not (boards[name] / "releases" / bad_rid).exists()
+    status = json.loads(world.cli("channel", "status", world.dir, "--json").stdout)
+    assert [b["board"] for b in status["boards"] if b["offered"] == bad_rid and b["outcome"] == "refused"] == offered
