@@ -50,8 +50,9 @@ def test_a_good_release_under_watch_moves_through_its_stages_one_look_at_a_time(
     world = channel_world
     names = [f"pi{i:02d}" for i in range(3)]
     boards = {n: world.board(n) for n in names}
-    first = first_stage_holding(names, _release_of(world, bundles["dqn"]), 1)
-    stages = f"{first},50%,100%"
+    rid_to_be = _release_of(world, bundles["dqn"])
+    first, second = (first_stage_holding(names, rid_to_be, n) for n in (1, 2))  # one board, then two, then all
+    stages = f"{first},{second},100%"
     rid = world.publish(bundles["dqn"], stage=first)["release"]
 
     waiting = _watch(world, stages)  # nobody has it yet: the stage stands
@@ -61,5 +62,6 @@ def test_a_good_release_under_watch_moves_through_its_stages_one_look_at_a_time(
         for board in boards.values():
             world.poll(board)
         looks.append(_watch(world, stages).stdout.strip())
-    assert "-> 50%" in looks[0] and "-> 100%" in looks[1] and "last stage 100%" in looks[2], looks
+    assert f"-> {float(second[:-1]):g}%" in looks[0] and "-> 100%" in looks[1] and "last stage 100%" in looks[2], \
+        looks
     assert all(os.readlink(b / "current") == f"releases/{rid}" for b in boards.values())
