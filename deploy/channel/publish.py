@@ -56,9 +56,9 @@ def _add_file(channel: Channel, path: str, data: bytes, custom: dict[str, Any] |
     if custom is not None:
         info.unrecognized_fields["custom"] = custom
     folder, _, name = path.rpartition("/")
-    on_disk = channel.folder / "targets" / folder / f"{info.hashes['sha256']}.{name}"
-    if not on_disk.is_file():  # named by content: never overwritten, so a board mid-download keeps its bytes
-        write_public(on_disk, data)
+    on_disk = Path("targets", folder, f"{info.hashes['sha256']}.{name}")
+    if not (channel.folder / on_disk).is_file():  # named by content: never overwritten, a board mid-download keeps it
+        write_public(channel.folder, on_disk, data)
     channel.targets.signed.targets[path] = info
     return info
 

@@ -45,20 +45,24 @@ class Expiry:
 DEFAULT_EXPIRY = Expiry()
 
 
-def write_public(path: Path, data: bytes) -> None:
-    """A file the web server reads: 0644, its folders 0755, replaced by a rename."""
+def write_public(channel: Path, relative: str | Path, data: bytes) -> None:
+    """A file of the channel the web server reads: 0644, its folders inside the channel 0755, replaced by a rename.
+
+    Only folders inside the channel are touched: the folders above it are the user's (a walk to / once made /tmp
+    0755).
+    """
+    path = Path(channel) / relative
     path.parent.mkdir(parents=True, exist_ok=True)
-    for folder in [path.parent, *path.parent.parents]:
-        if (folder / ".edgerl-channel").exists() or folder == folder.parent:
-            break
-        folder.chmod(0o755)
+    parts = path.parent.relative_to(channel).parts
+    for depth in range(1, len(parts) + 1):
+        (Path(channel).joinpath(*parts[:depth])).chmod(0o755)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
+        os.chmod(tmp, 0o644)  # mkstemp makes it 0600: the server's user must read it
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -101,16 +105,16 @@ class Channel:
         snapshot = Metadata(Snapshot(expires=expiry.of("snapshot")))
         timestamp = Metadata(Timestamp(expires=expiry.of("timestamp")))
         serializer = JSONSerializer(compact=False)
-        write_public(folder / "metadata" / "1.root.json", root.to_bytes(serializer))
-        write_public(folder / "metadata" / "root.json", root.to_bytes(serializer))
+        write_public(folder, "metadata/1.root.json", root.to_bytes(serializer))
+        write_public(folder, "metadata/root.json", root.to_bytes(serializer))
         (folder / ".edgerl-channel").write_text("a TUF repository made by `edgerl channel init`\n")
         (folder / ".edgerl-channel").chmod(0o644)
         (folder / REPORTS).mkdir(mode=0o755)
         for role, md in (("targets", targets), ("snapshot", snapshot), ("timestamp", timestamp)):
             md.sign(signers[role])
-        write_public(folder / "metadata" / "1.targets.json", targets.to_bytes(serializer))
-        write_public(folder / "metadata" / "1.snapshot.json", snapshot.to_bytes(serializer))
-        write_public(folder / "metadata" / "timestamp.json", timestamp.to_bytes(serializer))
+        write_public(folder, "metadata/1.targets.json", targets.to_bytes(serializer))
+        write_public(folder, "metadata/1.snapshot.json", snapshot.to_bytes(serializer))
+        write_public(folder, "metadata/timestamp.json", timestamp.to_bytes(serializer))
         return cls(folder, keydir)
 
     def _sign(self, md: Metadata, role: str) -> None:
@@ -125,7 +129,8 @@ class Channel:
         self.targets.signed.version += 1
         self.targets.signed.expires = expiry.of("targets")
         self._sign(self.targets, "targets")
-        write_public(self.meta / f"{self.targets.signed.version}.targets.json", self.targets.to_bytes(serializer))
+        write_public(self.folder, f"metadata/{self.targets.signed.version}.targets.json",
+                     self.targets.to_bytes(serializer))
         self.snapshot.signed.meta["targets.json"] = MetaFile(version=self.targets.signed.version)
         self.commit_snapshot(expiry)
 
@@ -134,7 +139,7 @@ class Channel:
         self.snapshot.signed.version += 1
         self.snapshot.signed.expires = expiry.of("snapshot")
         self._sign(self.snapshot, "snapshot")
-        write_public(self.meta / f"{self.snapshot.signed.version}.snapshot.json",
+        write_public(self.folder, f"metadata/{self.snapshot.signed.version}.snapshot.json",
                      self.snapshot.to_bytes(JSONSerializer(compact=False)))
         self.timestamp.signed.snapshot_meta = MetaFile(version=self.snapshot.signed.version)
         self.commit_timestamp(expiry)
@@ -144,7 +149,7 @@ class Channel:
         self.timestamp.signed.version += 1
         self.timestamp.signed.expires = expiry.of("timestamp")
         self._sign(self.timestamp, "timestamp")
-        write_public(self.meta / "timestamp.json", self.timestamp.to_bytes(JSONSerializer(compact=True)))
+        write_public(self.folder, "metadata/timestamp.json", self.timestamp.to_bytes(JSONSerializer(compact=True)))
 
     def expires_within(self, role: str, days: float) -> bool:
         """Whether a role's signature ends within `days`."""

@@ -77,7 +77,7 @@ def test_targets_signed_by_a_key_the_root_does_not_trust_are_refused(channel_wor
     channel.targets.signed.version += 1
     channel.targets.signatures.clear()
     channel.targets.sign(CryptoSigner.generate_ed25519())  # an attacker's key, valid snapshot and timestamp around it
-    write_public(world.dir / "metadata" / f"{channel.targets.signed.version}.targets.json",
+    write_public(world.dir, f"metadata/{channel.targets.signed.version}.targets.json",
                  channel.targets.to_bytes(JSONSerializer()))
     channel.snapshot.signed.meta["targets.json"] = MetaFile(version=channel.targets.signed.version)
     channel.commit_snapshot()
