@@ -17,12 +17,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from deploy.board import data, durable, fleet_line, health, runner, service, side, trust, units, venvs
+from deploy.board import data, deploy_lock, durable, fleet_line, health, runner, service, side, trust, units, venvs
 from deploy.link.targets import DeployError, Spawned, Target
 from device import layout
 
 _DEVICE = Path(layout.__file__).resolve().parent
-_BOARD_MODULES = (side, service, health, units, durable, runner, trust, fleet_line, data, venvs)
+_BOARD_MODULES = (side, service, health, units, durable, runner, trust, fleet_line, data, venvs, deploy_lock)
 SHIPPED = {Path(m.__file__).name: Path(m.__file__).resolve() for m in _BOARD_MODULES} | {
     "device/__init__.py": _DEVICE / "__init__.py",
     "device/layout.py": _DEVICE / "layout.py",
@@ -32,10 +32,10 @@ SHIPPED = {Path(m.__file__).name: Path(m.__file__).resolve() for m in _BOARD_MOD
 """What the board module needs on the board, by its path there."""
 
 
-def code_digest() -> str:
+def code_digest(files: dict[str, Path] = SHIPPED) -> str:
     """One digest of every shipped file, names included: the folder the code lives in on the board."""
     h = hashlib.sha256()
-    for name, path in sorted(SHIPPED.items()):
+    for name, path in sorted(files.items()):
         h.update(name.encode() + b"\0" + path.read_bytes() + b"\0")
     return h.hexdigest()[:16]
 

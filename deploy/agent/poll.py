@@ -208,17 +208,13 @@ def take(poll: Poll, rollout: dict[str, Any]) -> Outcome:
 
 @contextmanager
 def deploy_lock(root: str, owner: str) -> Iterator[bool]:
-    """The board's deploy lock, as a push's holder takes it (side.py's flock, its owner written): False if held."""
-    os.makedirs(root, exist_ok=True)
-    fd = os.open(os.path.join(root, layout.DEPLOY_LOCK), os.O_RDWR | os.O_CREAT, 0o644)
+    """The board's deploy lock, taken as a push's holder takes it (side.py): False if another holds it."""
+    fd = side.take_lock(root, owner)
     try:
-        held = side.try_lock(fd)
-        if held:
-            os.ftruncate(fd, 0)
-            os.write(fd, owner.encode())
-        yield held
+        yield fd is not None
     finally:
-        os.close(fd)  # the kernel frees the flock with its last descriptor
+        if fd is not None:
+            os.close(fd)  # the kernel frees the flock with its last descriptor
 
 
 def run_poll(poll: Poll) -> Outcome:

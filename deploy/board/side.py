@@ -13,7 +13,6 @@ a refusal (a broken release, a lock held by another deploy, a full disk). Exit s
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import platform
@@ -48,9 +47,11 @@ from device.manifest import MANIFEST
 
 # Side by side on the board, top-level modules there; here the deploy.board package (a bare name could be anyone's).
 if __package__:
+    from deploy.board.deploy_lock import is_locked, take_lock, try_lock
     from deploy.board.durable import read_json, relink
     from deploy.board.runner import NO_SPACE, Refused, emit, run_op, space
 else:
+    from deploy_lock import is_locked, take_lock, try_lock
     from durable import read_json, relink
     from runner import NO_SPACE, Refused, emit, run_op, space
 
@@ -125,26 +126,6 @@ def judged(rel: str) -> list[str]:
     return problems or untrusted(rel)
 
 
-def try_lock(fd: int) -> bool:
-    """Take the flock on an open file without waiting; False when another process holds it."""
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        return True
-    except OSError:
-        return False
-
-
-def is_locked(root: str) -> bool:
-    """Whether a deploy holds the board's lock now (a lock file left by a dead one is not held)."""
-    path = os.path.join(root, DEPLOY_LOCK)
-    if not os.path.exists(path):
-        return False
-    fd = os.open(path, os.O_RDONLY)
-    free = try_lock(fd)
-    os.close(fd)
-    return not free
-
-
 def link_name(root: str, name: str) -> str | None:
     """The release a link of the board folder points at, or None."""
     path = os.path.join(root, name)
@@ -188,10 +169,9 @@ def op_hold_lock(root: str, owner: str, silence: str) -> None:
     `silence` seconds without a heartbeat (a cut link): nothing is left to
     clean by hand.
     """
-    os.makedirs(root, exist_ok=True)
+    fd = take_lock(root, owner)
     path = os.path.join(root, DEPLOY_LOCK)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    if not try_lock(fd):
+    if fd is None:
         try:
             with open(path) as fh:
                 who = fh.read().strip()
@@ -199,8 +179,6 @@ def op_hold_lock(root: str, owner: str, silence: str) -> None:
         except OSError:
             who, quiet = "?", 0.0
         raise Refused("another deploy holds the lock", held_by=who, quiet_s=quiet)
-    os.ftruncate(fd, 0)
-    os.write(fd, owner.encode())
     emit({"ok": True, "locked": True})
     while True:
         ready, _, _ = select.select([INPUT_FD], [], [], float(silence))

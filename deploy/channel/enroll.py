@@ -120,14 +120,6 @@ def _ship(target: Target, folder: str, files: dict[str, Path]) -> None:
         target.rename(f"{folder}/{name}{layout.PART}", f"{folder}/{name}")
 
 
-def digest(files: dict[str, Path]) -> str:
-    """One digest of the agent's files, names included: the folder its code lives in."""
-    h = hashlib.sha256()
-    for name, path in sorted(files.items()):
-        h.update(name.encode() + b"\0" + path.read_bytes() + b"\0")
-    return h.hexdigest()[:16]
-
-
 def htpasswd_line(user: str, password: str) -> str:
     """A line nginx's auth_basic_user_file reads: salted SHA-1 of a random 32-byte password."""
     salt = secrets.token_bytes(8)
@@ -151,7 +143,7 @@ def enroll(target: Target, cfg: EnrollConfig, say: Callable[[str], None] = print
                           f"{'.'.join(map(str, MIN_PYTHON))} or newer: nothing was installed")
     ensure_venv(target, probe, cfg.install, say)
     files = agent_files()
-    folder = target.path(layout.CHANNEL, "agent", digest(files))
+    folder = target.path(layout.CHANNEL, "agent", board_client.code_digest(files))
     channel = target.path(layout.CHANNEL)
     if not target.exists(f"{folder}/poll.py"):
         _ship(target, folder, files)
