@@ -297,14 +297,16 @@ class Board:
             mon.sendall(f"set_link n0 {'on' if up else 'off'}\n".encode())
             time.sleep(0.5)
 
-    def ssh(self, user: str, command: str, timeout: float = 120) -> subprocess.CompletedProcess:
-        """Run a command on the board with OpenSSH's client (the tests' own look at the board)."""
+    def ssh(self, user: str, command: str, timeout: float = 120, stdin: Path | None = None
+            ) -> subprocess.CompletedProcess:
+        """Run a command on the board with OpenSSH's client (the tests' own look at the board), `stdin` its input."""
         known = self.workdir / "known_hosts"
         known.write_text(self.host_key_line)
-        return subprocess.run(["ssh", "-q", "-i", str(self.client_key), "-p", str(self.port),
-                               "-o", f"UserKnownHostsFile={known}", "-o", "StrictHostKeyChecking=yes",
-                               "-o", "BatchMode=yes", "-o", "ConnectTimeout=10", f"{user}@127.0.0.1", command],
-                              capture_output=True, text=True, timeout=timeout)
+        with open(stdin or os.devnull, "rb") as given:
+            return subprocess.run(["ssh", "-q", "-i", str(self.client_key), "-p", str(self.port),
+                                   "-o", f"UserKnownHostsFile={known}", "-o", "StrictHostKeyChecking=yes",
+                                   "-o", "BatchMode=yes", "-o", "ConnectTimeout=10", f"{user}@127.0.0.1", command],
+                                  stdin=given, capture_output=True, text=True, timeout=timeout)
 
     def shutdown(self) -> None:
         """A clean power-off if the board answers, else a cut."""

@@ -23,8 +23,10 @@ else:
 
 from device import layout
 
-FAILED = ("rolled_back", "failed", "not_switched")
-"""Gate verdicts after which the release is not the board's: given up until another is published."""
+FAILED = ("rolled_back", "failed")
+"""Gate verdicts after which the release is not the board's: given up until another is published. Not
+"not_switched": the power (or the poll) stopped between the gate's record and the switch, which says nothing of the
+release, so the next poll takes it again."""
 
 
 def wants_service(sums: dict[str, str]) -> bool:

@@ -3,8 +3,9 @@
     python3 poll.py BOARD_FOLDER      ->  one line for the journal (stderr), one JSON outcome (stdout)
 
     refresh (root -> timestamp -> snapshot -> targets, python-tuf) -> the rollout -> in this board's stage?
-      -> fetch the release's changed files (Range-resumed, each checked by TUF) -> the pushed path's own steps
-      (deploy/board/side.py: staging, sha256, self-test with the trust policy, atomic switch, keep N) -> report
+      -> the venv (from the channel's wheels if this board has none) -> fetch the release's changed files
+      (Range-resumed, each checked by TUF) -> the pushed path's own steps (deploy/board/side.py: staging, sha256,
+      self-test with the trust policy, atomic switch, keep N) -> report
 
 Promises: nothing of a release runs before TUF verified its files and SHA256SUMS matched them; a poll that
 fails anywhere switches nothing and the next one resumes (partial files stay); the board's deploy lock is held
@@ -33,10 +34,10 @@ if __package__:
     from deploy.agent.push import push_recordings
     from deploy.agent.rollout import ROLLOUT_TARGET, SUMS_NAME, check_rollout, in_stage, release_target
     from deploy.agent.state import AgentConfig, Outcome, finish
+    from deploy.agent.wheels import ensure_venv
     from deploy.board import side
     from deploy.board.durable import write_durably
     from deploy.board.runner import Refused
-    from deploy.board.venvs import this_board, venv_key
 else:
     # Run as a script (`python3 -I poll.py` puts no folder on the path): its siblings, then python-tuf's lib/.
     _HERE = os.path.dirname(os.path.abspath(__file__))
@@ -49,7 +50,7 @@ else:
     from rollout import ROLLOUT_TARGET, SUMS_NAME, check_rollout, in_stage, release_target
     from runner import Refused
     from state import AgentConfig, Outcome, finish
-    from venvs import this_board, venv_key
+    from wheels import ensure_venv
 
 from tuf.api import exceptions
 from tuf.ngclient import Updater
@@ -157,16 +158,6 @@ def fetch_release(poll: Poll, rid: str, sums: str, staging: str, board: dict[str
     return got, len(linkable) - len(set(todo) & set(linkable))
 
 
-def venv_python(poll: Poll, rollout: dict[str, Any]) -> tuple[str, str]:
-    """(python, key) of the venv the release's requirements name on this kind of board."""
-    key = venv_key([str(r) for r in rollout["requirements"]], *this_board())
-    venv = os.path.join(poll.root, layout.VENVS, key)
-    if not os.path.isfile(os.path.join(venv, layout.VENV_COMPLETE)):
-        raise Refused(f"no venv on this board for {' '.join(rollout['requirements'])}: enroll it again "
-                      "(`edgerl enroll` installs the venv the channel's releases need)")
-    return os.path.join(venv, "bin", "python"), key
-
-
 def selftest(python: str, release_dir: str) -> str:
     """`python -m device selftest` in the release, with its own device package (as a push runs it)."""
     done = subprocess.run([python, "-m", "device", "selftest", os.path.join(release_dir, layout.BUNDLE_DIR)],
@@ -185,7 +176,7 @@ def take(poll: Poll, rollout: dict[str, Any]) -> Outcome:
     """The release onto this board by the pushed path's own steps; current is switched only at the end."""
     rid = rollout["release"]
     started = time.monotonic()
-    python, key = venv_python(poll, rollout)
+    python, key, wheel_bytes = ensure_venv(poll.root, rollout, poll.updater, poll.http)
     sums = fetch_sums(poll, rid)
     service = gate.wants_service(layout.parse_sums(sums))
     if service:
@@ -200,9 +191,10 @@ def take(poll: Poll, rollout: dict[str, Any]) -> Outcome:
     if service:
         gate.switched(poll.root)
         checked += "; the board's gate judges it now"
+    venv = f", its venv installed from {wheel_bytes} bytes of the channel's wheels" if wheel_bytes else ""
     return Outcome("judging" if service else "installed",
-                   f"switched to {rid} ({got} bytes fetched, {reused} files reused; {checked})",
-                   current=rid, previous=done["previous"], fetched=got, reused=reused,
+                   f"switched to {rid} ({got} bytes fetched, {reused} files reused{venv}; {checked})",
+                   current=rid, previous=done["previous"], fetched=got + wheel_bytes, reused=reused,
                    seconds=round(time.monotonic() - started, 2))
 
 

@@ -14,6 +14,9 @@ ROLLOUT_TARGET = "rollout.json"
 RELEASES_PREFIX = "releases"
 """A release's files are the targets `releases/<release id>/<path in the release>`."""
 SUMS_NAME = "SHA256SUMS"
+WHEELS_PREFIX = "wheels"
+"""The wheels of a venv are the targets `wheels/<venv key>/<wheel file>` (`publish --wheels-for`)."""
+WHEEL_KIND = re.compile(r"([a-z0-9_]+):(3\.[0-9]+)")
 REPORTS = "reports"
 """Where boards PUT `reports/<board>/report.json` (the server lets each board write only its own folder)."""
 BOARD_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,63}")
@@ -25,6 +28,25 @@ floats), so small stages of large fleets are fair too."""
 def release_target(release: str, name: str) -> str:
     """The target path of one file of a release."""
     return f"{RELEASES_PREFIX}/{release}/{name}"
+
+
+def wheel_target(key: str, name: str) -> str:
+    """The target path of one wheel of the venv `key`."""
+    return f"{WHEELS_PREFIX}/{key}/{name}"
+
+
+def wheel_kind(machine: str, python: str) -> str:
+    """A kind of board as `--wheels-for` names it: 'aarch64:3.11'."""
+    return f"{machine}:{python}"
+
+
+def parse_wheel_kind(text: str) -> tuple[str, str]:
+    """'aarch64:3.11' -> ('aarch64', '3.11'); ValueError with the reason for anything else."""
+    found = WHEEL_KIND.fullmatch(text.strip())
+    if not found:
+        raise ValueError(f"{text!r} is not a kind of board: MACHINE:PYTHON as the board says them "
+                         "(`uname -m` and python3's major.minor), e.g. aarch64:3.11")
+    return found.group(1), found.group(2)
 
 
 def bucket(board: str, release: str) -> int:
@@ -60,4 +82,7 @@ def check_rollout(rollout: Any) -> dict[str, Any]:
         raise ValueError("the channel's rollout record has no release")
     if not isinstance(rollout.get("stage_bp"), int) or not isinstance(rollout.get("requirements"), list):
         raise ValueError("the channel's rollout record has no stage or requirements")
+    wheels = rollout.get("wheels", {})
+    if not isinstance(wheels, dict) or not all(isinstance(v, list) for v in wheels.values()):
+        raise ValueError("the channel's rollout record names its wheels wrongly")
     return rollout

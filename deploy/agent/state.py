@@ -1,7 +1,8 @@
 """What the agent keeps on the board between polls, what one poll ends in, and the report it PUTs.
 
 In the board's channel/ folder:
-- agent.json        the channel's URL, the board's id, the CA, releases kept (written by `edgerl enroll`)
+- agent.json        the channel's URL, the board's id, the CA, releases kept, the agent's script (written by
+                    `edgerl enroll`; paths relative to the board folder)
 - credentials       `board:password` for the report area (0600)
 - last-poll.json    the last poll's outcome, whether the server has it, a release given up on
 """
@@ -58,7 +59,8 @@ class AgentConfig:
             raise ValueError(f"{root} is not enrolled in a channel (no {layout.CHANNEL}/{CONFIG}): "
                              "run `edgerl enroll --on BOARD --channel URL`")
         last = read_json(os.path.join(folder, LAST_POLL)) or {}
-        return cls(folder, saved["url"].rstrip("/"), saved["board"], saved.get("ca"), int(saved.get("keep", 3)),
+        ca = os.path.join(root, saved["ca"]) if saved.get("ca") else None  # relative to the board folder
+        return cls(folder, saved["url"].rstrip("/"), saved["board"], ca, int(saved.get("keep", 3)),
                    str(saved.get("every", "10min")), last.get("given_up"))
 
     def credentials(self) -> tuple[str, str] | None:

@@ -65,9 +65,9 @@ AGENT_UNIT = "edgerl-agent.service"
 AGENT_TIMER = "edgerl-agent.timer"
 
 
-def agent_unit_texts(root: str, agent: str, every: str) -> dict[str, str]:
+def agent_unit_texts(root: str, agent: str, every: str, python: str = sys.executable) -> dict[str, str]:
     """The pull agent's oneshot unit and its timer: every `every`, each run delayed by up to as much again."""
-    poll = " ".join(_quote(w) for w in (sys.executable, "-I", agent, root))
+    poll = " ".join(_quote(w) for w in (python, "-I", agent, root))
     return {
         AGENT_UNIT: _unit({
             "Unit": [("Description", "edgerl pull agent: one poll of the board's channel")],

@@ -24,14 +24,14 @@ from typing import Any
 import urllib3
 
 from deploy import board_client
-from deploy.agent import fetch, gate, poll, push, rollout, state
+from deploy.agent import fetch, gate, poll, push, rollout, state, wheels
 from deploy.agent.rollout import BOARD_ID
 from deploy.channel.keys import ChannelError
 from deploy.install import InstallConfig, ensure_venv
 from deploy.link.targets import DeployError, Target
 from device import layout
 
-AGENT_MODULES = (fetch, gate, poll, push, rollout, state)
+AGENT_MODULES = (fetch, gate, poll, push, rollout, state, wheels)
 AGENT_LIBS = ("tuf", "securesystemslib", "urllib3")
 """python-tuf and what it needs on the board: pure Python, so the host's copies run on any board."""
 MIN_PYTHON = (3, 10)
@@ -133,18 +133,20 @@ def add_login(htpasswd: Path, user: str, password: str) -> None:
     htpasswd.write_text("".join(kept) + htpasswd_line(user, password))
 
 
-def enroll(target: Target, cfg: EnrollConfig, say: Callable[[str], None] = print) -> dict[str, Any]:
-    """Everything a board needs to pull; returns what was set up (board id, agent folder, timer or none)."""
-    board = board_id(target, cfg.board)
-    root_json = cfg.root.read_bytes() if cfg.root else fetch_root(cfg.url, cfg.ca)
-    probe = board_client.expect(target, "probe", target.root, what="checking the board")
-    if tuple(int(p) for p in probe["python"].split(".")) < MIN_PYTHON:
-        raise DeployError(f"{target.name} has Python {probe['python']}; the pull agent (python-tuf) needs "
-                          f"{'.'.join(map(str, MIN_PYTHON))} or newer: nothing was installed")
-    ensure_venv(target, probe, cfg.install, say)
+def read_root(cfg: EnrollConfig) -> bytes:
+    """The root.json the board will trust: the file given, or the channel's own over TLS."""
+    return cfg.root.read_bytes() if cfg.root else fetch_root(cfg.url, cfg.ca)
+
+
+def install_agent(target: Target, board: str, cfg: EnrollConfig, root_json: bytes) -> str:
+    """The agent's code, python-tuf, root.json, CA, login and settings into the board folder; the agent's path.
+
+    Paths in agent.json are relative to the board folder, so a board image written on a host (`--image`) holds
+    the same settings as a board enrolled over SSH.
+    """
     files = agent_files()
-    folder = target.path(layout.CHANNEL, "agent", board_client.code_digest(files))
-    channel = target.path(layout.CHANNEL)
+    agent = f"{layout.CHANNEL}/agent/{board_client.code_digest(files)}"
+    folder, channel = target.path(agent), target.path(layout.CHANNEL)
     if not target.exists(f"{folder}/poll.py"):
         _ship(target, folder, files)
     if not target.exists(f"{channel}/lib/.complete"):
@@ -154,19 +156,32 @@ def enroll(target: Target, cfg: EnrollConfig, say: Callable[[str], None] = print
     _put_text(target, f"{channel}/metadata/root.json", root_json)
     ca = None
     if cfg.ca:
-        ca = f"{channel}/ca.pem"
-        _put_text(target, ca, cfg.ca.read_bytes())
+        ca = f"{layout.CHANNEL}/ca.pem"
+        _put_text(target, target.path(ca), cfg.ca.read_bytes())
     password = secrets.token_urlsafe(32)
     _put_text(target, f"{channel}/{state.CREDENTIALS}", f"{board}:{password}\n", private=True)
     if cfg.htpasswd:
         add_login(cfg.htpasswd, board, password)
     settings = {"url": cfg.url.rstrip("/"), "board": board, "ca": ca, "keep": cfg.keep, "every": cfg.every,
-                "agent": f"{folder}/poll.py"}
+                "agent": f"{agent}/poll.py"}
     _put_text(target, f"{channel}/{state.CONFIG}", json.dumps(settings, indent=1, sort_keys=True))
-    say(f"{target.name}: enrolled as {board} in {cfg.url} (agent {folder}/poll.py)")
+    return f"{agent}/poll.py"
+
+
+def enroll(target: Target, cfg: EnrollConfig, say: Callable[[str], None] = print) -> dict[str, Any]:
+    """Everything a board needs to pull; returns what was set up (board id, agent path, timer or none)."""
+    board = board_id(target, cfg.board)
+    root_json = read_root(cfg)
+    probe = board_client.expect(target, "probe", target.root, what="checking the board")
+    if tuple(int(p) for p in probe["python"].split(".")) < MIN_PYTHON:
+        raise DeployError(f"{target.name} has Python {probe['python']}; the pull agent (python-tuf) needs "
+                          f"{'.'.join(map(str, MIN_PYTHON))} or newer: nothing was installed")
+    ensure_venv(target, probe, cfg.install, say)
+    agent = target.path(install_agent(target, board, cfg, root_json))
+    say(f"{target.name}: enrolled as {board} in {cfg.url} (agent {agent})")
     timer = None
     if not target.name.startswith("local:"):
-        reply = board_client.call(target, "agent-timer", target.root, f"{folder}/poll.py", cfg.every,
+        reply = board_client.call(target, "agent-timer", target.root, agent, cfg.every,
                                   what="installing the agent's timer")
         if not reply["ok"] and not reply.get("no_service"):
             raise DeployError(f"{target.name}: {reply['error']}")
@@ -174,7 +189,7 @@ def enroll(target: Target, cfg: EnrollConfig, say: Callable[[str], None] = print
         if timer is None:
             say(f"{target.name}: {reply['error']}: no timer; poll with `edgerl channel poll --on {target.name}` "
                 "or cron")
-    return {"board": board, "agent": f"{folder}/poll.py", "login_added": bool(cfg.htpasswd), "timer": timer}
+    return {"board": board, "agent": agent, "login_added": bool(cfg.htpasswd), "timer": timer}
 
 
 def poll_now(target: Target, on_line: Callable[[str], None] | None = None) -> dict[str, Any]:
@@ -185,7 +200,7 @@ def poll_now(target: Target, on_line: Callable[[str], None] | None = None) -> di
                           "--channel URL` first")
     with tempfile.TemporaryDirectory(prefix="edgerl-poll-") as tmp:
         target.get(settings_path, Path(tmp) / "agent.json")
-        agent = json.loads((Path(tmp) / "agent.json").read_text())["agent"]
+        agent = target.path(json.loads((Path(tmp) / "agent.json").read_text())["agent"])
     done = target.run(["python3", agent, target.root], timeout=900, what="the pull agent's poll", on_line=on_line)
     reply = board_client.parse_reply(done.stdout)
     if reply is None:

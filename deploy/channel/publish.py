@@ -9,16 +9,26 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from tuf.api.metadata import TargetFile
 
-from deploy.agent.rollout import RELEASES_PREFIX, ROLLOUT_TARGET, SUMS_NAME, basis_points, release_target
+from deploy.agent.rollout import (
+    RELEASES_PREFIX,
+    ROLLOUT_TARGET,
+    SUMS_NAME,
+    WHEELS_PREFIX,
+    basis_points,
+    parse_wheel_kind,
+    release_target,
+    wheel_target,
+)
 from deploy.channel.keys import ChannelError
 from deploy.channel.repo import DEFAULT_EXPIRY, Channel, Expiry, write_public
-from deploy.install import InstallConfig, pinned_requirements
+from deploy.install import InstallConfig, download_wheels, pinned_requirements, venv_key
 from deploy.release import release_files, release_id, sums_text
 from deploy.service import ServiceConfig, release_extras
 from device.manifest import load_bundle
@@ -42,6 +52,9 @@ class PublishConfig:
     """The board's venv (default: the host's numpy, onnxruntime, ale-py: the versions verify ran)."""
     service: ServiceConfig | None = None
     """Run the release as the board's service, judged by the board's own health gate (as `deploy --service`)."""
+    wheels_for: tuple[str, ...] = ()
+    """Kinds of board ('aarch64:3.11') whose venv's wheels the channel carries, added to those it carried."""
+    wheel_cache: Path = InstallConfig().cache
 
 
 def rollout(channel: Channel) -> dict[str, Any] | None:
@@ -68,16 +81,40 @@ def set_rollout(channel: Channel, record: dict[str, Any]) -> None:
     _add_file(channel, ROLLOUT_TARGET, json.dumps(record, sort_keys=True).encode(), {"edgerl": record})
 
 
-def _forget_old_releases(channel: Channel, keep: list[str]) -> None:
+def _forget_old_targets(channel: Channel, releases: list[str], venvs: list[str]) -> None:
+    """Only the last releases and the current venvs' wheels stay signed (their files stay on disk)."""
     for path in list(channel.targets.signed.targets):
         parts = path.split("/")
-        if parts[0] == RELEASES_PREFIX and len(parts) > 2 and parts[1] not in keep:
+        if len(parts) > 2 and ((parts[0] == RELEASES_PREFIX and parts[1] not in releases)
+                               or (parts[0] == WHEELS_PREFIX and parts[1] not in venvs)):
             del channel.targets.signed.targets[path]
 
 
-def publish(cfg: PublishConfig) -> dict[str, Any]:
+def add_wheels(channel: Channel, requirements: list[str], kinds: list[str], cache: Path,
+               say: Callable[[str], None]) -> dict[str, list[str]]:
+    """Each kind of board's wheels for the requirements as targets; {venv key: wheel names}."""
+    wheels = {}
+    for kind in kinds:
+        machine, python = parse_wheel_kind(kind)
+        board = {"machine": machine, "python": python}
+        key = venv_key(requirements, board)
+        say(f"wheels for {kind} boards ({' '.join(requirements)})")
+        folder = download_wheels(requirements, board, InstallConfig(wheelhouse=True, cache=cache), key)
+        names = sorted(p.name for p in folder.glob("*.whl"))
+        for name in names:
+            _add_file(channel, wheel_target(key, name), (folder / name).read_bytes())
+        wheels[key] = names
+    return wheels
+
+
+def publish(cfg: PublishConfig, say: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
     """Add the bundle as a release, staged to `cfg.stage` percent of the boards; returns the rollout record."""
     check_verified(cfg.bundle, load_bundle(cfg.bundle))
+    for kind in cfg.wheels_for:
+        try:
+            parse_wheel_kind(kind)
+        except ValueError as err:
+            raise ChannelError(str(err)) from None
     channel = Channel(cfg.channel, cfg.keys)
     files = release_files(cfg.bundle, release_extras(cfg.service) if cfg.service else None)
     sums = sums_text(files)
@@ -90,14 +127,16 @@ def publish(cfg: PublishConfig) -> dict[str, Any]:
         _add_file(channel, release_target(rid, name), local.read_bytes())
     _add_file(channel, release_target(rid, SUMS_NAME), sums.encode())
     history = [rid, *[r for r in before.get("history", []) if r != rid]][:HISTORY]
+    requirements = list(cfg.requirements or pinned_requirements(InstallConfig()))
+    kinds = sorted({*before.get("wheel_kinds", []), *cfg.wheels_for})
     record = {"release": rid, "stage_bp": basis_points(cfg.stage), "halted": False, "replaces": before.get("release"),
-              "requirements": list(cfg.requirements or pinned_requirements(InstallConfig())),
-              "published": int(time.time()), "history": history}
+              "requirements": requirements, "published": int(time.time()), "history": history,
+              "wheel_kinds": kinds, "wheels": add_wheels(channel, requirements, kinds, cfg.wheel_cache, say)}
     if cfg.service:  # strings: TUF's canonical JSON has no floats, and the board's gate op takes words
         record["gate"] = {"seconds": repr(float(cfg.service.gate_seconds)),
                           "max_overrun": repr(float(cfg.service.max_overrun))}
     set_rollout(channel, record)
-    _forget_old_releases(channel, history[:KEEP_RELEASES])
+    _forget_old_targets(channel, history[:KEEP_RELEASES], list(record["wheels"]))
     channel.commit_targets()
     return record
 

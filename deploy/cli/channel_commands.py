@@ -6,6 +6,7 @@ import argparse
 import json
 
 from deploy.channel.enroll import EnrollConfig, enroll, poll_now
+from deploy.channel.image import ImageConfig, enroll_image
 from deploy.channel.publish import PublishConfig, publish, refresh, stage
 from deploy.channel.repo import Channel
 from deploy.channel.status import channel_status, table
@@ -53,7 +54,8 @@ def publish_cmd(args: argparse.Namespace) -> int:
     if args.io and not args.hz:
         raise DeployError("--io needs --hz: how many decisions per second your plant wants")
     service = ServiceConfig(args.io, args.hz, args.gate_seconds, args.max_overrun) if args.service else None
-    record = publish(PublishConfig(args.bundle, args.channel, args.keys, args.stage, service=service))
+    record = publish(PublishConfig(args.bundle, args.channel, args.keys, args.stage, service=service,
+                                   wheels_for=args.wheels_for), say)
     replaces = f", replacing {record['replaces']}" if record["replaces"] else ""
     say(f"published {record['release']} at stage {record['stage_bp'] / 100:g}%{replaces}")
     return EXIT_OK
@@ -66,6 +68,11 @@ def enroll_cmd(args: argparse.Namespace) -> int:
             raise DeployError(f"{flag} {path} does not exist")
     cfg = EnrollConfig(args.channel, args.board_id, args.ca, args.every, args.keep, args.htpasswd,
                        InstallConfig(wheelhouse=args.wheelhouse), args.root)
+    if args.image is not None:
+        if not args.image.is_dir():
+            raise DeployError(f"--image {args.image} is not a folder: give the board image's root folder")
+        enroll_image(cfg, ImageConfig(args.image, args.image_user, args.board_dir), say)
+        return EXIT_OK
     with open_target(args.on, ssh_options(args), create=True) as target:
         done = enroll(target, cfg, say)
     if args.on.startswith("local:"):

@@ -6,7 +6,7 @@ import argparse
 import re
 from pathlib import Path
 
-from deploy.agent.rollout import parse_stage
+from deploy.agent.rollout import parse_stage, parse_wheel_kind
 from deploy.cli.options import TARGET_HELP, ssh_args
 from device.args import positive, positive_number
 from device.manifest import EXIT_CODES_HELP
@@ -69,6 +69,19 @@ def channel_url(text: str) -> str:
     if not text.startswith(("https://", "http://")) or len(text) < 10:
         raise argparse.ArgumentTypeError(f"{text!r} is not a channel URL: https://server/path")
     return text.rstrip("/")
+
+
+def wheel_kinds_arg(text: str) -> tuple[str, ...]:
+    """'aarch64:3.11,x86_64:3.12' -> the kinds, each checked."""
+    kinds = tuple(part.strip() for part in text.split(",") if part.strip())
+    try:
+        for kind in kinds:
+            parse_wheel_kind(kind)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    if not kinds:
+        raise argparse.ArgumentTypeError(f"{text!r} names no kind of board (e.g. aarch64:3.11)")
+    return kinds
 
 
 def channel_parsers(sub: argparse._SubParsersAction) -> None:
@@ -135,6 +148,10 @@ def _publish_and_enroll(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--keys", type=Path, required=True, metavar="KEYDIR", help="the channel's keys")
     b.add_argument("--stage", type=stage_arg, default=100.0, metavar="N%",
                    help="share of the boards that take it now (default 100%%)")
+    b.add_argument("--wheels-for", type=wheel_kinds_arg, default=(), metavar="MACHINE:PY[,...]",
+                   help="also sign the venv's wheels for these kinds of board (e.g. aarch64:3.11): a board with no "
+                        "venv for the requirements (enrolled with --image, or new pins) installs it from them; "
+                        "kept for later publishes")
     s = b.add_argument_group("service", "run the release as the board's service (as deploy --service)")
     s.add_argument("--service", action="store_true",
                    help="the board runs it under systemd and its own gate commits it or rolls it back")
@@ -148,9 +165,17 @@ def _publish_and_enroll(sub: argparse._SubParsersAction) -> None:
     e = sub.add_parser("enroll", help="set a board up to pull its releases from a channel",
                        description="Install, once, the pull agent (python-tuf, pure Python), the venv the releases "
                                    "need, the channel's root.json and the board's report login. A local: board "
-                                   "gets the agent without a timer: run `edgerl channel poll --on` (or cron).",
+                                   "gets the agent without a timer: run `edgerl channel poll --on` (or cron). "
+                                   "With --image, the same goes into a board image; its venv comes from the "
+                                   "channel's wheels at the first poll.",
                        epilog=EXIT_CODES_HELP)
-    e.add_argument("--on", required=True, metavar="TARGET", help=TARGET_HELP)
+    where = e.add_mutually_exclusive_group(required=True)
+    where.add_argument("--on", metavar="TARGET", help=TARGET_HELP)
+    where.add_argument("--image", type=Path, metavar="DIR",
+                       help="write the same into a board image's root folder (a mounted SD card's /) instead: "
+                            "for boards no SSH reaches; needs --board-id")
+    e.add_argument("--image-user", default="pi", metavar="USER", help="with --image: the image's login that runs "
+                   "the agent (default pi)")
     e.add_argument("--channel", required=True, type=channel_url, metavar="URL", help="the channel's https URL")
     e.add_argument("--ca", type=Path, default=None, metavar="FILE", help="CA certificate of the channel's server")
     e.add_argument("--root", type=Path, default=None, metavar="FILE",

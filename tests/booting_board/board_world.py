@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -14,6 +15,8 @@ sys.path.insert(0, str(REPO / "tools"))
 sys.path.insert(0, str(REPO / "tests"))
 import boot_board  # noqa: E402
 
+from deploy import board_client  # noqa: E402
+
 BOARD_DIR = "/home/pi/edgerl"
 FIGURES = REPO / "build" / "board-figures.json"
 """Where the tests leave the figures they measured (boot, gate, restarts, power cuts) for docs/results.md."""
@@ -22,6 +25,18 @@ MAX_OVERRUN = 0.2
 stalls the whole emulated board now and then, which a real board does not: CI's board once ran 7.3 Hz of 9.9 with
 a 535 ms period right after a power-cut boot, and missed 2 of 38 deadlines. The gate's judging of overruns is what
 AlwaysLate (every period) and SlowStart (its first ten) prove, and tests/deploy/board/test_board_service.py exactly."""
+
+
+TRIALS = int(os.environ.get("EDGERL_POWER_CUTS", "1"))
+"""Power cuts per test (CI runs one; `make power-cuts` 20)."""
+SEED = int(os.environ.get("EDGERL_POWER_CUT_SEED", "17"))
+
+
+def judge_current(pi: Pi, code: str | None = None) -> tuple[str, list[str]]:
+    """(current release, its problems) as the board's own side.py checks it: whole, verified, self-tested."""
+    code = code or f"{BOARD_DIR}/.board/{board_client.CODE_DIGEST}"
+    reply = json.loads(pi.sh(f"python3 {code}/side.py check-current {BOARD_DIR}").strip().splitlines()[-1])
+    return os.path.basename(reply["release"] or ""), reply["problems"]
 
 
 def record(key: str, value: object) -> None:

@@ -11,7 +11,6 @@ from there. The last deploy is not cut and must commit.
 from __future__ import annotations
 
 import json
-import os
 import random
 import re
 import shlex
@@ -20,14 +19,12 @@ import sys
 import time
 
 import pytest
-from board_world import BOARD_DIR, MAX_OVERRUN, REPO, record
+from board_world import BOARD_DIR, MAX_OVERRUN, REPO, SEED, TRIALS, judge_current, record
 
 from deploy import board_client
 
 pytestmark = pytest.mark.board
 
-TRIALS = int(os.environ.get("EDGERL_POWER_CUTS", "1"))
-SEED = int(os.environ.get("EDGERL_POWER_CUT_SEED", "17"))
 GATE_S = 10
 
 
@@ -36,12 +33,6 @@ def start_deploy(pi, cart_bundle, hz: float, log) -> subprocess.Popen:
                              "--service", "--gate-seconds", str(GATE_S), "--max-overrun", str(MAX_OVERRUN),
                              "--wheelhouse", "--io", "examples/cart_io.py:Cart", "--hz", str(hz), *pi.flags()],
                             stdout=log, stderr=subprocess.STDOUT, text=True, cwd=REPO)
-
-
-def judge_current(pi) -> tuple[str, list[str]]:
-    out = pi.sh(f"python3 {BOARD_DIR}/.board/{board_client.CODE_DIGEST}/side.py check-current {BOARD_DIR}")
-    reply = json.loads(out.strip().splitlines()[-1])
-    return os.path.basename(reply["release"] or ""), reply["problems"]
 
 
 def test_power_cuts_during_deploy_service_always_leave_a_whole_release_running(pi, board, cart_bundle, tmp_path):

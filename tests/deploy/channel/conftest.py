@@ -28,8 +28,8 @@ class ChannelWorld:
     def cli(self, *args: object) -> in_process.Ran:
         return in_process.edgerl(*args, timeout=600)
 
-    def publish(self, bundle: Path, stage: str = "100%") -> dict:
-        ran = self.cli("publish", bundle, "--channel", self.dir, "--keys", self.keys, "--stage", stage)
+    def publish(self, bundle: Path, stage: str = "100%", *extra: object) -> dict:
+        ran = self.cli("publish", bundle, "--channel", self.dir, "--keys", self.keys, "--stage", stage, *extra)
         assert ran.returncode == 0, ran.stderr
         return self.rollout()
 
@@ -53,7 +53,7 @@ class ChannelWorld:
 
     def poll(self, board: Path) -> dict:
         """One poll, run as the board runs it: its python3 on the agent's script, from the board's own folder."""
-        agent = json.loads((board / "channel" / "agent.json").read_text())["agent"]
+        agent = board / json.loads((board / "channel" / "agent.json").read_text())["agent"]
         done = subprocess.run(["python3", "-I", agent, str(board)], capture_output=True, text=True, timeout=600)
         reply = json.loads(done.stdout.strip().splitlines()[-1]) if done.stdout.strip() else None
         assert reply is not None, done.stderr
