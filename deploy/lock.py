@@ -43,6 +43,8 @@ class BoardLock:
         if answer.get("locked"):
             return proc, answer
         proc.close()
+        if answer.get("read_only"):
+            raise DeployError(f"cannot take the deploy lock on {t.name}: {answer['error']}; nothing was changed")
         if answer.get("no_space"):
             raise DeployError(f"cannot take the deploy lock on {t.name}: {answer['error']}; free space there and "
                               "rerun: the old release is still current")

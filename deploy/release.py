@@ -271,7 +271,7 @@ class _Deploy:
                 say(f"{target.name}: {note}")
             say(f"{target.name}: {board['machine']}, Python {board['python']}, release {rid}")
             if cfg.service:
-                service.install(target)
+                service.install(target, cfg.service)
                 service.wait_pending_gate(target, say)
             self.not_cancelled("the board was checked; its venv not yet")
             venv_python, venv_name, venv_reused = ensure_venv(target, board, cfg.install, say,
@@ -303,7 +303,8 @@ def rollback(target: Target, say: Callable[[str], None] = print) -> str:
     with BoardLock(target, say):
         done = board_client.call(target, "rollback", target.root, what="rolling back")
         if not done["ok"]:
-            raise DeployError(f"cannot roll back on {target.name}: {done['error']}; current is unchanged")
+            refusal = signing.Untrusted if done.get("untrusted") else DeployError  # exit 5, as for any release
+            raise refusal(f"cannot roll back on {target.name}: {done['error']}; current is unchanged")
         followed = board_client.call(target, "service-follow", target.root, what="restarting the service")
     if not followed["ok"]:
         raise DeployError(f"{target.name}: current is now {done['current']}, but its service was not restarted: "

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shlex
 import tempfile
 import time
 from collections.abc import Callable
@@ -70,11 +71,27 @@ def release_extras(cfg: ServiceConfig) -> dict[str, Path]:
     return extras
 
 
-def install(target: Target) -> None:
+def foreground(target: Target, cfg: ServiceConfig) -> str:
+    """The command that runs the loop in the foreground on a board deployed without --service."""
+    argv = ["python", "-m", "device", "serve", "current"]
+    plant = ""
+    if cfg.io:
+        path, _, cls = cfg.io.rpartition(":")
+        argv += ["--io", f"{Path(path).name}:{cls}"]
+        plant = f" (copy {Path(path).name} there first)"
+    argv += ["--hz", f"{cfg.hz:g}"] if cfg.hz else []
+    return (f"cd {shlex.quote(target.root)} && PYTHONPATH=current {layout.CURRENT}/{layout.VENV_LINK}/bin/"
+            f"{shlex.join(argv)}{plant}")
+
+
+def install(target: Target, cfg: ServiceConfig) -> None:
     """Units written and enabled on the board, before anything is uploaded: a board without systemd says so."""
     reply = board_client.call(target, "service-install", target.root, what="installing the service")
     if not reply["ok"]:
-        raise DeployError(f"{target.name}: {reply['error']}")
+        fix = ""
+        if "does not run systemd" in reply["error"]:
+            fix = f"; deploy without --service, then run the loop in the foreground there: {foreground(target, cfg)}"
+        raise DeployError(f"{target.name}: {reply['error']}{fix}")
 
 
 def wait_pending_gate(target: Target, say: Callable[[str], None], timeout: float = START_ALLOWANCE_S + 120) -> None:

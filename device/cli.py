@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
                            epilog=EXIT_CODES_HELP)
     parser.add_argument("--allow-unverified", action="store_true",
                         help="run a bundle whose verification failed (its manifest's parity); for debugging only")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, help="what to do (each has its own --help)")
 
     p = sub.add_parser("play", help="play the bundle's game with its policy and write a JSON report",
                        description="Play the bundle's Atari game with its policy (the training env's semantics) "
@@ -104,9 +104,28 @@ def bundle_of(path: Path) -> Path:
     return path
 
 
+def board_of(bundle: Path) -> Path | None:
+    """The board folder a deployed bundle lives in (it holds releases/ and the current link), or None."""
+    for folder in Path(bundle).resolve().parents:
+        if (folder / layout.RELEASES).is_dir() and (folder / layout.CURRENT).is_symlink():
+            return folder
+    return None
+
+
+def warn_outside_data(bundle: Path, record: Path | None) -> None:
+    """A recording of a deployed bundle that `edgerl data pull` will not find is said so, once, before it starts."""
+    board = board_of(bundle) if record is not None else None
+    data = board / layout.DATA if board is not None else None
+    if data is not None and data.resolve() not in Path(record).resolve().parents:
+        print(f"note: recording into {record}, outside this board's {data}: `edgerl data pull` reads only "
+              f"{data}/NAME (use --record {data}/NAME)", file=sys.stderr, flush=True)
+
+
 def _run(args: argparse.Namespace) -> int:
     if args.command in ("play", "selftest", "bench"):
         args.bundle = bundle_of(args.bundle)
+    if args.command in ("play", "serve"):
+        warn_outside_data(args.bundle, args.record)
     if args.command == "play":
         from device.play import PlayConfig, play  # deferred: numpy, onnxruntime and ale-py load in seconds
 

@@ -53,7 +53,7 @@ def _verify_parser(sub: argparse._SubParsersAction) -> None:
                        description="Check every backend against the eager TorchRL policy (rebuilt with --from) or, "
                                    "without it, the bundle's own torch.export program; exit 1 on disagreement.",
                        epilog=EXIT_CODES_HELP)
-    v.add_argument("bundle", type=Path)
+    v.add_argument("bundle", type=Path, help="the bundle folder to check")
     v.add_argument("--from", dest="factory", metavar="FILE.py:FUNC", help="rebuild the eager policy to compare with")
     v.add_argument("--steps", "--frames", dest="steps", type=_positive, default=1000,
                    help="steps of real inputs (default 1000)")
@@ -89,7 +89,7 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
                         description="Play one deterministic game per seed with the device's own loop (what the "
                                     "board runs) and write the scores into the bundle's manifest.",
                         epilog=EXIT_CODES_HELP)
-    ev.add_argument("bundle", type=Path)
+    ev.add_argument("bundle", type=Path, help="the bundle folder whose scores go into its manifest")
     ev.add_argument("--episodes", type=_positive, default=10, help="games, one per seed (default 10)")
     ev.add_argument("--seed", type=int, default=100, help="first seed (default 100)")
     ev.add_argument("--max-steps", type=_positive, default=None, help="cut each game after N agent steps")
@@ -101,7 +101,7 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
                                     "policy by max |d| of its outputs. The figures, agreement and value regret "
                                     "go in the manifest; a refused model exits 3 and the bundle keeps fp32 only.",
                         epilog=EXIT_CODES_HELP)
-    qz.add_argument("bundle", type=Path)
+    qz.add_argument("bundle", type=Path, help="the bundle folder to add an int8 model to")
     qz.add_argument("--episodes", type=_positive, default=10, help="games each model plays (default 10)")
     qz.add_argument("--seed", type=int, default=100, help="seed of the games (default 100)")
     qz.add_argument("--max-score-loss", type=float, default=1.0,
@@ -114,12 +114,12 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
                         description="Compare the mean device-loop scores `edgerl evaluate` recorded in both "
                                     "manifests; copy CANDIDATE over --to only if it is higher (or --to is empty).",
                         epilog=EXIT_CODES_HELP)
-    pm.add_argument("candidate", type=Path)
+    pm.add_argument("candidate", type=Path, help="an evaluated bundle folder")
     pm.add_argument("--to", type=Path, required=True, help="the shipped bundle folder, e.g. models/pong")
 
     pl = sub.add_parser("plot", help="learning curve of a run as PNG (return vs frames and vs wall time)",
                         description="Draw a run's learning curve from its episodes.csv.", epilog=EXIT_CODES_HELP)
-    pl.add_argument("run", type=Path)
+    pl.add_argument("run", type=Path, help="the training run folder (its metrics.jsonl)")
     pl.add_argument("--out", type=output_file, default=None, help="PNG path (default RUN/learning_curve.png)")
 
 
@@ -129,7 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                       "small boards.", epilog=EXIT_CODES_HELP)
     parser.add_argument("--verbose", action="store_true",
                         help="also show the libraries' own logs (paramiko's handshake tracebacks, torch's notices)")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                help="what to do (each has its own --help)")
     _export_parser(sub)
     _verify_parser(sub)
     _train_parser(sub)

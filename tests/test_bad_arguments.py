@@ -116,3 +116,23 @@ def test_a_mistyped_argument_is_one_line_and_exit_2(side, name, slot, kind, worl
     lines = done.stderr.strip().splitlines()
     assert done.returncode == EXIT_BAD_INPUT and len(lines) == 1, f"{side} {' '.join(argv)}: {done.stderr}"
     assert named in lines[0], f"{side} {' '.join(argv)}: the line does not name {named}: {lines[0]}"
+
+
+def _every_parser(parser: argparse.ArgumentParser, path: tuple[str, ...]):
+    yield path, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from _every_parser(sub, (*path, name))
+
+
+def test_every_argument_of_every_command_says_what_it_is_in_its_help():
+    bare = [f"{' '.join(path)} {a.option_strings[-1] if a.option_strings else a.dest}"
+            for side, parser in PARSERS.items() for path, sub in _every_parser(parser, (side,))
+            for a in sub._actions if not a.help and not isinstance(a, argparse._HelpAction)]
+    assert not bare, "arguments without help text: " + ", ".join(bare)
+
+
+def test_the_help_of_a_subcommands_action_is_its_own():
+    done = in_process.edgerl("data", "pull", "--help")
+    assert done.returncode == 0 and done.stdout.startswith("usage: edgerl data pull "), done.stdout[:200]

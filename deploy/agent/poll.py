@@ -17,6 +17,7 @@ the release back, or the server did not answer),
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import subprocess
@@ -257,12 +258,20 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(outcome.reply()))
         return 2
     poll = Poll(root, cfg, ChannelHttp(Link(cfg.url, cfg.ca)), owner=f"pull agent {os.getpid()}")
-    with deploy_lock(root, poll.owner) as held:
-        outcome = run_poll(poll) if held else Outcome("busy", "a deploy holds the board's lock; the next poll tries")
-        if held and outcome.outcome != "unreachable":
-            push_back(poll, outcome)
-        if not outcome.current:
-            outcome.current = side.link_name(root, layout.CURRENT)
+    try:
+        with deploy_lock(root, poll.owner) as held:
+            outcome = run_poll(poll) if held else Outcome("busy", "a deploy holds the board's lock; the next poll "
+                                                                  "tries")
+            if held and outcome.outcome != "unreachable":
+                push_back(poll, outcome)
+    except OSError as err:
+        if err.errno != errno.EROFS:
+            raise
+        outcome = Outcome("refused", f"the board's filesystem is read-only ({err.filename}): an SD card that failed "
+                          "goes read-only; check `dmesg`, remount it or replace the card; nothing was changed",
+                          failed=True)
+    if not outcome.current:
+        outcome.current = side.link_name(root, layout.CURRENT)
     return finish(cfg, poll.http, poll.offered, outcome)
 
 

@@ -144,8 +144,11 @@ def finish(cfg: AgentConfig, http: ChannelHttp, offered: str | None, outcome: Ou
             outcome.detail += f" (the report did not reach the server: {err})"
     outcome.traffic = asdict(http.traffic)
     given_up = offered if outcome.gave_up else last.get("given_up")
-    write_durably(path, json.dumps({"key": key, "reported": reported, "time": time.time(), "given_up": given_up,
-                                    **outcome.reply()}, sort_keys=True))
+    try:
+        write_durably(path, json.dumps({"key": key, "reported": reported, "time": time.time(), "given_up": given_up,
+                                        **outcome.reply()}, sort_keys=True))
+    except OSError as err:  # a card gone read-only: the journal line and the report still say what happened
+        outcome.detail += f" (this poll is not remembered on the board: {err.strerror})"
     print(outcome.line(), file=sys.stderr)
     print(json.dumps(outcome.reply()))
     return outcome.exit_code()

@@ -65,6 +65,7 @@ def op_fleet_status(root: str) -> dict[str, Any]:
         "current": current, "previous": side.link_name(root, PREVIOUS),
         "committed": None if committed is None else committed == current,
         "locked": side.is_locked(root) if os.path.isdir(root) else False,
+        "damaged": side.damaged(root),
         **(space(root) if os.path.isdir(root) else {}),
         "service": serving,
         "scores": (serving or {}).get("scores") or _last_report_scores(root),

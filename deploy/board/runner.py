@@ -62,9 +62,14 @@ def run_op(ops: dict[str, Callable[..., Any]], args: list[str]) -> int:
     except Refused as refusal:
         reply = {"ok": False, "error": str(refusal), **refusal.fields}
     except OSError as err:
-        if err.errno not in NO_SPACE:
+        if err.errno == errno.EROFS:
+            reply = {"ok": False, "error": f"the board's filesystem is read-only ({err.filename}): an SD card that "
+                     "failed goes read-only; check the board's `dmesg`, then remount it or replace the card",
+                     "read_only": True}
+        elif err.errno in NO_SPACE:
+            reply = _no_space(err, args[1:])
+        else:
             raise
-        reply = _no_space(err, args[1:])
     if reply is not None:
         emit({"ok": True, **reply} if "ok" not in reply else reply)
     return 0

@@ -55,7 +55,6 @@ from device.layout import (
     RELEASES,
     SERVE_STATUS,
     UNIT,
-    VENV_LINK,
 )
 
 MAX_ATTEMPTS = 3
@@ -65,13 +64,15 @@ def user_name() -> str:
     return pwd.getpwuid(os.getuid()).pw_name
 
 
+def runs_systemd() -> bool:
+    """Whether systemd is this machine's init (its tools alone, in a container, are not)."""
+    return bool(shutil.which("systemctl")) and os.path.isdir("/run/systemd/system")
+
+
 def service_problem(root: str) -> str | None:
     """Why this board cannot run the service, in one line, or None."""
-    if not shutil.which("systemctl") or not os.path.isdir("/run/systemd/system"):
-        current = os.path.join(os.path.abspath(root), CURRENT)
-        return ("this board does not run systemd (a container, or a local folder?); run the loop in the foreground "
-                f"instead: PYTHONPATH={current} {os.path.join(current, VENV_LINK, 'bin', 'python')} -m device serve "
-                f"{current}")
+    if not runs_systemd():
+        return "this board does not run systemd (a container, or a local folder?), which keeps a service running"
     user = user_name()
     if not os.path.exists(f"/var/lib/systemd/linger/{user}"):
         subprocess.run(["loginctl", "--no-ask-password", "enable-linger", user], capture_output=True, timeout=30)
@@ -266,6 +267,10 @@ def op_service_ctl(root: str, action: str) -> dict[str, Any]:
 
 def op_service_logs(root: str, lines: str) -> dict[str, Any]:
     """The loop's and the gate's last journal lines."""
+    if not runs_systemd():
+        raise Refused("this board does not run systemd (a container, or a local folder?), so it keeps no journal: "
+                      "a loop run in the foreground (`python -m device serve`) logs to its own terminal",
+                      no_service=True)
     done = subprocess.run(["journalctl", "--user", "-u", UNIT, "-u", GATE_UNIT, "-n", str(int(lines)), "--no-pager",
                            "-o", "short-iso"], env=manager_env(), capture_output=True, text=True, timeout=60)
     if done.returncode != 0:

@@ -150,7 +150,14 @@ def op_status(root: str) -> dict[str, Any]:
         return [n for n in names if not marker or os.path.isfile(os.path.join(path, n, marker))]
 
     return {"current": link_name(root, CURRENT), "previous": link_name(root, PREVIOUS), "releases": ls(RELEASES),
-            "venvs": ls(VENVS, VENV_COMPLETE), **_machine(), "locked": is_locked(root), "channel": _channel(root)}
+            "venvs": ls(VENVS, VENV_COMPLETE), **_machine(), "locked": is_locked(root), "channel": _channel(root),
+            "damaged": damaged(root)}
+
+
+def damaged(root: str) -> list[str]:
+    """What is wrong with current's files (a flipped byte on an SD card): nothing when whole or when there is none."""
+    current = os.path.join(root, CURRENT)
+    return release_problems(os.path.join(root, os.readlink(current))) if os.path.islink(current) else []
 
 
 def _channel(root: str) -> dict[str, Any] | None:
@@ -323,9 +330,9 @@ def op_rollback(root: str) -> dict[str, Any]:
     problems = judged(os.path.join(root, old_prev))
     if problems:
         name = os.path.basename(old_prev)
-        why = "is refused by the board's trust policy" if problems == untrusted(os.path.join(root, old_prev)) \
-            else "is broken"
-        raise Refused(f"the previous release {name} {why} ({'; '.join(problems[:3])})")
+        refused = problems == untrusted(os.path.join(root, old_prev))
+        why = "is refused by the board's trust policy" if refused else "is broken"
+        raise Refused(f"the previous release {name} {why} ({'; '.join(problems[:3])})", untrusted=refused)
     relink(current, old_prev)
     relink(previous, old_cur)
     return {"current": os.path.basename(old_prev)}

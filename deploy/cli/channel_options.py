@@ -90,7 +90,7 @@ def channel_parsers(sub: argparse._SubParsersAction) -> None:
                        description="A channel is a TUF repository in a folder (python-tuf), served as it is by any "
                                    "static server (nginx, an S3 bucket, a CDN); boards enrolled in it pull their "
                                    "releases and PUT their reports back.", epilog=EXIT_CODES_HELP)
-    cs = c.add_subparsers(dest="action", required=True, metavar="ACTION")
+    cs = c.add_subparsers(dest="action", required=True, metavar="ACTION", help="what to do with the channel")
     i = cs.add_parser("init", help="make a channel folder and its signing keys",
                       description="Write the four TUF roles (root, targets, snapshot, timestamp) into DIR, each "
                                   "with its own ed25519 key in KEYDIR (0600; keep KEYDIR off the server).",

@@ -25,6 +25,7 @@ from device.manifest import (
     EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_ROLLOUT_STOPPED,
+    IntegrityError,
     load_bundle,
 )
 from device.trust import check_verified
@@ -34,7 +35,11 @@ def boards_of(args: argparse.Namespace) -> list[Board]:
     """The boards a command acts on: --to / --on targets, then the --inventory's hosts (--limit applied)."""
     given = list(getattr(args, "to", None) or []) + ([args.on] if getattr(args, "on", None) else [])
     flag = "--to" if hasattr(args, "to") else "--on"  # each command's own word for its boards
-    return load_boards(given, getattr(args, "inventory", None), getattr(args, "limit", None), flag)
+    boards = load_boards(given, getattr(args, "inventory", None), getattr(args, "limit", None), flag)
+    if given and getattr(args, "inventory", None):  # both is allowed (a lab beside the fleet), never silently
+        print(f"acting on {len(boards)} boards: {len(given)} from {flag} and {len(boards) - len(given)} from "
+              f"{args.inventory}", file=sys.stderr, flush=True)  # stderr: --json keeps stdout to itself
+    return boards
 
 
 def _service_config(args: argparse.Namespace) -> service.ServiceConfig | None:
@@ -154,11 +159,16 @@ def status_cmd(args: argparse.Namespace) -> int:
     """One board's JSON (--on), or the fleet's table (--inventory)."""
     if args.on and not args.inventory:
         with open_target(args.on, ssh_options(args)) as target:
-            print(json.dumps({**status(target), "trust": signing.trust_edit(target)["summary"]}, indent=2))
+            board = {**status(target), "trust": signing.trust_edit(target)["summary"]}
+        print(json.dumps(board, indent=2), flush=True)
+        if board.get("damaged"):
+            raise IntegrityError(f"{target.name}: current release {board['current']} is damaged: "
+                              f"{', '.join(board['damaged'])}; redeploy it (only its damaged files travel) or "
+                              f"`edgerl rollback --on {target.name}`")
         return EXIT_OK
     rows = fleet_status(boards_of(args), ssh_options(args))
     print(json.dumps(rows, indent=2) if args.json else "\n".join(table(rows)))
-    return EXIT_OK if all(r["answered"] for r in rows) else EXIT_FAILED_CHECK
+    return EXIT_OK if all(r["answered"] and not r.get("damaged") for r in rows) else EXIT_FAILED_CHECK
 
 
 def each_board(args: argparse.Namespace, act: Any) -> int:

@@ -38,7 +38,7 @@ def _deploy_parser(sub: argparse._SubParsersAction) -> None:
                                    "`current` atomically. Any failure leaves the old release current. With --waves, "
                                    "a fleet is updated wave after wave and the rollout stops on failures.",
                        epilog=EXIT_CODES_HELP)
-    d.add_argument("bundle", type=Path)
+    d.add_argument("bundle", type=Path, help="the bundle folder to deploy")
     d.add_argument("--to", action="append", default=[], metavar="TARGET", help=TARGET_HELP + " (repeat for a fleet)")
     _fleet_args(d)
     d.add_argument("--keep", type=positive, default=3, help="releases kept on the board (default 3)")
@@ -48,7 +48,8 @@ def _deploy_parser(sub: argparse._SubParsersAction) -> None:
                                                    "the last repeated: e.g. 1,25%%,100%% (default: all at once)")
     w.add_argument("--max-fail", metavar="N|P%", default=None,
                    help="failed boards the rollout tolerates, a number or a share of the boards touched so far "
-                        "(default 0: the first failure stops it)")
+                        "(default with --waves: 0, the first failure stops it; without --waves or --max-fail each "
+                        "board succeeds or fails alone)")
     w.add_argument("--no-rollback-wave", dest="rollback_wave", action="store_false",
                    help="leave the switched boards of the wave that stopped the rollout on the new release")
     w.add_argument("--wave-pause", type=float, default=0.0, metavar="S", help="seconds between waves (default 0)")
@@ -100,7 +101,8 @@ def board_parsers(sub: argparse._SubParsersAction) -> None:
                         description="Look after the policy loop `deploy --service` installed: systemd's state, the "
                                     "loop's rate and overruns, the last gate; start/stop it; read its journal.",
                         epilog=EXIT_CODES_HELP)
-    sv.add_argument("action", choices=["status", "start", "stop", "restart", "logs"])
+    sv.add_argument("action", choices=["status", "start", "stop", "restart", "logs"],
+                    help="status, start, stop, restart, or logs (the journal's last lines)")
     sv.add_argument("--on", required=True, metavar="TARGET", help=TARGET_HELP)
     sv.add_argument("--lines", type=positive, default=50, help="logs: journal lines (default 50)")
     sv.add_argument("--json", action="store_true", help="status: print the board's full answer as JSON")
@@ -136,7 +138,7 @@ def board_parsers(sub: argparse._SubParsersAction) -> None:
                        description="Write BUNDLE/SHA256SUMS (every file of the bundle and its sha256) and sign it "
                                    "with ssh-keygen -Y sign -n edgerl-bundle; the signature travels in the bundle.",
                        epilog=EXIT_CODES_HELP)
-    g.add_argument("bundle", type=Path)
+    g.add_argument("bundle", type=Path, help="the bundle folder to sign")
     g.add_argument("--key", type=Path, required=True, help="your private key (or its .pub, with the key in ssh-agent)")
 
     r = sub.add_parser("trust", help="the keys whose signed bundles a board runs: list, --add, --remove",
@@ -150,11 +152,14 @@ def board_parsers(sub: argparse._SubParsersAction) -> None:
 
 
 def _data_parser(sub: argparse._SubParsersAction) -> None:
-    a = sub.add_parser("data", help="bring boards' recordings (serve/play --record) here: `edgerl data pull`",
-                       description="Pull every recording under each board's data/ folder into --out/<board>/<name>/, "
-                                   "shard by shard, each checked against its sha256; a rerun fetches only what is "
-                                   "missing. Load them with host.data.load_episodes.", epilog=EXIT_CODES_HELP)
-    a.add_argument("action", choices=["pull"])
+    d = sub.add_parser("data", help="bring boards' recordings (serve/play --record) here: `edgerl data pull`",
+                       description="The recordings boards keep under their data/ folder.", epilog=EXIT_CODES_HELP)
+    actions = d.add_subparsers(dest="action", required=True, metavar="ACTION", help="what to do with them")
+    a = actions.add_parser("pull", help="copy the boards' recordings here, each shard checked",
+                           description="Pull every recording under each board's data/ folder into "
+                                       "--out/<board>/<name>/, shard by shard, each checked against its sha256; a "
+                                       "rerun fetches only what is missing. Load them with host.data.load_episodes.",
+                           epilog=EXIT_CODES_HELP)
     a.add_argument("--out", type=output_folder, required=True, help="host folder for the recordings")
     a.add_argument("--prune", action="store_true", help="delete on the board the shards that arrived intact")
     a.add_argument("--channel", type=Path, default=None, metavar="DIR",

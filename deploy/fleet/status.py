@@ -95,7 +95,8 @@ def table(rows: list[dict[str, Any]]) -> list[str]:
         free = f"{(row.get('free_bytes') or 0) / 2**30:.1f}G"
         data = row.get("data") or {}
         recorded = f"{data.get('bytes', 0) / 1e6:.1f}M/{data.get('shards', 0)}" if data.get("shards") else "-"
+        damaged = f"; DAMAGED: {', '.join(row['damaged'])[:80]}" if row.get("damaged") else ""
         lines.append(f"{row['board']:<16} {row.get('current') or '(none)':<28} {committed:<6} {service:<20} "
                      f"{scores:<14} {free:>8}  {recorded:>9}  {row.get('trust', ''):<22.22} "
-                     f"{_ago(row.get('last_seen'))}")
+                     f"{_ago(row.get('last_seen'))}{damaged}")
     return lines

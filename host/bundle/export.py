@@ -139,6 +139,9 @@ def _write_bundle(policy: TensorDictModuleBase, env: EnvBase | None, out: Path, 
     env_spec = env_spec_from(env) if env is not None else None
     graph, args = build_graph(policy, env, example, mode)
     plan = graph.plan
+    if mode == ExplorationType.RANDOM and not plan.params and not epsilon_of(policy):
+        raise ExportError(f"--stochastic: {type(policy).__name__} has nothing random to export (no distribution to "
+                          "sample, no EGreedyModule): export it without --stochastic, or add TorchRL's EGreedyModule")
     if env_spec is not None and len(plan.observations) != 1:
         raise ExportError(f"a game policy must read only the screen; it reads {[s.key for s in plan.observations]}")
 

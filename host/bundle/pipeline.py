@@ -24,7 +24,8 @@ from device.manifest import INT8_FILE, EnvSpec, load_bundle
 from host.bundle.export import ExportOptions, prepare_out, write_bundle
 from host.bundle.quantize import QuantizeConfig, quantize_bundle, recheck_int8
 from host.bundle.sources import Source, builtin_source, checkpoint_source, known_noise_silenced, load_factory
-from host.bundle.verify import VerifyConfig, verify_bundle
+from host.bundle.suspects import snapshot, suspects
+from host.bundle.verify import VerifyConfig, VerifyError, verify_bundle
 from host.errors import ExportError
 
 
@@ -33,10 +34,17 @@ def export_policy(policy: TensorDictModuleBase, env: EnvBase | None, out: Path |
                   say: Callable[[str], None] = print, progress: bool = False) -> Path:
     """Write a complete bundle for `policy` to `out`, verify it against the eager policy, and return its path."""
     opts = options or ExportOptions()
+    before = snapshot(env)
     written = write_bundle(policy, env, out, example=example, options=opts, say=say, progress=progress)
     if opts.verify:
-        verify_bundle(VerifyConfig(written.path, steps=opts.verify_steps, seed=opts.seed, progress=progress),
-                      say=say, eager=written.eager)
+        try:
+            verify_bundle(VerifyConfig(written.path, steps=opts.verify_steps, seed=opts.seed, progress=progress),
+                          say=say, eager=written.eager)
+        except VerifyError as err:
+            named = suspects(env, before)
+            if named:
+                raise VerifyError(f"{err}: {'; '.join(named)}") from None
+            raise
     return written.path
 
 
@@ -81,7 +89,12 @@ class ExportConfig:
 
 def resolve_source(cfg: ExportConfig) -> Source:
     """The policy, env (or example) and provenance an export config names."""
+    if cfg.epsilon is not None and not cfg.stochastic:
+        raise ExportError("--epsilon is the e-greedy rate of a stochastic export: give --stochastic too")
     if cfg.factory:
+        if cfg.epsilon is not None:
+            raise ExportError("--epsilon sets the rate of edgerl's built-in networks; a --from policy explores as its "
+                              "own modules say (put TorchRL's EGreedyModule, with its eps, in the actor you return)")
         return load_factory(cfg.factory)
     if cfg.untrained:
         return builtin_source(cfg.network, cfg.env, seed=cfg.seed, epsilon=cfg.epsilon)

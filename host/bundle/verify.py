@@ -99,6 +99,23 @@ def _compare(ref: Trace, got: Trace, manifest: Manifest) -> dict[str, Any]:
     }
 
 
+def _first_difference(ref: Trace, got: Trace, manifest: Manifest, starts: np.ndarray, atol: float) -> str:
+    """Where the outputs first part, said as a person reads it: the step, and whether an episode starts there."""
+    rows = np.zeros(len(starts), dtype=bool)
+    for name, r in ref.outputs.items():
+        if name == manifest.action_output and manifest.sampled_from:
+            continue
+        g = got.outputs[name]
+        apart = np.abs(r - g) > atol if np.issubdtype(r.dtype, np.floating) else r != g
+        rows |= apart.reshape(len(rows), -1).any(-1)
+    if not rows.any():
+        return ""
+    first = int(rows.argmax())
+    if not (rows & ~starts.astype(bool)).any():
+        return f"they differ only at episode starts (first at step {first})"
+    return f"they first differ at step {first}, {'an episode start' if starts[first] else 'mid-episode'}"
+
+
 def _exploration_check(trace: Trace, manifest: Manifest, z_max: float) -> dict[str, Any]:
     values = trace.outputs[manifest.values_output]
     epsilon = manifest.exploration.epsilon
@@ -200,6 +217,8 @@ def verify_bundle(cfg: VerifyConfig, say: Callable[[str], None] = print,
             figures["ok"] = within  # sampled actions: only the distribution's inputs can be compared
         else:
             figures["ok"] = figures["action_agreement"] == 1.0 and within
+        if not figures["ok"]:
+            figures["where"] = _first_difference(ref, trace, manifest, seq.starts, cfg.atol)
         results[name] = figures
     if egreedy and reference_name == "eager":
         results["eager"] = {"exploration": _exploration_check(ref, manifest, cfg.z_max)}
@@ -217,8 +236,9 @@ def verify_bundle(cfg: VerifyConfig, say: Callable[[str], None] = print,
     write_manifest(bundle, manifest)
     failed = [n for n, f in results.items() if not f.get("ok", True)]
     if failed:
-        raise VerifyError(f"backends {', '.join(failed)} disagree with the {reference_name} policy beyond tolerance "
-                          f"(figures in {bundle / MANIFEST}); do not ship this bundle")
+        where = next((results[n]["where"] for n in failed if results[n].get("where")), "")
+        raise VerifyError(f"backends {', '.join(failed)} disagree with the {reference_name} policy beyond tolerance"
+                          f"{f' ({where})' if where else ''}; figures in {bundle / MANIFEST}; do not ship this bundle")
     return manifest.parity
 
 

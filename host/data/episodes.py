@@ -23,6 +23,7 @@ from tensordict.nn import TensorDictModuleBase
 from torchrl.data import LazyMemmapStorage, OneHot, ReplayBuffer
 from torchrl.envs import EnvBase, ExplorationType, set_exploration_type
 
+from device.layout import RECORD_INDEX as INDEX
 from device.manifest import EnvSpec
 from device.report import screen_crc
 from host.data.shards import DataError, Run, read_recording_index, read_runs
@@ -167,6 +168,23 @@ def _run_data(folders: Sequence[Path], env: EnvBase | None, keys: Sequence[Neste
                 yield td
 
 
+def check_recording_folder(folder: Path) -> None:
+    """One line when `folder` is not one recording: missing, a file, or a board's (or data/'s) folder above some."""
+    if not folder.exists():
+        raise DataError(f"{folder} does not exist: give a recording's folder as `edgerl data pull` wrote it "
+                        "(OUT/BOARD/RECORDING)")
+    if not folder.is_dir():
+        raise DataError(f"{folder} is a file: give the recording's folder (it holds {INDEX} and its shards)")
+    if (folder / INDEX).is_file():
+        return
+    below = sorted({str(p.parent.relative_to(folder)) for p in [*folder.glob(f"*/{INDEX}"), *folder.glob(
+        f"*/*/{INDEX}")]})
+    if below:
+        shown = ", ".join(below[:6]) + (f" and {len(below) - 6} more" if len(below) > 6 else "")
+        raise DataError(f"{folder} holds the recordings {shown}: pass one of them, e.g. {folder / below[0]}")
+    raise DataError(f"{folder} holds no recording (no {INDEX}): pull one with `edgerl data pull`")
+
+
 def load_episodes(folder: Path, env: EnvBase | None = None, keys: Sequence[NestedKey] | None = None,
                   policy: TensorDictModuleBase | None = None) -> TensorDict:
     """Every recorded decision of a pulled folder, as one TensorDict of transitions (see the module's text).
@@ -180,6 +198,7 @@ def load_episodes(folder: Path, env: EnvBase | None = None, keys: Sequence[Neste
     (`recurrent_state_h`, `("next", "recurrent_state_h")`...), its action values. A game's through the env's
     rollout; a plant's decision by decision, its state carried from each to the next and reset at `is_init`.
     """
+    check_recording_folder(Path(folder))
     tds = list(_run_data([Path(folder)], env, keys, policy=policy))
     if not tds:
         raise DataError(f"{folder} holds no recorded decisions that can be loaded")
@@ -200,6 +219,8 @@ def replay_buffer(folders: Path | Sequence[Path], env: EnvBase | None = None, sc
     a teacher relabelling a student's recorded games (DAgger), a reward of your own. `policy`: as `load_episodes`.
     """
     folders = [Path(folders)] if isinstance(folders, (str, Path)) else [Path(f) for f in folders]
+    for folder in folders:
+        check_recording_folder(folder)
     tds = _run_data(folders, env, keys, transform, policy)
     first = next(tds, None)
     if first is None:

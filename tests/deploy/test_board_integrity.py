@@ -44,15 +44,29 @@ def test_run_refuses_a_current_release_whose_code_was_modified_and_a_redeploy_re
     assert report["steps"] == 30 and report["release"] == first.release
 
 
-def test_redeploying_over_a_damaged_model_repairs_it_instead_of_failing(ssh_world, ssh_opts, board_dir, bundles):
+def test_a_flipped_byte_in_the_model_is_shown_by_status_and_a_redeploy_repairs_it(ssh_world, ssh_opts, board_dir,
+                                                                                   bundles, tmp_path):
     board = board_dir()
     with _ssh(ssh_world, ssh_opts, board) as target:
         first = deploy(target, DeployConfig(bundles["stacked"]), say=lambda _: None)
-        model = board / "current" / "bundle" / "policy.onnx"
-        data = bytearray(model.read_bytes())
-        data[len(data) // 2] ^= 0xFF
-        model.write_bytes(bytes(data))
+        assert status(target)["damaged"] == []
+    model = board / "current" / "bundle" / "policy.onnx"
+    data = bytearray(model.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # what an SD card going bad does
+    model.write_bytes(bytes(data))
+
+    # The board's status says which file, and exits as a failed check; the fleet's table too.
+    shown = ssh_world.cli("status", "--on", ssh_world.target(ssh_world.servers[0]), "--board-dir", board,
+                          *ssh_world.ssh_flags())
+    assert shown.returncode == 1 and len(shown.stderr.strip().splitlines()) == 1, shown.stderr
+    assert "is damaged: bundle/policy.onnx was modified" in shown.stderr and "redeploy" in shown.stderr
+    (tmp_path / "hosts").write_text(f"local:{board}\n")
+    fleet = ssh_world.cli("status", "--inventory", tmp_path / "hosts")
+    assert fleet.returncode == 1 and "DAMAGED: bundle/policy.onnx was modified" in fleet.stdout, fleet.stdout
+
+    with _ssh(ssh_world, ssh_opts, board) as target:
         again = deploy(target, DeployConfig(bundles["stacked"]), say=lambda _: None)
+        assert status(target)["damaged"] == []
     assert again.release == first.release == current_of(board)
     assert 0 < again.uploaded_bytes <= model.stat().st_size + 1000
     assert (board / "current" / ".verified").is_file()

@@ -133,3 +133,29 @@ def test_a_deploy_whose_reader_went_away_finishes_its_work_without_a_traceback(b
                           cwd=Path(__file__).resolve().parents[2])
     assert done.returncode == 0 and "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr, done.stderr
     assert (board / "current" / ".verified").is_file()
+
+
+def test_deploy_service_to_a_board_without_systemd_names_a_foreground_command_that_runs(cart_bundle, device_venv,
+                                                                                          tmp_path):
+    import shutil
+
+    board = tmp_path / "board"
+    board.mkdir()
+    (board / "venvs").symlink_to(device_venv.venvs)
+    plant = Path(__file__).resolve().parents[2] / "examples" / "cart_io.py"
+    refused = in_process.edgerl("deploy", cart_bundle, "--to", f"local:{board}", "--service", "--io",
+                                f"{plant}:Cart", "--hz", "20")
+    lines = refused.stderr.strip().splitlines()
+    assert refused.returncode == 2 and len(lines) == 1, refused.stderr
+    assert "does not run systemd" in lines[0] and "deploy without --service" in lines[0]
+    said, _, copy = lines[0].split("in the foreground there: ", 1)[1].partition(" (copy ")
+    assert said.endswith("-m device serve current --io cart_io.py:Cart --hz 20") and copy.startswith("cart_io.py")
+    assert not (board / "current").exists()  # refused before anything was uploaded
+
+    # Done as it says: deployed without --service, the plant copied there, the command runs the loop.
+    assert in_process.edgerl("deploy", cart_bundle, "--to", f"local:{board}").returncode == 0
+    shutil.copy(plant, board / "cart_io.py")
+    served = subprocess.run(["bash", "-c", f"{said} --seconds 1 --status {tmp_path / 'status.json'}"],
+                            capture_output=True, text=True, timeout=120)
+    assert served.returncode == 0, served.stderr
+    assert json.loads((tmp_path / "status.json").read_text())["decisions"] >= 10

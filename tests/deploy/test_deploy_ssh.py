@@ -253,6 +253,7 @@ def test_fleet_deploys_in_parallel_and_reports_each_board(ssh_world, bundles, tm
     run = ssh_world.cli("deploy", bundles["dqn"], "--to", ssh_world.target(ssh_world.servers[0]),
                         "--inventory", inventory, "--to", "nobody@127.0.0.1:1", *ssh_world.ssh_flags())
     assert run.returncode == 1
+    assert "acting on 3 boards: 2 from --to and 1 from " in run.stderr  # both given: said, never merged silently
     table = run.stdout.split("release / reason", 1)[1].strip().splitlines()
     assert len(table) == 3, table
     assert sum(" ok " in line for line in table) == 2 and sum("FAILED" in line for line in table) == 1

@@ -86,7 +86,8 @@ def test_once_ann_trusts_her_key_only_her_signed_releases_run(board, bundles, ke
     assert board.current() != before
     # Going back to the unsigned release is refused too: nothing unsigned runs once a policy is there.
     back = board.edgerl("rollback", "--on", board.target)
-    assert back.returncode != EXIT_OK and "unsigned" in back.stderr
+    assert back.returncode == EXIT_UNTRUSTED and "refused by the board's trust policy" in back.stderr
+    assert "unsigned" in back.stderr and len(back.stderr.strip().splitlines()) == 1
 
 
 def test_a_file_changed_after_signing_is_refused_however_well_its_checksums_were_redone(board, bundles, keys,

@@ -170,3 +170,22 @@ def test_a_full_disk_costs_the_recording_never_the_loop(tmp_path):
         recorder.close()
         assert recorder.write_errors >= 3 and recorder.dropped == 300 and recorder.recorded == 0
         assert read_index(small / "rec")["shards"] == [] and not list((small / "rec").glob(".*.tmp"))
+
+
+def test_a_recording_of_a_deployed_bundle_outside_the_boards_data_is_said_where_data_pull_looks(bundles, tmp_path):
+    board = tmp_path / "board"
+    shutil.copytree(bundles["dqn"], board / "releases" / "r1" / "bundle")
+    (board / "current").symlink_to("releases/r1")
+
+    def play(record: Path) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "device", "play", str(board / "current"), "--max-steps", "5",
+                               "--quiet", "--record", str(record)], capture_output=True, text=True, cwd=REPO,
+                              timeout=120)
+
+    outside = play(tmp_path / "day2")  # what `--record ../../day2` from the board folder names
+    assert outside.returncode == 0, outside.stderr
+    assert f"outside this board's {board.resolve() / 'data'}" in outside.stderr
+    assert f"--record {board.resolve() / 'data'}/NAME" in outside.stderr
+    assert (tmp_path / "day2" / INDEX).is_file()  # recorded all the same: the note says where, it does not refuse
+    inside = play(board / "data" / "day2")
+    assert inside.returncode == 0 and "outside" not in inside.stderr, inside.stderr

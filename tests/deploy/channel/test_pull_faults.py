@@ -174,3 +174,19 @@ def test_a_service_release_on_a_board_without_systemd_is_refused_in_one_line_and
     assert "\n" not in took["detail"]
     again = world.poll(board)  # given up: no download, no second try until another release
     assert again["outcome"] == "refused" and "before" in again["detail"] and again["traffic"]["requests"] == 2
+
+
+def test_a_board_whose_card_went_read_only_says_so_to_the_channel_and_changes_nothing(channel_world, bundles):
+    import subprocess
+
+    from small_disks import small_tmpfs
+
+    world = channel_world
+    with small_tmpfs(world.tmp / "boards" / "card", "size=64m", "the read-only card test") as card:
+        board, first, _ = _on_v1_then_v2_published(world, bundles, "card")
+        assert board == card
+        subprocess.run(["mount", "-o", "remount,ro", str(card)], check=True)  # what a failing SD card does
+        took = _refused(world, board, first, "filesystem is read-only")
+        assert "Traceback" not in took["journal"] and "replace the card" in took["detail"]
+        report = world.report("card")  # the server still hears of it: only the board's own disk is read-only
+        assert report["outcome"] == "refused" and "read-only" in report["detail"], report

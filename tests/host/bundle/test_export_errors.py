@@ -144,3 +144,17 @@ def test_a_graph_onnxruntime_cannot_run_is_refused_by_verify_in_one_line(bundle_
     (bundle / "manifest.json").write_text(json.dumps(data))
     run = edgerl("verify", bundle)
     one_line_error(run, "onnxruntime", "cannot run policy.onnx", "Resize", "do not ship this bundle")
+
+
+def test_exploration_flags_that_would_do_nothing_are_refused_before_any_work(tmp_path):
+    # A plain QValueActor has nothing random: --stochastic would export its argmax under another name.
+    run = edgerl("export", "--from", "examples/breakout_stacked.py:make", "--stochastic", "--out", tmp_path / "b")
+    one_line_error(run, "--stochastic", "QValueActor has nothing random", "EGreedyModule")
+    assert run.returncode == 2 and not (tmp_path / "b").exists()
+    # --epsilon is the rate of edgerl's own networks, and only when exporting stochastic.
+    run = edgerl("export", "--from", "examples/tutorial_dqn.py:make", "--stochastic", "--epsilon", "0.1",
+                 "--out", tmp_path / "b")
+    one_line_error(run, "--epsilon", "a --from policy explores as its own modules say")
+    run = edgerl("export", "--untrained", "--epsilon", "0.1", "--out", tmp_path / "b")
+    one_line_error(run, "--epsilon", "give --stochastic too")
+    assert not (tmp_path / "b").exists()

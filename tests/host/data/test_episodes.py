@@ -153,3 +153,22 @@ def test_a_recurrent_policy_run_along_a_plant_recording_carries_its_state_as_tor
     assert torch.allclose(whole["next", "h"][0, -1], loaded["next", "h"][-1], atol=1e-6)
     assert torch.equal(loaded["h"][1:][~loaded["is_init"][1:, 0]], loaded["next", "h"][:-1][~loaded["is_init"][1:, 0]])
     assert torch.equal(loaded["action"], load_episodes(folder)["action"])  # the board's actions, kept
+
+
+def test_a_folder_that_is_not_one_recording_is_named_in_one_line(tmp_path):
+    # What a user mistypes: a path that is not there, a file, the board's folder (or data/) above its recordings.
+    with pytest.raises(DataError, match=r"no-such does not exist: give a recording's folder"):
+        load_episodes(tmp_path / "no-such")
+    (tmp_path / "a_file").write_text("x")
+    with pytest.raises(DataError, match="is a file"):
+        replay_buffer(tmp_path / "a_file")
+    for name in ("pi/day1", "pi/serve1"):
+        (tmp_path / "data" / name).mkdir(parents=True)
+        (tmp_path / "data" / name / INDEX).write_text("{}")
+    with pytest.raises(DataError, match=r"pi holds the recordings day1, serve1: pass one of them, e\.g\. .*pi/day1"):
+        load_episodes(tmp_path / "data" / "pi")
+    with pytest.raises(DataError, match=r"data holds the recordings pi/day1, pi/serve1"):
+        load_episodes(tmp_path / "data")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="holds no recording"):
+        load_episodes(tmp_path / "empty")
