@@ -22,3 +22,19 @@ def small_tmpfs(path: Path, options: str, who: str) -> Iterator[Path]:
         yield path
     finally:
         subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+@contextmanager
+def read_only_view(folder: Path, view: Path, who: str) -> Iterator[Path]:
+    """`folder` seen read-only at `view` for the `with` block, as a card the kernel remounted read-only; root only.
+
+    A bind mount of its own, so no file another process holds open for writing keeps it from going read-only.
+    """
+    view.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(["mount", "--bind", "-o", "ro", str(folder), str(view)], capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.fail(f"{who} bind-mounts a folder read-only and needs root: {done.stderr.strip()}")
+    try:
+        yield view
+    finally:
+        subprocess.run(["umount", "-l", str(view)], check=False)

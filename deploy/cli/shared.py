@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import threading
 from collections.abc import Callable
@@ -40,10 +41,11 @@ def progress_bar(name: str) -> Callable[[str, int, int], None] | None:
     from tqdm import tqdm
 
     bars: dict[str, tqdm] = {}
+    size = shutil.get_terminal_size()  # a pty nobody sized says 0 x 0, where tqdm would draw nothing
 
     def update(file: str, n: int, total: int) -> None:
         bar = bars.get("all") or bars.setdefault("all", tqdm(total=total, unit="B", unit_scale=True, desc=name,
-                                                             leave=False))
+                                                             leave=False, ncols=size.columns, nrows=size.lines))
         bar.update(n)
 
     return update

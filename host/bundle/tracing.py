@@ -8,6 +8,7 @@ example) to get the inputs and outputs every backend must reproduce.
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -106,8 +107,11 @@ def reference(policy: TensorDictModuleBase, env: EnvBase | None, example: Tensor
     if progress:
         from tqdm import tqdm
 
+        # A terminal that reports no size (a pty nobody sized: `script`, a CI runner) made tqdm draw nothing;
+        # get_terminal_size falls back to 80 x 24 there.
         def bar(it):  # noqa: ANN001, ANN202
-            return tqdm(it, desc=" eager", unit="step", leave=False)
+            size = shutil.get_terminal_size()
+            return tqdm(it, desc=" eager", unit="step", leave=False, ncols=size.columns, nrows=size.lines)
     try:
         if env is not None:
             return eager_env_rollout(policy, env, plan, steps, seed, mode, progress=bar)

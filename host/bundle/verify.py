@@ -17,6 +17,7 @@ states must still match.
 from __future__ import annotations
 
 import math
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -161,8 +162,11 @@ def _run(step: Callable, seq: Sequence, manifest: Manifest, cfg: VerifyConfig, l
     if cfg.progress:
         from tqdm import tqdm
 
+        # A terminal that reports no size (a pty nobody sized: `script`, a CI runner) made tqdm draw nothing;
+        # get_terminal_size falls back to 80 x 24 there.
         def bar(it):  # noqa: ANN001, ANN202
-            return tqdm(it, desc=f"{label:>6}", unit="step", leave=False)
+            size = shutil.get_terminal_size()
+            return tqdm(it, desc=f"{label:>6}", unit="step", leave=False, ncols=size.columns, nrows=size.lines)
     return graph_rollout(step, seq, [t.name for t in manifest.inputs], manifest.state, start, progress=bar)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import importlib.util
 import os
+import shutil
 import time
 from collections import deque
 from pathlib import Path
@@ -37,7 +38,8 @@ class TrainingLog:
             from tqdm import tqdm
 
             self.bar = tqdm(total=total_frames, initial=start_frames, unit="frame", unit_scale=True,
-                            dynamic_ncols=True, desc="train")
+                            ncols=shutil.get_terminal_size().columns, nrows=shutil.get_terminal_size().lines,
+                            desc="train")
         self._episodes = open(self.run / EPISODES, "a", newline="")
         self._writer = csv.writer(self._episodes)
         if self._episodes.tell() == 0:

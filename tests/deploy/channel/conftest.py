@@ -45,7 +45,7 @@ class ChannelWorld:
         from deploy.link.targets import LocalTarget
 
         path = self.tmp / "boards" / name
-        path.mkdir(parents=True, exist_ok=True)  # a test may have mounted its own disk there
+        path.mkdir(parents=True)
         (path / "venvs").symlink_to(self.venvs)
         enroll(LocalTarget(path), EnrollConfig(url or self.server.url, name, self.server.ca,
                                                htpasswd=self.server.htpasswd), say=lambda _: None)

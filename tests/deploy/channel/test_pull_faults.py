@@ -177,16 +177,12 @@ def test_a_service_release_on_a_board_without_systemd_is_refused_in_one_line_and
 
 
 def test_a_board_whose_card_went_read_only_says_so_to_the_channel_and_changes_nothing(channel_world, bundles):
-    import subprocess
-
-    from small_disks import small_tmpfs
+    from small_disks import read_only_view
 
     world = channel_world
-    with small_tmpfs(world.tmp / "boards" / "card", "size=64m", "the read-only card test") as card:
-        board, first, _ = _on_v1_then_v2_published(world, bundles, "card")
-        assert board == card
-        subprocess.run(["mount", "-o", "remount,ro", str(card)], check=True)  # what a failing SD card does
-        took = _refused(world, board, first, "filesystem is read-only")
+    board, first, _ = _on_v1_then_v2_published(world, bundles, "card")
+    with read_only_view(board, world.tmp / "card-ro", "the read-only card test") as card:  # a failing SD card
+        took = _refused(world, card, first, "filesystem is read-only")
         assert "Traceback" not in took["journal"] and "replace the card" in took["detail"]
-        report = world.report("card")  # the server still hears of it: only the board's own disk is read-only
-        assert report["outcome"] == "refused" and "read-only" in report["detail"], report
+    report = world.report("card")  # the server still hears of it: only the board's own disk is read-only
+    assert report["outcome"] == "refused" and "read-only" in report["detail"], report
