@@ -10,8 +10,9 @@ from typing import Any
 import numpy as np
 
 from device.atari import AtariGame
+from device.model_choice import model_for
 from device.play import require_game
-from device.policy import Policy, model_file
+from device.policy import Policy
 from device.trust import load_trusted
 
 
@@ -23,7 +24,8 @@ class BenchConfig:
     steps: int = 2000
     seed: int = 0
     threads: int | None = None
-    int8: bool = False
+    int8: str = "auto"
+    """auto (the board's self-test's choice), on, off: device/model_choice.py."""
 
 
 def _loop(game: AtariGame, policy: Policy, steps: int) -> float:
@@ -42,7 +44,7 @@ def bench(cfg: BenchConfig) -> dict[str, Any]:
     bundle = Path(cfg.bundle).resolve()  # once, like play and selftest
     manifest = load_trusted(bundle)
     require_game(manifest)
-    policy = Policy(bundle, manifest, cfg.threads, model_file(manifest, cfg.int8))
+    policy = Policy(bundle, manifest, cfg.threads, model_for(bundle, manifest, cfg.int8))
     game = AtariGame(manifest.env, manifest.action_ids)
     game.seed(cfg.seed)
     _loop(game, policy, 50)  # warm-up: first calls allocate arenas
@@ -86,6 +88,6 @@ def bench(cfg: BenchConfig) -> dict[str, Any]:
         "policy_ms_per_call": best["policy"] / cfg.steps * 1000,
         "parts_steps_per_s": cfg.steps / parts,
         "overhead_pct": (best["loop"] / parts - 1.0) * 100.0,
-        "model_file": model_file(manifest, cfg.int8),
+        "model_file": policy.model_file,
         "frames_checksum": int(np.asarray(actions).sum()),
     }

@@ -20,6 +20,7 @@ from device.manifest import (
     BundleError,
     EdgerlError,
 )
+from device.model_choice import INT8_MODES
 from device.trust import ALLOW_UNVERIFIED
 
 STARTED = time.monotonic()
@@ -43,6 +44,7 @@ def _serve_parser(sub: argparse._SubParsersAction) -> None:
                    help="write the timing figures here as JSON, once a second (its folder must exist)")
     v.add_argument("--seed", type=int, default=0, help="emulator seed of a game run (default 0)")
     v.add_argument("--threads", type=positive, default=None, help="onnxruntime intra-op threads (default 1)")
+    v.add_argument("--int8", **INT8_ARG)
     v.add_argument("--record", type=output_folder, default=None, metavar="DIR",
                    help="record every decision into DIR (a game's actions and screen CRCs; a plant's observations, "
                         "actions and outcome()) for `edgerl data pull`; off the loop's clock")
@@ -51,6 +53,11 @@ def _serve_parser(sub: argparse._SubParsersAction) -> None:
     v.add_argument("--clip-actions", action="store_true",
                    help="clip a continuous action into the bundle's bounds (default: an action outside them "
                         "stops the loop, exit 4, and is never applied)")
+
+
+INT8_ARG = {"nargs": "?", "const": "on", "default": "auto", "choices": INT8_MODES, "metavar": "on|off|auto",
+            "help": "the bundle's int8 model: auto (default) runs the one this board's self-test timed faster, of "
+                    "those that passed on the host; --int8 alone is on"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -73,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-steps", type=positive, default=None, help="cut each episode after this many agent steps")
     p.add_argument("--report", type=output_file, default=None, help="write the JSON report here (atomically)")
     p.add_argument("--threads", type=positive, default=None, help="onnxruntime intra-op threads (default 1)")
-    p.add_argument("--int8", action="store_true", help="play the bundle's quantized model")
+    p.add_argument("--int8", **INT8_ARG)
     p.add_argument("--quiet", action="store_true", help="no per-episode progress lines")
     p.add_argument("--record", type=output_folder, default=None, metavar="DIR",
                    help="record every step (seed, actions, rewards, screen CRCs) into DIR for `edgerl data pull`")
@@ -93,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("bundle", type=Path, help="bundle folder, or a deployed release folder")
     b.add_argument("--steps", type=positive, default=2000, help="agent steps per round (default 2000)")
     b.add_argument("--threads", type=positive, default=None, help="onnxruntime intra-op threads (default 1)")
-    b.add_argument("--int8", action="store_true", help="time the bundle's int8 model")
+    b.add_argument("--int8", **INT8_ARG)
     return parser
 
 
@@ -144,6 +151,8 @@ def _run(args: argparse.Namespace) -> int:
 
         result = selftest(args.bundle, args.threads)
         verdict = "ok" if result.ok else "FAILED: " + "; ".join(result.problems)
+        if result.choice is not None:  # before the verdict line, which callers read as the last one
+            print(f"model: {result.choice.reason}")
         print(
             f"selftest {result.bundle_id}: {result.frames} golden frames, max |diff| {result.max_abs_diff:.3g} "
             f"(tolerance {result.atol:g}), actions {result.action_agreement:.0%}: {verdict}"
@@ -163,7 +172,7 @@ def _serve(args: argparse.Namespace) -> int:
     if args.record_max_mb is not None and args.record is None:
         raise BundleError("--record-max-mb bounds a recording: give --record DIR too")
     cfg = ServeConfig(args.bundle, args.io, args.hz, args.seconds, args.status, args.seed, args.threads,
-                      clip=args.clip_actions, record=args.record, record_max_mb=args.record_max_mb)
+                      clip=args.clip_actions, record=args.record, record_max_mb=args.record_max_mb, int8=args.int8)
     status = serve(cfg, STARTED)
     period = status.get("period_ms", {})
     print(f"{status['state']}: {status['decisions']} decisions at {status.get('achieved_hz', 0):.2f} Hz "

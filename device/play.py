@@ -16,7 +16,8 @@ import numpy as np
 
 from device.atari import AtariGame
 from device.manifest import BundleError, EdgerlError, Manifest, write_json_atomic
-from device.policy import Policy, model_file
+from device.model_choice import model_for
+from device.policy import Policy
 from device.record import RecordConfig, Recorder
 from device.report import REPORT_VERSION, ScreenChain, episode_record, screen_crc
 from device.trust import load_trusted
@@ -32,7 +33,8 @@ class PlayConfig:
     max_steps: int | None = None
     """Stop an episode after this many agent steps (it is then marked truncated)."""
     threads: int | None = None
-    int8: bool = False
+    int8: str = "auto"
+    """auto (the board's self-test's choice), on, off: device/model_choice.py."""
     report: Path | None = None
     record: Path | None = None
     """Record every decision into this folder (device/record.py)."""
@@ -159,7 +161,7 @@ def play(cfg: PlayConfig, progress: Callable[[str], None] | None = None) -> dict
     manifest = load_trusted(bundle)
     require_game(manifest)
     _seed_sampling(cfg.seed)
-    policy = Policy(bundle, manifest, cfg.threads, model_file(manifest, cfg.int8))
+    policy = Policy(bundle, manifest, cfg.threads, model_for(bundle, manifest, cfg.int8))
     game = AtariGame(manifest.env, manifest.action_ids, seed=cfg.seed)
     timing = _Timing()
     episodes = []
@@ -175,6 +177,7 @@ def play(cfg: PlayConfig, progress: Callable[[str], None] | None = None) -> dict
         if recorder is not None:
             recorder.close()
     report = _report(cfg, manifest, episodes, timing, time.perf_counter() - loop_started)
+    report["model_file"] = policy.model_file
     report["cold_start_s"] = None if timing.first_action is None else timing.first_action - started
     if recorder is not None:
         report["recording"] = recorder.figures()
@@ -195,7 +198,6 @@ def _report(cfg: PlayConfig, manifest: Manifest, episodes: list[dict[str, Any]],
         "report_version": REPORT_VERSION,
         "bundle_id": manifest.bundle_id,
         "files": manifest.files,
-        "model_file": model_file(manifest, cfg.int8),
         "env": manifest.to_dict()["env"],
         "action_ids": manifest.action_ids,
         "seed": cfg.seed,

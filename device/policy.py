@@ -24,7 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from device.manifest import INT8_FILE, ActionSpec, BundleError, EdgerlError, Manifest, TensorSpec
+from device.manifest import ActionSpec, BundleError, EdgerlError, Manifest, TensorSpec
+from device.model_choice import model_for
 from device.trust import load_trusted
 
 ORT_TYPES = {
@@ -74,15 +75,6 @@ def _check_io(kind: str, declared: list[TensorSpec], actual: list) -> None:
             )
 
 
-def model_file(manifest: Manifest, int8: bool) -> str:
-    """The ONNX file to run: fp32, or the int8 one when asked and present."""
-    if not int8:
-        return manifest.model_file
-    if INT8_FILE not in manifest.files:
-        raise BundleError("this bundle has no int8 model; export it with `edgerl export --int8`")
-    return INT8_FILE
-
-
 class Policy:
     """Observations in, action out, with the manifest's states carried between calls."""
 
@@ -91,7 +83,8 @@ class Policy:
         import onnxruntime as ort
 
         self.manifest, self.clip = manifest, clip
-        path = Path(bundle) / (model_file or manifest.model_file)
+        self.model_file = model_file or manifest.model_file
+        path = Path(bundle) / self.model_file
         try:
             self.session = ort.InferenceSession(str(path), session_options(threads), providers=["CPUExecutionProvider"])
         except Exception as err:  # onnxruntime raises several unrelated types for a bad file
@@ -106,16 +99,19 @@ class Policy:
         self.reset()
 
     @classmethod
-    def load(cls, bundle: str | Path, threads: int | None = None, int8: bool = False, clip: bool = False,
+    def load(cls, bundle: str | Path, threads: int | None = None, int8: str | bool = "auto", clip: bool = False,
              allow_unverified: bool = False) -> Policy:
-        """Check the bundle's checksums and verification and load its model (or its int8 model).
+        """Check the bundle's checksums and verification and load the model `int8` names.
+
+        "auto" runs the one the board's self-test chose (device/model_choice.py; fp32 without a choice), "on" (True)
+        the int8 one, "off" (False) fp32.
 
         With `clip`, a continuous action is clipped into the manifest's bounds instead of refused. A bundle whose
         verification failed is refused unless `allow_unverified` (for debugging it).
         """
         bundle = Path(bundle).resolve()  # once: a `current` link flipped meanwhile cannot mix two releases
         manifest = load_trusted(bundle, allow_unverified)
-        return cls(bundle, manifest, threads, model_file(manifest, int8), clip)
+        return cls(bundle, manifest, threads, model_for(bundle, manifest, int8), clip)
 
     def reset(self) -> None:
         """Start an episode: every state to zeros, the episode-start flag up for the next call."""

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import time
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from device.manifest import BundleError
+from device.model_choice import Choice, choose, int8_admitted, write_choice
 from device.policy import Policy, PolicyError, checked_action
 from device.trust import load_trusted
 
@@ -23,6 +26,8 @@ class SelftestResult:
     action_agreement: float
     atol: float
     problems: list[str] = field(default_factory=list)
+    choice: Choice | None = None
+    """int8 or fp32 by this board's clock, when the bundle carries an int8 model that passed on the host."""
 
     @property
     def ok(self) -> bool:
@@ -46,8 +51,13 @@ def read_golden(path: Path, names: list[str]) -> dict[str, np.ndarray]:
     return data
 
 
-def selftest(bundle: Path, threads: int | None = None, model_file: str | None = None) -> SelftestResult:
-    """Run the recorded golden inputs through the model and compare with the recorded outputs."""
+def selftest(bundle: Path, threads: int | None = None, model_file: str | None = None,
+             clock: Callable[[], float] = time.perf_counter) -> SelftestResult:
+    """Run the recorded golden inputs through the model and compare with the recorded outputs.
+
+    For a bundle with an int8 model that passed on the host, both models are then timed on this board and the
+    faster one kept (device/model_choice.py).
+    """
     bundle = Path(bundle).resolve()  # once: a `current` link flipped meanwhile cannot mix two releases
     manifest = load_trusted(bundle)
     if manifest.env is not None:
@@ -87,4 +97,9 @@ def selftest(bundle: Path, threads: int | None = None, model_file: str | None = 
         problems.append(f"outputs differ from the golden ones by {worst:.3g} > tolerance {manifest.golden_atol:g}")
     if deterministic and agreement < 1.0:
         problems.append(f"only {agreement:.1%} of golden actions match")
-    return SelftestResult(manifest.bundle_id, frames, worst, agreement, manifest.golden_atol, problems)
+    choice = None
+    if not problems and int8_admitted(manifest):
+        feeds = [{name: data[name][i] for name in input_names} for i in range(frames)]
+        choice = choose(bundle, manifest, feeds, clock)
+        write_choice(bundle, manifest, choice)
+    return SelftestResult(manifest.bundle_id, frames, worst, agreement, manifest.golden_atol, problems, choice)

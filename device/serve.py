@@ -34,6 +34,7 @@ import numpy as np
 from device import layout
 from device.game_plant import GamePlant
 from device.manifest import EXIT_LOOP_FAILED, MANIFEST, BundleError, EdgerlError, Manifest
+from device.model_choice import model_for, read_choice
 from device.play import game_run
 from device.policy import Policy
 from device.rate import LoopTiming, Ticker
@@ -68,6 +69,8 @@ class ServeConfig:
     record: Path | None = None
     """Record every decision into this folder (device/record.py)."""
     record_max_mb: float | None = None
+    int8: str = "auto"
+    """auto (the board's self-test's choice), on, off: device/model_choice.py."""
 
 
 class LoopFailed(EdgerlError):
@@ -194,7 +197,9 @@ class Loop:
             import onnxruntime  # deferred: only a game run seeds sampling, as `play` does
 
             onnxruntime.set_seed(int(cfg.seed))
-        self.policy = Policy(bundle, manifest, cfg.threads, clip=cfg.clip)
+        self.policy = Policy(bundle, manifest, cfg.threads, model_for(bundle, manifest, cfg.int8), clip=cfg.clip)
+        chosen = read_choice(bundle, manifest)
+        self.choice = chosen.reason if chosen is not None else None
         self.plant = load_io(cfg.io) if cfg.io else GamePlant(manifest, cfg.seed)
         self.recorder = self._recorder(cfg, manifest)
         self.decision: dict[str, Any] = {}
@@ -227,7 +232,8 @@ class Loop:
         out: dict[str, Any] = {"state": self.state, "release": self.release, "bundle_id": self.manifest.bundle_id,
                                "pid": os.getpid(), "io": self.cfg.io, "updated_at": time.time(),
                                "uptime_s": round(time.monotonic() - self.started, 3),
-                               "cold_start_s": self.first_action_s, "error": self.error}
+                               "cold_start_s": self.first_action_s, "error": self.error,
+                               "model_file": self.policy.model_file, "model_choice": self.choice}
         out.update(self.timing.figures())
         out["skipped_periods"] = self.clock.skipped if self.clock is not None else 0
         out["late_wakes"] = getattr(self.clock, "late_wakes", 0)

@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from tensordict.nn import ProbabilisticTensorDictModule
 from tensordict.nn import TensorDictModule as Mod
 from tensordict.nn import TensorDictSequential as Seq
 from torch import nn
@@ -128,6 +129,16 @@ def set_epsilon(actor: Seq, epsilon: float) -> None:
     for module in actor.modules():
         if isinstance(module, EGreedyModule):
             module.eps.fill_(epsilon)
+
+
+def explores(actor: nn.Module) -> bool:
+    """Whether the actor draws anything under TorchRL's random exploration.
+
+    A distribution, or an exploration module (EGreedyModule, AdditiveGaussianModule, OrnsteinUhlenbeckProcessModule).
+    """
+    return any(isinstance(m, ProbabilisticTensorDictModule)
+               or type(m).__module__.startswith("torchrl.modules.tensordict_module.exploration")
+               for m in actor.modules())
 
 
 def epsilon_of(actor: nn.Module) -> float:

@@ -31,6 +31,7 @@ from device.layout import (
     DEPLOY_LOCK,
     GATE,
     INCOMING,
+    MODEL_CHOICE,
     PART,
     PREVIOUS,
     RELEASES,
@@ -151,7 +152,8 @@ def op_status(root: str) -> dict[str, Any]:
 
     return {"current": link_name(root, CURRENT), "previous": link_name(root, PREVIOUS), "releases": ls(RELEASES),
             "venvs": ls(VENVS, VENV_COMPLETE), **_machine(), "locked": is_locked(root), "channel": _channel(root),
-            "damaged": damaged(root)}
+            "damaged": damaged(root),
+            "model": read_json(os.path.join(root, CURRENT, BUNDLE_DIR, MODEL_CHOICE))}  # int8 or fp32, and why
 
 
 def damaged(root: str) -> list[str]:

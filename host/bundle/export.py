@@ -54,7 +54,7 @@ from host.bundle.tracing import build_graph, exploration_type, frozen_statistics
 from host.bundle.transforms import training_only
 from host.envs import action_table, env_spec_from, single_env
 from host.errors import ExportError, one_line
-from host.policies import epsilon_of
+from host.policies import epsilon_of, explores
 
 
 @dataclass(frozen=True)
@@ -139,7 +139,7 @@ def _write_bundle(policy: TensorDictModuleBase, env: EnvBase | None, out: Path, 
     env_spec = env_spec_from(env) if env is not None else None
     graph, args = build_graph(policy, env, example, mode)
     plan = graph.plan
-    if mode == ExplorationType.RANDOM and not plan.params and not epsilon_of(policy):
+    if mode == ExplorationType.RANDOM and not explores(policy):
         raise ExportError(f"--stochastic: {type(policy).__name__} has nothing random to export (no distribution to "
                           "sample, no EGreedyModule): export it without --stochastic, or add TorchRL's EGreedyModule")
     if env_spec is not None and len(plan.observations) != 1:

@@ -18,7 +18,7 @@ import copy
 from typing import Any
 
 import torch
-from torchrl.envs import EnvBase
+from torchrl.envs import EnvBase, TransformedEnv
 from torchrl.envs.transforms import Compose, Transform
 
 _PLAIN = (bool, int, float, complex, str, bytes, tuple, list, dict, set, torch.Tensor)
@@ -35,7 +35,8 @@ def own_transforms(env: EnvBase | None) -> list[Transform]:
         elif isinstance(t, Transform) and not type(t).__module__.startswith("torchrl."):
             found.append(t)
 
-    walk(getattr(env, "transform", None))
+    if isinstance(env, TransformedEnv):  # a batched env's own attributes are its workers' (closed ones raise)
+        walk(env.transform)
     return found
 
 

@@ -1,5 +1,6 @@
 """A user asks for an int8 model: it ships only if it plays like fp32."""
 
+import json
 import subprocess
 import sys
 
@@ -10,7 +11,9 @@ from campaign import trials
 
 from device import Policy
 from device.manifest import load_bundle, write_manifest
+from device.model_choice import MARGIN, read_choice
 from device.play import PlayConfig, play
+from device.selftest import selftest
 from host.bundle.quantize import INT8_FILE, QuantizeConfig, QuantizeError, quantize_bundle
 
 
@@ -18,7 +21,8 @@ def quick(bundle, **kw):
     return QuantizeConfig(bundle, check_frames=2000, eval_episodes=1, eval_max_steps=300, **kw)
 
 
-def test_int8_that_plays_as_well_is_added_with_its_figures(bundle_copy):
+def test_int8_that_plays_as_well_is_added_with_its_figures_and_the_board_runs_the_faster_model(
+        bundle_copy, device_venv, tmp_path):
     bundle = bundle_copy("stacked")
     figures = quantize_bundle(quick(bundle), say=lambda _: None)
     assert figures["status"] == "ok" and figures["judged_by"] == "mean score, same games"
@@ -38,6 +42,52 @@ def test_int8_that_plays_as_well_is_added_with_its_figures(bundle_copy):
     run = subprocess.run([sys.executable, "-m", "device", "play", str(bundle), "--int8", "--max-steps", "20"],
                          capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
+    board_runs_the_model_its_own_clock_finds_faster(bundle, device_venv, tmp_path)
+
+
+class SlowInt8Clock:
+    """A clock under which each timed fp32 decision takes 1 ms and each int8 one 3 ms, as on a CPU without
+    dot-product instructions (a Pi 4's Cortex-A72): the runs alternate, fp32 first, each read at its start and end."""
+
+    def __init__(self) -> None:
+        self.reads, self.now = 0, 0.0
+
+    def __call__(self) -> float:
+        if self.reads % 2:  # a run's end
+            self.now += 0.003 if (self.reads // 2) % 2 else 0.001
+        self.reads += 1
+        return self.now
+
+
+def board_runs_the_model_its_own_clock_finds_faster(bundle, device_venv, tmp_path):
+    manifest = load_bundle(bundle)
+    # This host: the self-test times both models, says so, keeps the faster; play (auto) runs it.
+    tested = subprocess.run([sys.executable, "-m", "device", "selftest", str(bundle)], capture_output=True, text=True)
+    assert tested.returncode == 0, tested.stderr
+    assert "model: " in tested.stdout and "ms a decision (p50, 1 thread, this board)" in tested.stdout
+    here = read_choice(bundle, manifest)
+    assert here.fp32_ms > 0 and here.int8_ms > 0
+    assert (here.model_file == INT8_FILE) == (here.int8_ms < here.fp32_ms * MARGIN)
+    assert play(PlayConfig(bundle, episodes=1, seed=1, max_steps=10))["model_file"] == here.model_file
+    # A board whose clock finds int8 slower keeps fp32, and says why with both figures.
+    slow = selftest(bundle, clock=SlowInt8Clock())
+    assert slow.ok and slow.choice.model_file == manifest.model_file
+    assert (slow.choice.fp32_ms, slow.choice.int8_ms) == (1.0, 3.0) and "int8 is not faster here" in slow.choice.reason
+    assert play(PlayConfig(bundle, episodes=1, seed=1, max_steps=10))["model_file"] == manifest.model_file
+    assert play(PlayConfig(bundle, episodes=1, seed=1, max_steps=10, int8="on"))["model_file"] == INT8_FILE
+    # The loop's status file and `edgerl status` show it, from a board's own self-test.
+    status = tmp_path / "status.json"
+    served = subprocess.run([sys.executable, "-m", "device", "serve", str(bundle), "--seconds", "1", "--status",
+                             str(status)], capture_output=True, text=True, timeout=120)
+    assert served.returncode == 0, served.stderr
+    figures = json.loads(status.read_text())
+    assert figures["model_file"] == manifest.model_file and "int8 is not faster here" in figures["model_choice"]
+    board = tmp_path / "board"
+    board.mkdir()
+    (board / "venvs").symlink_to(device_venv.venvs)
+    assert in_process.edgerl("deploy", bundle, "--to", f"local:{board}").returncode == 0
+    shown = json.loads(in_process.edgerl("status", "--on", f"local:{board}").stdout)["model"]
+    assert shown["model_file"] in (INT8_FILE, manifest.model_file) and shown["fp32_ms"] > 0 and shown["int8_ms"] > 0
 
 
 def test_int8_below_the_bar_is_refused_and_fp32_stays(bundle_copy):
@@ -54,7 +104,8 @@ def test_int8_below_the_bar_is_refused_and_fp32_stays(bundle_copy):
 def test_verify_rechecks_the_int8_model_by_play_with_the_bar_it_was_admitted_by(bundle_copy):
     bundle = bundle_copy("stacked")
     quantize_bundle(quick(bundle, eval_seed=7), say=lambda _: None)
-    run = in_process.edgerl("verify", bundle)
+    # 200 parity steps: the backends' parity is test_export.py's; the int8 model's own check keeps its 2000 frames.
+    run = in_process.edgerl("verify", bundle, "--steps", "200")
     assert run.returncode == 0, run.stderr
     # The shipped model's 10 games over 10,000 frames are test_the_shipped_policy_carries_...'s to check.
     assert "int8 agrees with fp32 on" in run.stdout and "of 2000 frames of the policy's own games" in run.stdout
@@ -65,7 +116,7 @@ def test_verify_rechecks_the_int8_model_by_play_with_the_bar_it_was_admitted_by(
     manifest = load_bundle(bundle)
     manifest.backends["int8"]["max_score_loss"] = -100
     write_manifest(bundle, manifest)
-    run = in_process.edgerl("verify", bundle)
+    run = in_process.edgerl("verify", bundle, "--steps", "200")
     assert run.returncode == 3 and "the bundle's int8 model loses" in run.stderr
     assert load_bundle(bundle).backends["int8"]["status"] == "refused"
 
