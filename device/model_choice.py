@@ -4,8 +4,9 @@ A bundle whose int8 model passed the host's game-score gate (`edgerl export --in
 both models. Which is faster depends on the CPU: int8 wins on one with dot-product instructions (x86 VNNI, Armv8.2
 dotprod), while onnxruntime's quantization guide warns it can lose on one without (a Raspberry Pi 4's Cortex-A72).
 So the board's self-test times both on the golden inputs (one thread, after a warm-up, the runs interleaved so a
-busy moment costs both alike) and writes its choice beside the bundle; `play`, `serve`, `bench` and `Policy.load`
-then run the chosen model, unless told `--int8 on|off`.
+busy moment costs both alike) and writes its choice beside a deployed release's bundle (a self-test on the host
+says it and changes nothing); `play`, `serve`, `bench` and `Policy.load` then run the chosen model, unless told
+`--int8 on|off`.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from device.layout import MODEL_CHOICE
+from device.layout import MODEL_CHOICE, SUMS
 from device.manifest import INT8_FILE, BundleError, Manifest
 
 CHOICE_FILE = MODEL_CHOICE
@@ -46,12 +47,13 @@ def int8_admitted(manifest: Manifest) -> bool:
     return INT8_FILE in manifest.files and manifest.backends.get("int8", {}).get("status") == "ok"
 
 
-def time_models(bundle: Path, manifest: Manifest, feeds: list[dict[str, Any]],
+def time_models(load: Callable[[str], Any], manifest: Manifest, feeds: list[dict[str, Any]],
                 clock: Callable[[], float] = time.perf_counter) -> dict[str, float]:
-    """Median milliseconds of one decision of each model on this board; the runs alternate, fp32 first."""
-    from device.policy import Policy  # deferred: onnxruntime
+    """Median milliseconds of one decision of each model on this board; the runs alternate, fp32 first.
 
-    models = {"fp32": Policy(bundle, manifest, 1, manifest.model_file), "int8": Policy(bundle, manifest, 1, INT8_FILE)}
+    `load(model_file)` gives a one-thread Policy of that model (the caller's: this module stays below policy.py).
+    """
+    models = {"fp32": load(manifest.model_file), "int8": load(INT8_FILE)}
     for policy in models.values():
         for i in range(WARMUP):
             policy.run_inputs(feeds[i % len(feeds)])
@@ -64,21 +66,28 @@ def time_models(bundle: Path, manifest: Manifest, feeds: list[dict[str, Any]],
     return {name: round(statistics.median(t) * 1000.0, 4) for name, t in took.items()}
 
 
-def choose(bundle: Path, manifest: Manifest, feeds: list[dict[str, Any]],
+def choose(load: Callable[[str], Any], manifest: Manifest, feeds: list[dict[str, Any]],
            clock: Callable[[], float] = time.perf_counter) -> Choice:
     """fp32, or int8 when it passed on the host and is faster here."""
     if not int8_admitted(manifest):
         return Choice(manifest.model_file, None, None, "fp32: the bundle has no int8 model that passed the host's "
                                                        "game-score gate")
-    ms = time_models(bundle, manifest, feeds, clock)
+    ms = time_models(load, manifest, feeds, clock)
     figures = f"int8 {ms['int8']:.3f} ms, fp32 {ms['fp32']:.3f} ms a decision (p50, 1 thread, this board)"
     if ms["int8"] < ms["fp32"] * MARGIN:
         return Choice(INT8_FILE, ms["fp32"], ms["int8"], f"int8: {figures}")
     return Choice(manifest.model_file, ms["fp32"], ms["int8"], f"fp32: int8 is not faster here ({figures})")
 
 
+def in_release(bundle: Path) -> bool:
+    """Whether the bundle is a deployed release's: only there is the choice kept (a host's bundle stays as it is)."""
+    return (Path(bundle).parent / SUMS).is_file()
+
+
 def write_choice(bundle: Path, manifest: Manifest, choice: Choice) -> bool:
-    """Keep the choice beside the bundle (whole, by a rename); False where the folder cannot be written."""
+    """Keep the choice beside a release's bundle (whole, by a rename); False elsewhere or where it cannot be written."""
+    if not in_release(bundle):
+        return False
     path = Path(bundle) / CHOICE_FILE
     tmp = path.with_name(f"{CHOICE_FILE}.{os.getpid()}")
     try:

@@ -100,6 +100,6 @@ def selftest(bundle: Path, threads: int | None = None, model_file: str | None = 
     choice = None
     if not problems and int8_admitted(manifest):
         feeds = [{name: data[name][i] for name in input_names} for i in range(frames)]
-        choice = choose(bundle, manifest, feeds, clock)
+        choice = choose(lambda model: Policy(bundle, manifest, 1, model), manifest, feeds, clock)
         write_choice(bundle, manifest, choice)
     return SelftestResult(manifest.bundle_id, frames, worst, agreement, manifest.golden_atol, problems, choice)

@@ -61,33 +61,36 @@ class SlowInt8Clock:
 
 def board_runs_the_model_its_own_clock_finds_faster(bundle, device_venv, tmp_path):
     manifest = load_bundle(bundle)
-    # This host: the self-test times both models, says so, keeps the faster; play (auto) runs it.
+    # On the host: the self-test times both models and says which it would keep, and changes nothing.
     tested = subprocess.run([sys.executable, "-m", "device", "selftest", str(bundle)], capture_output=True, text=True)
     assert tested.returncode == 0, tested.stderr
     assert "model: " in tested.stdout and "ms a decision (p50, 1 thread, this board)" in tested.stdout
-    here = read_choice(bundle, manifest)
-    assert here.fp32_ms > 0 and here.int8_ms > 0
-    assert (here.model_file == INT8_FILE) == (here.int8_ms < here.fp32_ms * MARGIN)
-    assert play(PlayConfig(bundle, episodes=1, seed=1, max_steps=10))["model_file"] == here.model_file
-    # A board whose clock finds int8 slower keeps fp32, and says why with both figures.
-    slow = selftest(bundle, clock=SlowInt8Clock())
-    assert slow.ok and slow.choice.model_file == manifest.model_file
-    assert (slow.choice.fp32_ms, slow.choice.int8_ms) == (1.0, 3.0) and "int8 is not faster here" in slow.choice.reason
-    assert play(PlayConfig(bundle, episodes=1, seed=1, max_steps=10))["model_file"] == manifest.model_file
-    assert play(PlayConfig(bundle, episodes=1, seed=1, max_steps=10, int8="on"))["model_file"] == INT8_FILE
-    # The loop's status file and `edgerl status` show it, from a board's own self-test.
-    status = tmp_path / "status.json"
-    served = subprocess.run([sys.executable, "-m", "device", "serve", str(bundle), "--seconds", "1", "--status",
-                             str(status)], capture_output=True, text=True, timeout=120)
-    assert served.returncode == 0, served.stderr
-    figures = json.loads(status.read_text())
-    assert figures["model_file"] == manifest.model_file and "int8 is not faster here" in figures["model_choice"]
+    assert read_choice(bundle, manifest) is None
+    # On a board: the deploy's self-test keeps the faster; play (auto) runs it; `edgerl status` shows both figures.
     board = tmp_path / "board"
     board.mkdir()
     (board / "venvs").symlink_to(device_venv.venvs)
     assert in_process.edgerl("deploy", bundle, "--to", f"local:{board}").returncode == 0
+    deployed = (board / "current" / "bundle").resolve()
+    here = read_choice(deployed, manifest)
+    assert here.fp32_ms > 0 and here.int8_ms > 0
+    assert (here.model_file == INT8_FILE) == (here.int8_ms < here.fp32_ms * MARGIN)
     shown = json.loads(in_process.edgerl("status", "--on", f"local:{board}").stdout)["model"]
-    assert shown["model_file"] in (INT8_FILE, manifest.model_file) and shown["fp32_ms"] > 0 and shown["int8_ms"] > 0
+    assert (shown["model_file"], shown["int8_ms"]) == (here.model_file, here.int8_ms)
+    assert play(PlayConfig(board / "current" / "bundle", episodes=1, seed=1, max_steps=10))["model_file"] == \
+        here.model_file
+    # A board whose clock finds int8 slower keeps fp32, says why with both figures, and the loop runs fp32.
+    slow = selftest(deployed, clock=SlowInt8Clock())
+    assert slow.ok and slow.choice.model_file == manifest.model_file
+    assert (slow.choice.fp32_ms, slow.choice.int8_ms) == (1.0, 3.0) and "int8 is not faster here" in slow.choice.reason
+    assert play(PlayConfig(deployed, episodes=1, seed=1, max_steps=10))["model_file"] == manifest.model_file
+    assert play(PlayConfig(deployed, episodes=1, seed=1, max_steps=10, int8="on"))["model_file"] == INT8_FILE
+    status = tmp_path / "status.json"
+    served = subprocess.run([sys.executable, "-m", "device", "serve", str(deployed), "--seconds", "1", "--status",
+                             str(status)], capture_output=True, text=True, timeout=120)
+    assert served.returncode == 0, served.stderr
+    figures = json.loads(status.read_text())
+    assert figures["model_file"] == manifest.model_file and "int8 is not faster here" in figures["model_choice"]
 
 
 def test_int8_below_the_bar_is_refused_and_fp32_stays(bundle_copy):
