@@ -109,10 +109,13 @@ class _Timing:
     """perf_counter() when the first action was chosen: what a cold start costs."""
 
 
-def game_run(manifest: Manifest, seed: int, mode: str) -> dict[str, Any]:
-    """What a game recording needs to regenerate its screens: the bundle, the game's settings, the seed."""
+def game_run(manifest: Manifest, seed: int, mode: str, model_file: str | None = None) -> dict[str, Any]:
+    """What a game recording needs to regenerate its screens, and the model that chose its actions.
+
+    The bundle, the game's settings, the seed; int8 or fp32, as the board's self-test picked (device/model_choice.py).
+    """
     return {"kind": "game", "mode": mode, "bundle_id": manifest.bundle_id, "env": manifest.to_dict()["env"],
-            "action_ids": manifest.action_ids, "seed": seed}
+            "action_ids": manifest.action_ids, "seed": seed, "model_file": model_file or manifest.model_file}
 
 
 def game_decision(episode: int, action: int, reward: float, terminated: bool, truncated: bool,
@@ -165,7 +168,8 @@ def play(cfg: PlayConfig, progress: Callable[[str], None] | None = None) -> dict
     game = AtariGame(manifest.env, manifest.action_ids, seed=cfg.seed)
     timing = _Timing()
     episodes = []
-    recorder = Recorder(RecordConfig(cfg.record), game_run(manifest, cfg.seed, "play")) if cfg.record else None
+    recorder = Recorder(RecordConfig(cfg.record), game_run(manifest, cfg.seed, "play", policy.model_file)) \
+        if cfg.record else None
     loop_started = time.perf_counter()
     try:
         for episode in range(cfg.episodes):

@@ -218,9 +218,10 @@ class Loop:
             return None
         if isinstance(self.plant, GamePlant):
             self.plant.recording = True
-            run = game_run(manifest, cfg.seed, "serve")
+            run = game_run(manifest, cfg.seed, "serve", self.policy.model_file)
         else:
             run = {"kind": "io", "mode": "serve", "bundle_id": manifest.bundle_id, "io": cfg.io, "hz": self.hz,
+                   "model_file": self.policy.model_file,
                    "outcome": callable(getattr(self.plant, "outcome", None))}
         try:
             return Recorder(RecordConfig(cfg.record, cfg.record_max_mb), {**run, "release": self.release})

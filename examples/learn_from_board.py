@@ -109,13 +109,14 @@ def game_student(env: EnvBase, channels: list[int], hidden: int) -> TensorDictSe
                                 QValueModule(spec=env.action_spec, action_value_key="action_value"))
 
 
-def teacher_labels(bundle: Path) -> Callable[[TensorDict], TensorDict]:
+def teacher_labels(bundle: Path, int8: str | bool = "auto") -> Callable[[TensorDict], TensorDict]:
     """Each recorded game's actions replaced by the teacher's own on the same screens (DAgger's relabelling).
 
     The teacher is its bundle, run as the board runs it (`device.Policy`): fed the game's raw screens in
-    order, its frame stack reset at the episode's start.
+    order, its frame stack reset at the episode's start. `int8`: the model the board ran, which a game
+    recording names (`model_file` of its run: the board's self-test may have picked the int8 one).
     """
-    teacher = Policy.load(bundle)
+    teacher = Policy.load(bundle, int8=int8)
 
     def relabel(episode: TensorDict) -> TensorDict:
         teacher.reset()

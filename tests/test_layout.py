@@ -112,9 +112,10 @@ def test_deploy_never_imports_host_and_host_stages_never_import_each_other():
     assert not bad, bad
 
 
-DEPLOY_LAYERS = ("board", "agent", "link", "", "fleet", "channel", "cli")
+DEPLOY_LAYERS = ("board", "agent", "link", "", "fleet", "ansible", "channel", "cli")
 """deploy/ by role, lowest first: what runs on the board, the pull agent that runs there beside it, the connection,
-one board's operations (deploy/*.py), the fleet, the pull channel's host side, the commands. A module imports its
+one board's operations (deploy/*.py), the fleet, the same steps as Ansible's tasks, the pull channel's host side,
+the commands. A module imports its
 own layer or those below it, never one above."""
 
 

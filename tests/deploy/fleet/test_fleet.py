@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from fleet_world import BOARDS, make_fleet, wait_for_line
+from fleet_world import BOARDS, everyone_on, wait_for_line
 
 from device.manifest import (
     EXIT_FAILED_CHECK,
@@ -34,15 +34,6 @@ def record(name: str, value: object) -> None:
     FIGURES.write_text(json.dumps(figures, indent=1, sort_keys=True))
 
 
-@pytest.fixture(scope="module")
-def fleet(ssh_world, sshd_starter, shared_venv, tmp_path_factory):
-    made = make_fleet(ssh_world, sshd_starter, tmp_path_factory.mktemp("fleet"), shared_venv)
-    yield made
-    for name in made.names:
-        made.thaw(name)
-        made.servers[name].stop()
-
-
 def release_of(table_line: str) -> str:
     return table_line.split()[1]
 
@@ -50,22 +41,6 @@ def release_of(table_line: str) -> str:
 def rows(stdout: str) -> dict[str, str]:
     table = stdout.split("release / reason", 1)[1].strip().splitlines()
     return {line.split()[0]: line for line in table if re.match(r"pi\d\d ", line)}
-
-
-def everyone_on(fleet, bundle) -> str:
-    """Bring every board to one release at once (no waves): the starting point of a rollout.
-
-    Where an earlier test left every board on this bundle's release (a stopped or rolled-back rollout does), that
-    is already the starting point: twelve more deploys of it would prove nothing new and cost a minute.
-    """
-    known = fleet.releases.get(str(bundle))
-    if known is not None and set(fleet.currents().values()) == {known}:
-        return known
-    done = fleet.cli("deploy", bundle)
-    assert done.returncode == EXIT_OK, done.stdout + done.stderr
-    (release,) = set(fleet.currents().values())
-    fleet.releases[str(bundle)] = release
-    return release
 
 
 def test_a_good_bundle_rolls_out_in_waves_of_1_then_25_percent_then_the_rest(fleet, bundles):

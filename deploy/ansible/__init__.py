@@ -1,0 +1,1 @@
+"""edgerl as an Ansible collection: `edgerl.board`'s plugins call the board steps in steps.py."""

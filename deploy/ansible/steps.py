@@ -1,0 +1,119 @@
+"""edgerl's board steps as Ansible tasks: what the collection `edgerl.board`'s plugins run, per host.
+
+Each plugin of the collection (deploy/ansible/collection/) is an action plugin: it runs on the controller, in the
+Python that runs Ansible (which holds edgerl, as AWX's execution environment would), and calls one function here
+with the task's host variables and arguments. Each function reaches the board as `edgerl deploy --inventory` does
+(the host's connection variables read by deploy/fleet/inventory.py's `board_from_vars`, edgerl's own checked SSH
+link) and calls the very function the CLI calls: `deploy`, `rollback`, `status`, the service's status, the canary's
+games. One implementation of each board step; Ansible adds the engine (serial, forks, max_fail_percentage).
+
+A step returns Ansible's result dict: `changed`, `failed` with `msg` (one line, as the CLI says it), and its figures.
+Check mode changes nothing on a board: it reads the board's status and says what would change.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from deploy import release as board_release
+from deploy.fleet.inventory import board_from_vars
+from deploy.install import InstallConfig
+from deploy.link.ssh import SshOptions
+from deploy.link.targets import DeployError, Target
+from deploy.release import DeployConfig, release_files, release_id, sums_text
+from deploy.remote_run import open_target
+from device.manifest import EdgerlError, load_bundle
+from device.trust import check_verified
+
+LINK = {
+    "known_hosts": {"type": "path", "default": "~/.ssh/known_hosts"},
+    "ssh_config": {"type": "path", "default": "~/.ssh/config"},
+    "silence_timeout": {"type": "float", "default": 60.0},
+}
+"""How every step reaches its board (the host's own connection variables say where)."""
+SPECS: dict[str, dict[str, Any]] = {
+    "release": {"bundle": {"type": "path", "required": True}, "keep": {"type": "int", "default": 3},
+                "wheelhouse": {"type": "bool", "default": False}, **LINK},
+    "rollback": dict(LINK),
+    "facts": dict(LINK),
+}
+"""Each step's arguments, in Ansible's argument_spec form: the plugins validate the task's arguments with it."""
+
+
+@contextmanager
+def board_target(task_vars: dict[str, Any], args: dict[str, Any]) -> Iterator[Target]:
+    """The task's host as a connected Target, by its inventory variables (`edgerl_board_dir` included)."""
+    board = board_from_vars(str(task_vars["inventory_hostname"]), task_vars)
+    opts = SshOptions(known_hosts=Path(args["known_hosts"]).expanduser(),
+                      ssh_config=Path(args["ssh_config"]).expanduser(), silence_timeout=float(args["silence_timeout"]),
+                      connect_timeout=min(15.0, float(args["silence_timeout"])))
+    with open_target(board.target, board.options(opts), create=True) as target:
+        yield target
+
+
+def _failed(err: Exception) -> dict[str, Any]:
+    # `edgerl_failed` outlives a play's `failed_when: false` (the rollout judges a whole wave before failing hosts).
+    return {"failed": True, "edgerl_failed": True, "changed": False, "msg": str(err)}
+
+
+def bundle_release(bundle: Path) -> str:
+    """The release id a deploy of the bundle makes (what the board's current names once it runs it)."""
+    load_bundle(bundle)
+    return release_id(bundle, sums_text(release_files(bundle)))
+
+
+def release(task_vars: dict[str, Any], args: dict[str, Any], check_mode: bool) -> dict[str, Any]:
+    """The bundle as the board's current release: checked, self-tested, switched, keep N (`edgerl deploy`).
+
+    Idempotent: a board already running this release, whole, is not touched (`changed: false`).
+    """
+    bundle = Path(args["bundle"])
+    try:
+        check_verified(bundle, load_bundle(bundle))
+        rid = bundle_release(bundle)
+        with board_target(task_vars, args) as target:
+            before = board_release.status(target)
+            if before["current"] == rid and not before.get("damaged"):
+                return {"changed": False, "release": rid, "previous": before["previous"], "msg": f"{rid} is current"}
+            if check_mode:
+                return {"changed": True, "release": rid, "before": before["current"],
+                        "msg": f"would switch {before['current'] or 'a new board'} to {rid}"}
+            cfg = DeployConfig(bundle, keep=int(args["keep"]),
+                               install=InstallConfig(wheelhouse=bool(args["wheelhouse"])))
+            done = board_release.deploy(target, cfg, say=lambda _: None)
+    except EdgerlError as err:
+        return _failed(err)
+    return {"changed": True, **asdict(done), "msg": f"switched {done.before or 'a new board'} to {done.release}"}
+
+
+def rollback(task_vars: dict[str, Any], args: dict[str, Any], check_mode: bool) -> dict[str, Any]:
+    """current back to previous, if previous is whole and passed its self-test (`edgerl rollback`)."""
+    try:
+        with board_target(task_vars, args) as target:
+            before = board_release.status(target)
+            if before["previous"] is None:
+                raise DeployError(f"{target.name}: there is no previous release to roll back to")
+            if check_mode:
+                return {"changed": True, "current": before["previous"], "before": before["current"],
+                        "msg": f"would roll back to {before['previous']}"}
+            now = board_release.rollback(target, say=lambda _: None)
+    except EdgerlError as err:
+        return _failed(err)
+    return {"changed": True, "current": now, "before": before["current"], "msg": f"rolled back to {now}"}
+
+
+def facts(task_vars: dict[str, Any], args: dict[str, Any], check_mode: bool) -> dict[str, Any]:
+    """What `edgerl status --on` shows, as the host's fact `edgerl`: releases, venvs, lock, damage, model, channel."""
+    try:
+        with board_target(task_vars, args) as target:
+            shown = board_release.status(target)
+    except EdgerlError as err:
+        return _failed(err)
+    return {"changed": False, "ansible_facts": {"edgerl": shown}}
+
+
+STEPS = {"release": release, "rollback": rollback, "facts": facts}

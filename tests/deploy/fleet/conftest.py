@@ -1,0 +1,15 @@
+"""The twelve-board lab, built once per test file that asks for it (each file's tests share its boards)."""
+
+from __future__ import annotations
+
+import pytest
+from fleet_world import make_fleet
+
+
+@pytest.fixture(scope="module")
+def fleet(ssh_world, sshd_starter, shared_venv, tmp_path_factory):
+    made = make_fleet(ssh_world, sshd_starter, tmp_path_factory.mktemp("fleet"), shared_venv)
+    yield made
+    for name in made.names:
+        made.thaw(name)
+        made.servers[name].stop()

@@ -1,0 +1,110 @@
+"""A team that runs its fleet with Ansible: the collection `edgerl.board`, built and installed offline, rolls a
+release out over the twelve-board lab with ansible-playbook, as `edgerl deploy --inventory` does."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from fleet_world import REPO, everyone_on
+
+pytestmark = pytest.mark.xdist_group("fleet")
+COLLECTION = REPO / "deploy" / "ansible" / "collection"
+
+
+@pytest.fixture(scope="module")
+def ansible(tmp_path_factory, fleet):
+    """The collection built into its tarball and installed from it, as a user installs it; a way to run plays."""
+    root = tmp_path_factory.mktemp("ansible")
+    built = subprocess.run(["ansible-galaxy", "collection", "build", str(COLLECTION), "--output-path", str(root)],
+                           capture_output=True, text=True, timeout=300, env=_env(root))
+    assert built.returncode == 0, built.stderr
+    (tarball,) = root.glob("edgerl-board-*.tar.gz")
+    installed = subprocess.run(["ansible-galaxy", "collection", "install", str(tarball), "-p",
+                                str(root / "collections")], capture_output=True, text=True, timeout=300, env=_env(root))
+    assert installed.returncode == 0, installed.stderr
+    assert (root / "collections" / "ansible_collections" / "edgerl" / "board" / "MANIFEST.json").is_file()
+
+    def play(*args: object, check: bool = False, timeout: float = 900) -> subprocess.CompletedProcess:
+        argv = ["ansible-playbook", "-i", str(fleet.inventory), "edgerl.board.rollout",
+                "-e", json.dumps({"edgerl_known_hosts": str(fleet.known_hosts), "edgerl_ssh_config": "/dev/null"}),
+                *map(str, args), *(["--check"] if check else [])]
+        return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=_env(root), cwd=root)
+
+    return play
+
+
+def _env(root: Path) -> dict[str, str]:
+    bin_dir = str(Path(sys.executable).parent)  # ansible-playbook of the venv, whose Python holds edgerl
+    return {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "ANSIBLE_NOCOLOR": "1",
+            "ANSIBLE_COLLECTIONS_PATH": str(root / "collections"), "ANSIBLE_LOCAL_TEMP": str(root / "tmp"),
+            "ANSIBLE_FORKS": "12", "ANSIBLE_RETRY_FILES_ENABLED": "0"}
+
+
+def recap(stdout: str) -> dict[str, dict[str, int]]:
+    """PLAY RECAP's counts per host."""
+    return {m.group(1): {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", m.group(2))}
+            for m in re.finditer(r"^(pi\d\d)\s+:\s+(.*)$", stdout, re.M)}
+
+
+def test_the_playbook_rolls_out_in_waves_and_a_second_run_changes_nothing(fleet, ansible, bundles):
+    old = everyone_on(fleet, bundles["dqn"])
+    # Check mode first: every board says it would switch, and none does.
+    checked = ansible("-e", f"edgerl_bundle={bundles['stacked']}", check=True)
+    assert checked.returncode == 0, checked.stdout[-3000:]
+    assert set(fleet.currents().values()) == {old}
+    assert all(counts["changed"] >= 1 for counts in recap(checked.stdout).values())
+
+    started = time.monotonic()
+    done = ansible("-e", f"edgerl_bundle={bundles['stacked']}")
+    took = time.monotonic() - started
+    assert done.returncode == 0, done.stdout[-3000:]
+    new = set(fleet.currents().values())
+    assert len(new) == 1 and old not in new
+    # serial [1, "25%", "100%"]: the canary alone, then three, then the rest.
+    batches = re.findall(r"^PLAY \[edgerl rollout, wave by wave\]", done.stdout, re.M)
+    assert len(batches) == 3, done.stdout[-3000:]
+    assert done.stdout.index("pi01") < done.stdout.index("pi02")
+
+    started = time.monotonic()
+    again = ansible("-e", f"edgerl_bundle={bundles['stacked']}")
+    rerun = time.monotonic() - started
+    assert again.returncode == 0, again.stdout[-3000:]
+    assert all(counts["changed"] == 0 and counts["failed"] == 0 for counts in recap(again.stdout).values()), \
+        again.stdout[-3000:]
+    print(f"\nfigure: ansible-playbook rollout of 12 boards 1,25%,100%: {took:.1f} s; idempotent rerun {rerun:.1f} s")
+
+
+def test_a_wave_past_max_fail_goes_back_and_later_boards_are_not_touched(fleet, ansible, bundles):
+    old = everyone_on(fleet, bundles["dqn"])
+    for name in ("pi02", "pi03"):  # two of wave 2's three boards cannot self-test
+        fleet.break_board(name)
+    try:
+        done = ansible("-e", f"edgerl_bundle={bundles['stacked']}", "-e", "edgerl_max_fail_percentage=34")
+    finally:
+        for name in ("pi02", "pi03"):
+            fleet.mend_board(name)
+    assert done.returncode != 0, done.stdout[-3000:]
+    currents = fleet.currents()
+    assert currents["pi01"] != old  # wave 1 passed and stays
+    assert currents["pi04"] == old  # wave 2's switched board went back
+    assert all(currents[n] == old for n in fleet.names[4:])  # wave 3 never started
+    counts = recap(done.stdout)
+    assert counts["pi02"]["failed"] == 1 and counts["pi03"]["failed"] == 1
+    assert "pi05" not in counts  # not even contacted
+    assert "self-test failed" in done.stdout
+
+
+def test_bad_arguments_are_ansibles_own_one_line_errors(fleet, ansible, bundles, tmp_path):
+    keep = ansible("-e", f"edgerl_bundle={bundles['stacked']}", "-e", "edgerl_keep=many", "--limit", "pi01")
+    assert keep.returncode != 0
+    assert re.search(r"argument 'keep' is of type .* and we were unable to convert to int", keep.stdout), \
+        keep.stdout[-2000:]
+    missing = ansible("-e", f"edgerl_bundle={tmp_path / 'no-such-bundle'}", "--limit", "pi01")
+    assert missing.returncode != 0 and "no-such-bundle" in missing.stdout, missing.stdout[-2000:]
