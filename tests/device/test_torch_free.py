@@ -38,16 +38,37 @@ def test_board_install_has_no_torch_to_import(board_python, tmp_path):
     assert importlib.util.find_spec("torch") is not None  # this host has it; the board's venv does not
 
 
+CHECK_MANY = """
+import json, runpy, sys
+codes = []
+for argv in json.loads(sys.argv[1]):
+    sys.argv = ["device", *argv]
+    try:
+        runpy.run_module("device", run_name="__main__")
+        codes.append(0)
+    except SystemExit as done:
+        codes.append(done.code)
+assert "torch" not in sys.modules, "torch was imported"
+host_side = {"torchrl", "tensordict", "onnx", "host"}
+assert not any(m.split(".")[0] in host_side for m in sys.modules), "host modules imported"
+print(json.dumps(codes))
+"""
+"""Several device commands in one board process: what a board pays once (numpy, onnxruntime, ale-py) paid once."""
+
+
 def test_own_policies_self_test_and_play_without_torch(board_python, own_bundles, tmp_path):
-    script = tmp_path / "check.py"
-    script.write_text(CHECK)
+    script = tmp_path / "check_many.py"
+    script.write_text(CHECK_MANY)
+    calls = []
     for bundle in own_bundles.values():
-        st = board_python(script, "selftest", bundle, cwd=tmp_path)
-        assert st.returncode == 0 and ": ok" in st.stdout, st.stdout + st.stderr
-        if json.loads((bundle / "manifest.json").read_text())["env"] is None:
-            continue  # no game: the user's own loop runs it (below)
-        pl = board_python(script, "play", bundle, "--max-steps", "100", cwd=tmp_path)
-        assert pl.returncode == 0, pl.stdout + pl.stderr
+        calls.append(["selftest", str(bundle)])
+        if json.loads((bundle / "manifest.json").read_text())["env"] is not None:  # no game: the user's loop (below)
+            calls.append(["play", str(bundle), "--max-steps", "100", "--quiet"])
+    ran = board_python(script, json.dumps(calls), cwd=tmp_path)
+    assert ran.returncode == 0, ran.stdout[-2000:] + ran.stderr[-2000:]
+    codes = json.loads(ran.stdout.strip().splitlines()[-1])
+    assert codes == [0] * len(calls), list(zip(calls, codes, strict=False))
+    assert ran.stdout.count(": ok") == sum(c[0] == "selftest" for c in calls), ran.stdout
 
 
 def test_the_runtime_api_runs_a_sensor_policy_in_a_users_loop(board_python, own_bundles, tmp_path):

@@ -6,6 +6,7 @@ import multiprocessing
 import textwrap
 from pathlib import Path
 
+import campaign
 import in_process
 import pytest
 
@@ -14,7 +15,14 @@ from device.manifest import load_bundle
 REFERENCES = Path(__file__).resolve().parents[2] / "references"
 
 
-@pytest.mark.parametrize("script, game", [("dqn_atari", "pong"), ("ppo_atari", "pong"), ("sac_mujoco", None)])
+SCRIPTS = [("ppo_atari", "pong"), *([("dqn_atari", "pong"), ("sac_mujoco", None)] if campaign.FULL else [])]
+"""The tiers export PPO's Atari policy (a ParallelEnv's, with training-only transforms); `make campaigns` also DQN's
+Atari one and SAC's MuJoCo one (a sensor policy served on a plant): ~30 s each, and what they add over PPO's is
+drawn in the tiers by test_drawn_matrix.py (batched envs, continuous heads) and test_second_round.py (sensors)."""
+
+
+@pytest.mark.campaign
+@pytest.mark.parametrize("script, game", SCRIPTS)
 def test_a_reference_scripts_policy_exports_untouched_and_runs_on_the_board(script, game, tmp_path, board_python):
     out = tmp_path / "bundle"
     run = in_process.edgerl("export", "--from", REFERENCES / f"{script}.py:make", "--out", out, "--no-aoti",
