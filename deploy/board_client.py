@@ -25,6 +25,7 @@ _DEVICE = Path(layout.__file__).resolve().parent
 _BOARD_MODULES = (side, service, health, units, durable, runner, trust, fleet_line, data, venvs, deploy_lock)
 SHIPPED = {Path(m.__file__).name: Path(m.__file__).resolve() for m in _BOARD_MODULES} | {
     "device/__init__.py": _DEVICE / "__init__.py",
+    "device/in_use.py": _DEVICE / "in_use.py",
     "device/layout.py": _DEVICE / "layout.py",
     "device/manifest.py": _DEVICE / "manifest.py",
     "device/trust.py": _DEVICE / "trust.py",

@@ -170,6 +170,8 @@ def play(cfg: PlayConfig, progress: Callable[[str], None] | None = None) -> dict
     episodes = []
     recorder = Recorder(RecordConfig(cfg.record), game_run(manifest, cfg.seed, "play", policy.model_file)) \
         if cfg.record else None
+    if progress:
+        progress(f"playing {manifest.bundle_id} ({policy.model_file}) from {bundle.parent.name}, seed {cfg.seed}")
     loop_started = time.perf_counter()
     try:
         for episode in range(cfg.episodes):

@@ -21,6 +21,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from device.in_use import hold
 from device.layout import INCOMING, RELEASES, format_sums, parse_sums, sha256_file
 from device.manifest import EXIT_FAILED_CHECK, EXIT_UNTRUSTED, MANIFEST, BundleError, EdgerlError, Manifest, load_bundle
 
@@ -193,7 +194,11 @@ def check_verified(bundle: Path, manifest: Manifest, allow: bool = False) -> Non
 
 
 def load_trusted(bundle: Path, allow_unverified: bool = False) -> Manifest:
-    """What the board runs from: the bundle, its verification passed, its signature where the board trusts keys."""
+    """What the board runs from: the bundle, its verification passed, its signature where the board trusts keys.
+
+    A deployed release's bundle is held in use first (device/in_use.py): no deploy prunes it while this process runs.
+    """
+    hold(bundle)
     manifest = load_bundle(bundle)
     check_verified(bundle, manifest, allow_unverified)
     check_release(bundle, list(manifest.files))

@@ -144,7 +144,7 @@ def test_deploy_arrows_run_down_its_layers():
         + "): " + ", ".join(up)
 
 
-BOARD_DEVICE_FILES = {"device", "device.layout", "device.manifest", "device.trust"}
+BOARD_DEVICE_FILES = {"device", "device.in_use", "device.layout", "device.manifest", "device.trust"}
 """The device contract the board's code imports; deploy/board_client.py ships exactly these beside it."""
 
 

@@ -30,6 +30,7 @@ from device.layout import (
     CURRENT,
     DEPLOY_LOCK,
     GATE,
+    IN_USE,
     INCOMING,
     MODEL_CHOICE,
     PART,
@@ -276,6 +277,20 @@ def op_verify(staging: str) -> dict[str, Any]:
     return {"files": len(sums)}
 
 
+def _remove_unless_in_use(folder: str) -> bool:
+    """Remove a release unless a process runs from it (its `.in-use` shared-locked: device/in_use.py)."""
+    try:
+        fd = os.open(os.path.join(folder, IN_USE), os.O_RDONLY)
+    except FileNotFoundError:  # nothing ever ran from it
+        fd = None
+    free = fd is None or try_lock(fd)
+    if free:  # removed under the lock: a process arriving now waits, then sees it gone
+        shutil.rmtree(folder, ignore_errors=True)
+    if fd is not None:
+        os.close(fd)
+    return free
+
+
 def _prune(rels: str, pinned: set[str], keep: int) -> list[str]:
     names = sorted(os.listdir(rels), key=lambda n: os.path.getmtime(os.path.join(rels, n)), reverse=True)
     pruned, kept = [], 0
@@ -285,8 +300,8 @@ def _prune(rels: str, pinned: set[str], keep: int) -> list[str]:
         if kept < keep - len(pinned):
             kept += 1
             continue
-        shutil.rmtree(os.path.join(rels, name), ignore_errors=True)
-        pruned.append(name)
+        if _remove_unless_in_use(os.path.join(rels, name)):
+            pruned.append(name)
     return pruned
 
 

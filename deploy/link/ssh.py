@@ -73,11 +73,21 @@ class _SshProcess(Spawned):
         except (OSError, EOFError, paramiko.SSHException):
             pass
 
-    def close(self) -> None:
-        """Close stdin and the channel: the command sees EOF."""
+    def close(self, wait: float = 5.0) -> None:
+        """Send EOF, wait (bounded) for the command to end, then close the channel.
+
+        A deploy lock's holder ends on that EOF and the kernel frees its lock then: waiting for its exit is what
+        makes "the lock is gone when edgerl exits" true (closing at once left it held for a moment, and a deploy
+        started right after was told another one was running). A dead link is not waited on past `wait`.
+        """
+        try:
+            self.channel.shutdown_write()
+            self.channel.status_event.wait(wait)  # set by paramiko when the exit status arrives
+        except Exception:  # noqa: BLE001 - already gone with the link
+            pass
         try:
             self.channel.close()
-        except Exception:  # already gone with the link
+        except Exception:  # noqa: BLE001 - already gone with the link
             pass
 
 

@@ -1,11 +1,14 @@
 """Nothing runs or becomes current without its checksums; locks die with their deploy; Ctrl-C tells the truth."""
 
+import json
+import os
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import in_process
 import pytest
 
 from deploy.link.ssh import SshTarget
@@ -194,3 +197,37 @@ def test_concurrent_status_while_deploying_reports_the_lock(ssh_world, ssh_opts,
 
         deploy(target, DeployConfig(bundles["dqn"]), say=look)
         assert seen == [True] and status(target)["locked"] is False
+
+
+def test_a_run_on_a_board_while_deploys_with_keep_1_land_on_it_ends_with_its_report(ssh_world, bundles, tmp_path):
+    board = tmp_path / "board"
+    board.mkdir()
+    (board / "venvs").symlink_to(ssh_world.venvs)
+    target = f"local:{board}"
+    assert in_process.edgerl("deploy", bundles["dqn"], "--to", target).returncode == 0
+    playing = current_of(board)
+    run = subprocess.Popen([sys.executable, "-m", "host.cli", "run", "--on", target, "--episodes", "4", "--max-steps",
+                            "250", "--reports", str(tmp_path / "r")], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           text=True, cwd=Path(__file__).resolve().parents[2])
+    for line in run.stdout:  # the board's play says when it starts: from then on it runs from its release
+        if "playing " in line:
+            break
+    # Held still while the deploys land (the board's loop, paused), so they land in the middle of the run.
+    (pid,) = subprocess.run(["pgrep", "-f", "--", f"-m device play {board}/releases/"], capture_output=True, text=True,
+                            check=True).stdout.split()
+    os.kill(int(pid), signal.SIGSTOP)
+    try:
+        for bundle in ("stacked", "lstm"):  # the run's release is neither current nor previous after the second
+            assert in_process.edgerl("deploy", bundles[bundle], "--to", target, "--keep", "1").returncode == 0
+        assert (board / "releases" / playing).is_dir()  # in use: not pruned
+    finally:
+        os.kill(int(pid), signal.SIGCONT)
+    rest = run.communicate(timeout=300)[0]
+    assert run.returncode == 0, rest
+    (report,) = (tmp_path / "r").glob("*.json")
+    played = json.loads(report.read_text())
+    assert played["bundle_id"] == json.loads((bundles["dqn"] / "manifest.json").read_text())["bundle_id"]
+    assert sum(e["steps"] for e in played["episodes"]) == 4 * 250
+    # Once nothing runs from it, the next deploy's prune removes it.
+    assert in_process.edgerl("deploy", bundles["dqn-stochastic"], "--to", target, "--keep", "1").returncode == 0
+    assert not (board / "releases" / playing).exists()

@@ -1,4 +1,5 @@
-"""The twelve-board lab, built once per test file that asks for it (each file's tests share its boards)."""
+"""The twelve-board lab, built once per worker: the fleet's files run on one worker (xdist_group "fleet") and share
+its boards, each test starting from what the last left (`everyone_on`)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import pytest
 from fleet_world import make_fleet
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def fleet(ssh_world, sshd_starter, shared_venv, tmp_path_factory):
     made = make_fleet(ssh_world, sshd_starter, tmp_path_factory.mktemp("fleet"), shared_venv)
     yield made
