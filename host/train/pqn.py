@@ -77,6 +77,8 @@ class PQNConfig:
     eval_every: int = 2_000_000
     """Frames between greedy evaluations on the device loop."""
     eval_games: int = 1
+    eval_max_steps: int = 27_000
+    """A greedy evaluation game's cap in decisions (ALE's 108,000 frames over a frame skip of 4)."""
     bf16: bool | None = None
     """bf16 autocast (None: where the CPU has native bf16)."""
     env: EnvSpec = field(default_factory=EnvSpec)

@@ -176,7 +176,8 @@ class Run:
         if p.frames < p.next_eval and not last:
             return
         self.qnet.eval()
-        scores = evaluate_greedy(self.qnet, self.cfg.env, self.cfg.eval_games, seed=10_000 + p.iteration)
+        scores = evaluate_greedy(self.qnet, self.cfg.env, self.cfg.eval_games, seed=10_000 + p.iteration,
+                                 max_steps=self.cfg.eval_max_steps)
         self.qnet.train()
         scalars["eval_return"] = float(np.mean(scores))
         append_evaluation(self.out, p.frames, self.wall(), scores)

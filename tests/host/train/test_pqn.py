@@ -87,7 +87,8 @@ def test_q_lambda_targets_match_a_hand_computation():
     torch.testing.assert_close(got, torch.tensor([g0, g1, g2, g3]))
 
 
-TINY = dict(envs=2, steps=16, minibatches=2, epochs=1, eval_games=1, checkpoint_minutes=100)
+TINY = dict(envs=2, steps=16, minibatches=2, epochs=1, eval_games=1, eval_max_steps=500, checkpoint_minutes=100)
+"""An untrained net's evaluation game would go on for thousands of decisions; 500 show it is played and scored."""
 
 
 def test_pqn_short_run_evaluates_resumes_exports_and_the_bundle_verifies(tmp_path):
