@@ -19,11 +19,13 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from deploy import board_client
 from deploy import release as board_release
 from deploy.fleet.inventory import board_from_vars
 from deploy.install import InstallConfig
 from deploy.link.ssh import SshOptions
 from deploy.link.targets import DeployError, Target
+from deploy.pull import PullConfig, pull
 from deploy.release import DeployConfig, release_files, release_id, sums_text
 from deploy.remote_run import open_target
 from device.manifest import EdgerlError, load_bundle
@@ -40,6 +42,7 @@ SPECS: dict[str, dict[str, Any]] = {
                 "wheelhouse": {"type": "bool", "default": False}, **LINK},
     "rollback": dict(LINK),
     "facts": dict(LINK),
+    "data": {"out": {"type": "path"}, "prune": {"type": "bool", "default": False}, **LINK},
 }
 """Each step's arguments, in Ansible's argument_spec form: the plugins validate the task's arguments with it."""
 
@@ -116,4 +119,25 @@ def facts(task_vars: dict[str, Any], args: dict[str, Any], check_mode: bool) -> 
     return {"changed": False, "ansible_facts": {"edgerl": shown}}
 
 
-STEPS = {"release": release, "rollback": rollback, "facts": facts}
+def data(task_vars: dict[str, Any], args: dict[str, Any], check_mode: bool) -> dict[str, Any]:
+    """The board's recordings: listed, or (with `out`) pulled here as `edgerl data pull --on` pulls them.
+
+    Shard by shard, each checked against its sha256, then pruned on the board if asked; a rerun fetches nothing new.
+    """
+    name = str(task_vars["inventory_hostname"])
+    try:
+        with board_target(task_vars, args) as target:
+            listing = board_client.expect(target, "data-list", target.root, what="listing its recordings")
+            recordings = {k: {"shards": len(v["shards"]), "decisions": sum(s["decisions"] for s in v["shards"])}
+                          for k, v in listing["recordings"].items()}
+            if args["out"] is None or check_mode:
+                return {"changed": False, "recordings": recordings}
+            done = pull(target, name, PullConfig(Path(args["out"]), bool(args["prune"])), say=lambda _: None)
+    except EdgerlError as err:
+        return _failed(err)
+    return {"changed": bool(done.fetched or done.pruned), "recordings": recordings, "fetched": done.fetched,
+            "already": done.already, "bytes": done.bytes, "pruned": done.pruned,
+            "folders": [str(f) for f in done.folders]}
+
+
+STEPS = {"release": release, "rollback": rollback, "facts": facts, "data": data}

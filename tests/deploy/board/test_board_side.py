@@ -295,5 +295,5 @@ def test_the_whole_board_folder_ships_with_the_device_files_it_imports():
     folder = Path(board_side.__file__).parent
     assert {n for n in board_client.SHIPPED if "/" not in n} == {p.name for p in folder.glob("*.py")} - {"__init__.py"}
     assert {n for n in board_client.SHIPPED if n.startswith("device/")} == {
-        "device/__init__.py", "device/layout.py", "device/manifest.py", "device/trust.py"}
+        "device/__init__.py", "device/in_use.py", "device/layout.py", "device/manifest.py", "device/trust.py"}
 

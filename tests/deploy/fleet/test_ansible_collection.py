@@ -31,12 +31,19 @@ def ansible(tmp_path_factory, fleet):
     assert installed.returncode == 0, installed.stderr
     assert (root / "collections" / "ansible_collections" / "edgerl" / "board" / "MANIFEST.json").is_file()
 
+    def module(host: str, name: str, **kw: object) -> subprocess.CompletedProcess:
+        """One of the collection's modules on one host, as `ansible HOST -m edgerl.board.NAME -a ...`."""
+        args = json.dumps({"known_hosts": str(fleet.known_hosts), "ssh_config": "/dev/null", **kw}, default=str)
+        return subprocess.run(["ansible", "-i", str(fleet.inventory), host, "-m", f"edgerl.board.{name}", "-a", args,
+                               "-o"], capture_output=True, text=True, timeout=600, env=_env(root), cwd=root)
+
     def play(*args: object, check: bool = False, timeout: float = 900) -> subprocess.CompletedProcess:
         argv = ["ansible-playbook", "-i", str(fleet.inventory), "edgerl.board.rollout",
                 "-e", json.dumps({"edgerl_known_hosts": str(fleet.known_hosts), "edgerl_ssh_config": "/dev/null"}),
                 *map(str, args), *(["--check"] if check else [])]
         return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=_env(root), cwd=root)
 
+    play.module = module
     return play
 
 
@@ -110,3 +117,24 @@ def test_bad_arguments_are_ansibles_own_one_line_errors(fleet, ansible, bundles,
         keep.stdout[-2000:]
     missing = ansible("-e", f"edgerl_bundle={tmp_path / 'no-such-bundle'}", "--limit", "pi01")
     assert missing.returncode != 0 and "no-such-bundle" in missing.stdout, missing.stdout[-2000:]
+
+
+def answer(done: subprocess.CompletedProcess) -> dict:
+    """The module's result from `ansible -o` ("host | STATUS => {...}")."""
+    return json.loads(done.stdout.split("=>", 1)[1])
+
+
+def test_a_boards_recordings_come_to_the_controller_checked_and_are_pruned_there(fleet, ansible, tmp_path):
+    board = fleet.dirs["pi05"]
+    recorded = fleet.world.cli("run", "--on", f"local:{board}", "--max-steps", "60", "--record", "day1", "--reports",
+                               tmp_path / "reports")
+    assert recorded.returncode == 0, recorded.stdout + recorded.stderr
+    listed = answer(ansible.module("pi05", "data"))
+    assert listed["changed"] is False and listed["recordings"]["day1"]["decisions"] == 60
+    pulled = answer(ansible.module("pi05", "data", out=tmp_path / "data", prune=True))
+    assert pulled["changed"] is True and pulled["fetched"] >= 1 and pulled["pruned"] == pulled["fetched"], pulled
+    from host.data import load_episodes
+
+    assert load_episodes(tmp_path / "data" / "pi05" / "day1").shape[0] == 60  # as `edgerl data pull` lays them out
+    again = answer(ansible.module("pi05", "data", out=tmp_path / "data"))
+    assert again["changed"] is False and again["fetched"] == 0
