@@ -43,7 +43,10 @@ def ansible(tmp_path_factory, fleet):
                 *map(str, args), *(["--check"] if check else [])]
         return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=_env(root), cwd=root)
 
-    play.module = module
+    def doc(*names: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["ansible-doc", *names], capture_output=True, text=True, timeout=300, env=_env(root))
+
+    play.module, play.doc = module, doc
     return play
 
 
@@ -138,3 +141,12 @@ def test_a_boards_recordings_come_to_the_controller_checked_and_are_pruned_there
     assert load_episodes(tmp_path / "data" / "pi05" / "day1").shape[0] == 60  # as `edgerl data pull` lays them out
     again = answer(ansible.module("pi05", "data", out=tmp_path / "data"))
     assert again["changed"] is False and again["fetched"] == 0
+
+
+def test_every_module_documents_itself_to_ansible_doc(ansible):
+    names = [f"edgerl.board.{m}" for m in ("release", "rollback", "facts", "data")]
+    shown = ansible.doc(*names)
+    assert shown.returncode == 0, shown.stderr
+    for name in names:
+        assert f"> MODULE {name} (" in shown.stdout, shown.stdout[:2000]
+    assert shown.stdout.count("known_hosts") >= len(names)  # the link's options, from the shared doc fragment

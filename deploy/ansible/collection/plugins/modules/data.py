@@ -5,18 +5,16 @@ module: data
 short_description: List a board's recordings, or pull them to the controller (and prune what arrived)
 description:
   - Without I(out), lists the recordings under the board's data/ folder (serve/play --record, edgerl run --record).
-  - With I(out), runs edgerl's own pull (what C(edgerl data pull --on) runs) into I(out)/<host>/<recording>/, shard
-    by shard, each checked against its sha256 (edgerl's checked SSH link: not ansible.builtin.fetch, which checks
+  - >-
+    With I(out), runs edgerl's own pull (what C(edgerl data pull --on) runs) into I(out)/<host>/<recording>/, shard
+    by shard, each checked against its sha256 (edgerl's checked SSH link, not ansible.builtin.fetch, which checks
     a file's checksum but knows nothing of a recording's index); a rerun fetches only what is missing
     (C(changed=false) when nothing was); I(prune) deletes on the board only the shards that arrived intact.
   - Check mode lists.
 options:
   out: {description: The controller's folder for the recordings; without it the task lists them., type: path}
   prune: {description: Delete on the board the shards that arrived intact., type: bool, default: false}
-  known_hosts: {description: The known_hosts file the board's key is checked against., type: path,
-                default: ~/.ssh/known_hosts}
-  ssh_config: {description: The ssh config read for aliases., type: path, default: ~/.ssh/config}
-  silence_timeout: {description: Seconds without an answer before the step gives up., type: float, default: 60}
+extends_documentation_fragment: [edgerl.board.link]
 author: edgerl developers
 """
 

@@ -7,10 +7,7 @@ description:
   - The board's current and previous releases, its releases and venvs, whether a deploy holds its lock, a damaged
     current release's files, the model (int8 or fp32) its self-test chose, and its pull channel.
   - Changes nothing; runs in check mode too.
-options:
-  known_hosts: {description: The known_hosts file the board's key is checked against., type: path,
-                default: ~/.ssh/known_hosts}
-  silence_timeout: {description: Seconds without an answer before the step gives up., type: float, default: 60}
+extends_documentation_fragment: [edgerl.board.link]
 author: edgerl developers
 """
 

@@ -4,10 +4,11 @@ DOCUMENTATION = r"""
 module: release
 short_description: Make an edgerl bundle the board's current release
 description:
-  - Runs edgerl's own deploy step for the host (what C(edgerl deploy) runs): the release's files put in place over
+  - >-
+    Runs edgerl's own deploy step for the host (what C(edgerl deploy) runs) - the release's files put in place over
     edgerl's checked SSH link and checked against their sha256 on the board, the venv ensured, the board's
     self-test (and its trust policy), the atomic switch, the oldest releases pruned to I(keep).
-  - Idempotent: a board already running this release, whole, is not touched (C(changed=false)).
+  - Idempotent, a board already running this release, whole, is not touched (C(changed=false)).
   - Check mode reads the board's status and says whether it would switch.
   - The host's connection variables (ansible_host, ansible_port, ansible_user, ansible_ssh_private_key_file,
     edgerl_board_dir) say where the board is; edgerl connects itself and checks the host key in I(known_hosts).
@@ -16,9 +17,7 @@ options:
   keep: {description: Releases kept on the board (current and previous always are)., type: int, default: 3}
   wheelhouse: {description: Download the venv's wheels on the controller and install them offline., type: bool,
                default: false}
-  known_hosts: {description: The known_hosts file the board's key is checked against., type: path,
-                default: ~/.ssh/known_hosts}
-  silence_timeout: {description: Seconds without an answer before the step gives up., type: float, default: 60}
+extends_documentation_fragment: [edgerl.board.link]
 author: edgerl developers
 """
 

@@ -7,10 +7,7 @@ description:
   - Runs edgerl's own rollback step (what C(edgerl rollback) runs), under the board's deploy lock; refused when the
     previous release is damaged, never passed its self-test, or is refused by the board's trust policy.
   - Check mode says what it would roll back to.
-options:
-  known_hosts: {description: The known_hosts file the board's key is checked against., type: path,
-                default: ~/.ssh/known_hosts}
-  silence_timeout: {description: Seconds without an answer before the step gives up., type: float, default: 60}
+extends_documentation_fragment: [edgerl.board.link]
 author: edgerl developers
 """
 
