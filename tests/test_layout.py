@@ -99,7 +99,7 @@ def test_device_imports_nothing_of_ours_but_device():
     assert not arrows, arrows
 
 
-CANARY_REPLAY = ("deploy.cli.commands", "host.bundle.replay")
+CANARY_REPLAY = ("deploy.fleet.canary", "host.bundle.replay")
 """The one arrow from deploy into host: the canary's games are replayed on the host's own env (torch)."""
 
 

@@ -21,6 +21,9 @@ from typing import Any
 
 from deploy import board_client
 from deploy import release as board_release
+from deploy.fleet.canary import CanaryConfig
+from deploy.fleet.canary import bar as canary_bar
+from deploy.fleet.canary import judge as judge_canary
 from deploy.fleet.inventory import board_from_vars
 from deploy.install import InstallConfig
 from deploy.link.ssh import SshOptions
@@ -43,6 +46,9 @@ SPECS: dict[str, dict[str, Any]] = {
     "rollback": dict(LINK),
     "facts": dict(LINK),
     "data": {"out": {"type": "path"}, "prune": {"type": "bool", "default": False}, **LINK},
+    "canary": {"bundle": {"type": "path", "required": True}, "games": {"type": "int", "default": 3},
+               "seed": {"type": "int", "default": 0}, "score_margin": {"type": "float", "default": 2.0},
+               "against": {"type": "path"}, "reports": {"type": "path", "default": "reports"}, **LINK},
 }
 """Each step's arguments, in Ansible's argument_spec form: the plugins validate the task's arguments with it."""
 
@@ -140,4 +146,28 @@ def data(task_vars: dict[str, Any], args: dict[str, Any], check_mode: bool) -> d
             "folders": [str(f) for f in done.folders]}
 
 
-STEPS = {"release": release, "rollback": rollback, "facts": facts, "data": data}
+def canary(task_vars: dict[str, Any], args: dict[str, Any], check_mode: bool) -> dict[str, Any]:
+    """Games on the board's current release judged by an evaluated mean: `deploy --canary-games`'s own gate.
+
+    The manifest's mean (or `against`'s), the report replayed on the controller (deploy/fleet/canary.py); a canary
+    below the floor fails the host.
+    """
+    cfg = CanaryConfig(Path(args["bundle"]), int(args["games"]), int(args["seed"]), Path(args["reports"]),
+                       float(args["score_margin"]), Path(args["against"]) if args["against"] else None)
+    try:
+        held = canary_bar(cfg)
+        if check_mode:
+            return {"changed": False, "floor": held.floor,
+                    "msg": f"would play {cfg.games} games, floor {held.floor:+.1f}"}
+        with board_target(task_vars, args) as target:
+            mean, refused = judge_canary(target, cfg, held, say=lambda _: None,
+                                         name=str(task_vars["inventory_hostname"]), replay_here=False)
+    except EdgerlError as err:
+        return _failed(err)
+    figures = {"changed": False, "mean": mean, "evaluated": held.mean, "floor": held.floor}
+    if refused:
+        return {**figures, "failed": True, "edgerl_failed": True, "msg": f"canary refused: {refused}"}
+    return {**figures, "msg": f"canary mean {mean:+.1f}, floor {held.floor:+.1f}"}
+
+
+STEPS = {"release": release, "rollback": rollback, "facts": facts, "data": data, "canary": canary}

@@ -11,6 +11,10 @@ from typing import Any
 
 from deploy import service, signing
 from deploy.cli.shared import progress_bar, say, ssh_options
+from deploy.fleet.canary import CanaryConfig
+from deploy.fleet.canary import bar as canary_bar
+from deploy.fleet.canary import judge as judge_canary
+from deploy.fleet.canary import preload as preload_canary
 from deploy.fleet.inventory import Board, load_boards
 from deploy.fleet.pull import pull_fleet
 from deploy.fleet.status import fleet_status, table
@@ -67,43 +71,20 @@ def _wave_config(args: argparse.Namespace) -> WaveConfig:
 
 
 def _canary(args: argparse.Namespace):  # noqa: ANN202
-    """The first wave's score gate: N games on the board, their mean against the manifest's, replayed here."""
+    """The first wave's score gate (deploy/fleet/canary.py): N games on each of its boards, judged by a manifest."""
     if not args.canary_games:
         if args.canary_against:
             raise DeployError("--canary-against judges the canary games: give --canary-games N too")
         return None
-    manifest = load_bundle(args.bundle)
-    judged_by = args.canary_against or args.bundle  # a student is judged by its teacher's evaluation
-    baseline = load_bundle(judged_by) if args.canary_against else manifest
-    evaluation = baseline.provenance.get("evaluation") or {}
-    if manifest.env is None or "mean" not in evaluation:
-        raise DeployError("--canary-games needs a game bundle and an evaluation in the manifest it is judged by: run "
-                          f"`edgerl evaluate {judged_by}` first")
-    if baseline.env != manifest.env:
-        raise DeployError(f"--canary-against {judged_by} plays {baseline.env.game} under other settings than "
-                          f"{args.bundle} ({manifest.env.game}): its score says nothing of this one's")
-    whose = "manifest" if not args.canary_against else str(judged_by)
-    floor = float(evaluation["mean"]) - args.score_margin
+    cfg = CanaryConfig(args.bundle, args.canary_games, args.canary_seed, Path(args.reports), args.score_margin,
+                       args.canary_against)
+    held = canary_bar(cfg)
+    preload_canary()
     opts = ssh_options(args)
-    # Deferred: torch, loaded here in the main thread (the canaries are judged in threads).
-    from host.bundle.replay import ReplayConfig, ReplayError, replay
 
     def judge(board: Board, result: DeployResult) -> str | None:
-        cfg = RunConfig(args.canary_games, args.canary_seed, reports=Path(args.reports))
         with open_target(board.target, board.options(opts)) as target:
-            report, local = run_on(target, cfg, on_line=lambda line: say(f"[{board.name}] canary: {line}"))
-        mean = report["mean_score"]
-        say(f"{board.name}: canary mean {mean:+.1f} over {args.canary_games} games ({whose} {evaluation['mean']:+.1f}"
-            f", floor {floor:+.1f})")
-        if mean < floor:
-            return (f"its {args.canary_games} games scored {mean:+.1f} on average, more than {args.score_margin:g} "
-                    f"below {'the manifest' if not args.canary_against else judged_by}'s evaluated "
-                    f"{evaluation['mean']:+.1f}")
-        try:
-            replay(ReplayConfig(local, args.bundle), say=lambda _: None)
-        except ReplayError as err:
-            return f"the host's replay of its games disagrees with the board's report: {err}"
-        return None
+            return judge_canary(target, cfg, held, say, board.name)[1]
 
     return judge
 

@@ -144,9 +144,21 @@ def test_a_boards_recordings_come_to_the_controller_checked_and_are_pruned_there
 
 
 def test_every_module_documents_itself_to_ansible_doc(ansible):
-    names = [f"edgerl.board.{m}" for m in ("release", "rollback", "facts", "data")]
+    names = [f"edgerl.board.{m}" for m in ("release", "rollback", "facts", "data", "canary")]
     shown = ansible.doc(*names)
     assert shown.returncode == 0, shown.stderr
     for name in names:
         assert f"> MODULE {name} (" in shown.stdout, shown.stdout[:2000]
     assert shown.stdout.count("known_hosts") >= len(names)  # the link's options, from the shared doc fragment
+
+
+def test_a_canary_below_its_teachers_evaluation_fails_the_host(fleet, ansible, bundles, tmp_path):
+    pong = REPO / "models" / "pong"
+    assert "pi06 | " in ansible.module("pi06", "release", bundle=bundles["stacked"]).stdout  # an untrained student
+    played = ansible.module("pi06", "canary", bundle=bundles["stacked"], against=pong, games=1)
+    checked = answer(played)
+    assert "FAILED!" in played.stdout and "canary refused: its 1 games scored" in checked["msg"], checked
+    assert "below" in checked["msg"] and "evaluated +18.2" in checked["msg"] and checked["changed"] is False
+    assert checked["floor"] == 16.2 and checked["mean"] < 16.2
+    unjudged = ansible.module("pi06", "canary", bundle=bundles["stacked"], games=1)  # evaluated by no one
+    assert "FAILED!" in unjudged.stdout and "edgerl evaluate" in answer(unjudged)["msg"], unjudged.stdout
