@@ -20,7 +20,7 @@ from typing import Any
 from deploy import board_client
 from deploy.link.targets import DeployError, Target
 from device import trust
-from device.manifest import EXIT_UNTRUSTED, load_bundle
+from device.manifest import EXIT_UNTRUSTED, creation_mode, load_bundle
 
 
 class Untrusted(DeployError):
@@ -45,6 +45,7 @@ def sign_bundle(bundle: Path, key: Path) -> str:
     try:
         with os.fdopen(fd, "w") as fh:
             fh.write(trust.bundle_sums(Path(bundle), sorted(manifest.files)))
+        new_sums.chmod(creation_mode())  # as any file of the bundle, not mkstemp's 0600
         # A passphrase is asked for on the terminal by ssh-keygen itself, never passed through us.
         done = subprocess.run([exe, "-Y", "sign", "-f", str(key), "-n", trust.NAMESPACE, str(new_sums)],
                               stdin=None, capture_output=True, text=True, timeout=300)

@@ -308,6 +308,21 @@ def _known(cls: type, data: dict[str, Any], what: str) -> dict[str, Any]:
     return dict(data)
 
 
+def creation_mode(folder: bool = False) -> int:
+    """The mode open() or mkdir() would give under this process's umask.
+
+    mkstemp and mkdtemp make 0600 files and 0700 folders; what is written through them by a rename (a bundle, its
+    manifest and sums, a checkpoint) must end up as any file the user makes, readable by a web server or a service's
+    user. The umask is read from /proc (setting it to read it would race with other threads' files).
+    """
+    try:
+        with open("/proc/self/status") as fh:
+            umask = next(int(line.split()[1], 8) for line in fh if line.startswith("Umask:"))
+    except (OSError, StopIteration, ValueError, IndexError):
+        umask = 0o022
+    return (0o777 if folder else 0o666) & ~umask
+
+
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     """Write JSON so that a reader sees either the old file or the whole new one."""
     path = Path(path)
@@ -318,6 +333,7 @@ def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
             fh.write("\n")
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, creation_mode())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from device.manifest import CHECKPOINT_FILE, EdgerlError, EnvSpec
+from device.manifest import CHECKPOINT_FILE, EdgerlError, EnvSpec, creation_mode
 from host.policies import PolicyConfig
 
 CHECKPOINT_VERSION = 1
@@ -38,6 +38,7 @@ def save_checkpoint(path: Path, policy: PolicyConfig, env: EnvSpec, weights: dic
     os.close(fd)
     try:
         torch.save(payload, tmp)
+        os.chmod(tmp, creation_mode())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -43,6 +43,7 @@ from device.manifest import (
     EnvSpec,
     Exploration,
     Manifest,
+    creation_mode,
     record_files,
     sha256_file,
     write_manifest,
@@ -147,6 +148,7 @@ def _write_bundle(policy: TensorDictModuleBase, env: EnvBase | None, out: Path, 
 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    tmp.chmod(creation_mode(folder=True))  # the bundle folder as mkdir makes one, not mkdtemp's 0700
     try:
         backends = _export_backends(graph, args, plan, tmp, mode, opts, say)
         say(f"  rolling out {opts.verify_steps} steps of {'the env' if env is not None else 'example input'} "

@@ -53,6 +53,9 @@ def signed(bundles, tmp_path, ssh_world, key, kind="stacked", name=None):
     done = ssh_world.cli("sign", copy, "--key", key)
     assert done.returncode == EXIT_OK, done.stderr
     assert (copy / "SHA256SUMS").is_file() and (copy / "SHA256SUMS.sig").is_file()
+    probe = tmp_path / "probe"  # a file made as the user makes one: the sums are readable as it is (not 0600)
+    probe.write_text("")
+    assert (copy / "SHA256SUMS").stat().st_mode & 0o777 == probe.stat().st_mode & 0o777
     return copy
 
 
