@@ -89,7 +89,7 @@ def install(target: Target, cfg: ServiceConfig) -> None:
     reply = board_client.call(target, "service-install", target.root, what="installing the service")
     if not reply["ok"]:
         fix = ""
-        if "does not run systemd" in reply["error"]:
+        if reply.get("no_systemd"):
             fix = f"; deploy without --service, then run the loop in the foreground there: {foreground(target, cfg)}"
         raise DeployError(f"{target.name}: {reply['error']}{fix}")
 

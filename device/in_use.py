@@ -20,10 +20,16 @@ _HELD: dict[str, int] = {}
 """Releases this process holds, by folder: held until it exits."""
 
 
+def release_of(bundle: Path) -> Path | None:
+    """The deployed release folder a bundle is in (it holds the release's SHA256SUMS), or None for a host's bundle."""
+    release = Path(bundle).resolve().parent
+    return release if (release / SUMS).is_file() else None
+
+
 def hold(bundle: Path) -> None:
     """Hold the release a bundle belongs to, if it is a deployed release's (a host's bundle folder is left alone)."""
-    release = Path(bundle).resolve().parent
-    if str(release) in _HELD or not (release / SUMS).is_file():
+    release = release_of(bundle)
+    if release is None or str(release) in _HELD:
         return
     try:
         fd = os.open(release / IN_USE, os.O_RDONLY | os.O_CREAT, 0o644)

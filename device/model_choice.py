@@ -12,7 +12,6 @@ says it and changes nothing); `play`, `serve`, `bench` and `Policy.load` then ru
 from __future__ import annotations
 
 import json
-import os
 import statistics
 import time
 from collections.abc import Callable
@@ -20,11 +19,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from device.layout import MODEL_CHOICE, SUMS
-from device.manifest import INT8_FILE, BundleError, Manifest
+from device.in_use import release_of
+from device.layout import MODEL_CHOICE
+from device.manifest import INT8_FILE, BundleError, Manifest, write_json_atomic
 
-CHOICE_FILE = MODEL_CHOICE
-"""Beside the bundle's files, not one of them: the board's measurement, not part of what was verified."""
 MARGIN = 0.95
 """int8 is chosen only when its median is at least 5 % below fp32's: fp32 is the model verified against the
 eager policy, so a tie (or noise) keeps it."""
@@ -79,25 +77,17 @@ def choose(load: Callable[[str], Any], manifest: Manifest, feeds: list[dict[str,
     return Choice(manifest.model_file, ms["fp32"], ms["int8"], f"fp32: int8 is not faster here ({figures})")
 
 
-def in_release(bundle: Path) -> bool:
-    """Whether the bundle is a deployed release's: only there is the choice kept (a host's bundle stays as it is)."""
-    return (Path(bundle).parent / SUMS).is_file()
-
-
 def write_choice(bundle: Path, manifest: Manifest, choice: Choice) -> bool:
-    """Keep the choice beside a release's bundle (whole, by a rename); False elsewhere or where it cannot be written."""
-    if not in_release(bundle):
+    """Keep the choice beside a deployed release's bundle; False for a host's bundle, or where it cannot be written.
+
+    MODEL_CHOICE is not one of the bundle's files but the board's measurement; a host's bundle folder is left as it
+    is by a self-test.
+    """
+    if release_of(bundle) is None:
         return False
-    path = Path(bundle) / CHOICE_FILE
-    tmp = path.with_name(f"{CHOICE_FILE}.{os.getpid()}")
     try:
-        tmp.write_text(json.dumps({"bundle_id": manifest.bundle_id, **asdict(choice)}, sort_keys=True))
-        os.replace(tmp, path)
+        write_json_atomic(Path(bundle) / MODEL_CHOICE, {"bundle_id": manifest.bundle_id, **asdict(choice)})
     except OSError:  # a read-only card: the board runs fp32 (auto), and says so at the next self-test
-        try:
-            tmp.unlink(missing_ok=True)
-        except OSError:
-            pass
         return False
     return True
 
@@ -105,7 +95,7 @@ def write_choice(bundle: Path, manifest: Manifest, choice: Choice) -> bool:
 def read_choice(bundle: Path, manifest: Manifest) -> Choice | None:
     """The choice this board's self-test made for this bundle, or None (never self-tested here, or another bundle's)."""
     try:
-        saved = json.loads((Path(bundle) / CHOICE_FILE).read_text())
+        saved = json.loads((Path(bundle) / MODEL_CHOICE).read_text())
         if saved.pop("bundle_id") != manifest.bundle_id:
             return None
         return Choice(**saved)
@@ -115,7 +105,7 @@ def read_choice(bundle: Path, manifest: Manifest) -> Choice | None:
 
 def model_for(bundle: Path, manifest: Manifest, int8: str | bool = "auto") -> str:
     """The ONNX file to run: `on` the int8 one, `off` fp32, `auto` the self-test's choice (fp32 without one)."""
-    mode = {True: "on", False: "off"}.get(int8, int8) if isinstance(int8, bool) else int8
+    mode = ("on" if int8 else "off") if isinstance(int8, bool) else int8
     if mode not in INT8_MODES:
         raise BundleError(f"--int8 is one of {', '.join(INT8_MODES)}, not {int8!r}")
     if mode == "off":

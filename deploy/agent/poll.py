@@ -38,7 +38,7 @@ if __package__:
     from deploy.agent.wheels import ensure_venv
     from deploy.board import side
     from deploy.board.durable import write_durably
-    from deploy.board.runner import Refused
+    from deploy.board.runner import Refused, read_only
 else:
     # Run as a script (`python3 -I poll.py` puts no folder on the path): its siblings, then python-tuf's lib/.
     _HERE = os.path.dirname(os.path.abspath(__file__))
@@ -49,7 +49,7 @@ else:
     from fetch import ChannelHttp, Link
     from push import push_recordings
     from rollout import ROLLOUT_TARGET, SUMS_NAME, check_rollout, in_stage, release_target
-    from runner import Refused
+    from runner import Refused, read_only
     from state import AgentConfig, Outcome, finish
     from wheels import ensure_venv
 
@@ -267,9 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as err:
         if err.errno != errno.EROFS:
             raise
-        outcome = Outcome("refused", f"the board's filesystem is read-only ({err.filename}): an SD card that failed "
-                          "goes read-only; check `dmesg`, remount it or replace the card; nothing was changed",
-                          failed=True)
+        outcome = Outcome("refused", f"{read_only(err)}; nothing was changed", failed=True)
     if not outcome.current:
         outcome.current = side.link_name(root, layout.CURRENT)
     return finish(cfg, poll.http, poll.offered, outcome)

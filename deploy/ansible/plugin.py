@@ -1,20 +1,34 @@
-"""What every action plugin of `edgerl.board` does: validate the task's arguments as Ansible does, run one step."""
+"""What every action plugin of `edgerl.board` is: validate the task's arguments as Ansible does, run one step.
+
+Each plugin file of the collection holds only `class ActionModule(EdgerlAction): step = "NAME"`.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
+from ansible.errors import AnsibleActionFail
+from ansible.plugins.action import ActionBase
+
 from deploy.ansible.steps import SPECS, STEPS
 
 
-def run_step(action: Any, name: str, task_vars: dict[str, Any] | None) -> dict[str, Any]:
-    """The step `name` for the task's host; bad arguments fail the task with Ansible's own one-line error."""
-    from ansible.errors import AnsibleActionFail
+class EdgerlAction(ActionBase):
+    """One of edgerl's board steps for this task's host.
 
-    result = {"changed": False, "edgerl_failed": False}
-    try:
-        _, args = action.validate_argument_spec(argument_spec=SPECS[name])
-    except AnsibleActionFail as err:
-        return {**result, "failed": True, "edgerl_failed": True, "msg": str(err.message)}
-    result.update(STEPS[name](task_vars or {}, args, bool(action._task.check_mode)))
-    return result
+    Over edgerl's own checked SSH link, not Ansible's connection, which runs one command at a time.
+    """
+
+    step = ""
+    _requires_connection = False
+    _supports_check_mode = True
+
+    def run(self, tmp: str | None = None, task_vars: dict[str, Any] | None = None) -> dict[str, Any]:  # noqa: ARG002
+        """Ansible's entry point: the task's result; bad arguments fail it with Ansible's own one-line error."""
+        result = {"changed": False, "edgerl_failed": False}
+        try:
+            _, args = self.validate_argument_spec(argument_spec=SPECS[self.step])
+        except AnsibleActionFail as err:
+            return {**result, "failed": True, "edgerl_failed": True, "msg": str(err.message)}
+        result.update(STEPS[self.step](task_vars or {}, args, bool(self._task.check_mode)))
+        return result

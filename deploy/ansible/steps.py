@@ -71,7 +71,6 @@ def _failed(err: Exception) -> dict[str, Any]:
 
 def bundle_release(bundle: Path) -> str:
     """The release id a deploy of the bundle makes (what the board's current names once it runs it)."""
-    load_bundle(bundle)
     return release_id(bundle, sums_text(release_files(bundle)))
 
 

@@ -46,6 +46,12 @@ def _no_space(err: OSError, args: list[str]) -> dict[str, Any]:
             **figures}
 
 
+def read_only(err: OSError) -> str:
+    """The one line for a write the board's filesystem refused as read-only (a push's op, the pull agent's poll)."""
+    return (f"the board's filesystem is read-only ({err.filename}): an SD card that failed goes read-only; check the "
+            "board's `dmesg`, then remount it or replace the card")
+
+
 def run_op(ops: dict[str, Callable[..., Any]], args: list[str]) -> int:
     """Run the op `args[0]` names with the rest as its arguments; print its one-line JSON reply."""
     op = ops.get(args[0]) if args else None
@@ -63,9 +69,7 @@ def run_op(ops: dict[str, Callable[..., Any]], args: list[str]) -> int:
         reply = {"ok": False, "error": str(refusal), **refusal.fields}
     except OSError as err:
         if err.errno == errno.EROFS:
-            reply = {"ok": False, "error": f"the board's filesystem is read-only ({err.filename}): an SD card that "
-                     "failed goes read-only; check the board's `dmesg`, then remount it or replace the card",
-                     "read_only": True}
+            reply = {"ok": False, "error": read_only(err), "read_only": True}
         elif err.errno in NO_SPACE:
             reply = _no_space(err, args[1:])
         else:

@@ -69,10 +69,13 @@ def runs_systemd() -> bool:
     return bool(shutil.which("systemctl")) and os.path.isdir("/run/systemd/system")
 
 
+NO_SYSTEMD = "this board does not run systemd (a container, or a local folder?)"
+
+
 def service_problem(root: str) -> str | None:
     """Why this board cannot run the service, in one line, or None."""
     if not runs_systemd():
-        return "this board does not run systemd (a container, or a local folder?), which keeps a service running"
+        return f"{NO_SYSTEMD}, which keeps a service running"
     user = user_name()
     if not os.path.exists(f"/var/lib/systemd/linger/{user}"):
         subprocess.run(["loginctl", "--no-ask-password", "enable-linger", user], capture_output=True, timeout=30)
@@ -94,7 +97,7 @@ def op_service_install(root: str) -> dict[str, Any]:
     """Write (or update) the two units, reload systemd if they changed, enable them at boot."""
     problem = service_problem(root)
     if problem:
-        raise Refused(problem, no_service=True)
+        raise Refused(problem, no_service=True, no_systemd=not runs_systemd())
     folder = unit_folder()
     os.makedirs(folder, exist_ok=True)
     changed = []
@@ -268,9 +271,8 @@ def op_service_ctl(root: str, action: str) -> dict[str, Any]:
 def op_service_logs(root: str, lines: str) -> dict[str, Any]:
     """The loop's and the gate's last journal lines."""
     if not runs_systemd():
-        raise Refused("this board does not run systemd (a container, or a local folder?), so it keeps no journal: "
-                      "a loop run in the foreground (`python -m device serve`) logs to its own terminal",
-                      no_service=True)
+        raise Refused(f"{NO_SYSTEMD}, so it keeps no journal: a loop run in the foreground (`python -m device "
+                      "serve`) logs to its own terminal", no_service=True, no_systemd=True)
     done = subprocess.run(["journalctl", "--user", "-u", UNIT, "-u", GATE_UNIT, "-n", str(int(lines)), "--no-pager",
                            "-o", "short-iso"], env=manager_env(), capture_output=True, text=True, timeout=60)
     if done.returncode != 0:

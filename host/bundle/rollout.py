@@ -11,6 +11,7 @@ episode start, `is_init` True on an episode's first step.
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -26,6 +27,21 @@ from host.bundle.transforms import NestedKey, env_transforms
 from host.envs import base_env
 
 Progress = Callable[[Iterable[int]], Iterable[int]] | None
+
+
+def step_bar(label: str, on: bool) -> Progress:
+    """A progress bar over steps, with rate and time left, for a terminal (`on`); None when not asked."""
+    if not on:
+        return None
+    from tqdm import tqdm  # deferred: only a terminal's export or verify draws one
+
+    def bar(steps: Iterable[int]) -> Iterable[int]:
+        # A terminal that reports no size (a pty nobody sized: `script`, a CI runner) made tqdm draw nothing;
+        # get_terminal_size falls back to 80 x 24 there.
+        size = shutil.get_terminal_size()
+        return tqdm(steps, desc=f"{label:>6}", unit="step", leave=False, ncols=size.columns, nrows=size.lines)
+
+    return bar
 
 
 @dataclass

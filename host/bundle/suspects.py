@@ -77,7 +77,8 @@ def suspects(env: EnvBase | None, before: dict[int, dict[str, Any]]) -> list[str
     said, plain = [], []
     for t in own_transforms(env):
         name = type(t).__name__
-        changed = sorted(k for k, v in before.get(id(t), {}).items() if not _same(v, _state(t).get(k)))
+        now = _state(t)
+        changed = sorted(k for k, v in before.get(id(t), {}).items() if not _same(v, now.get(k)))
         if not _overrides(t, "_reset") and (_overrides(t, "_apply_transform") or _overrides(t, "_call")):
             said.append(f"{name} is not applied to reset observations (TorchRL calls only `_reset` there): define "
                         "`_reset` to return `self._call(tensordict_reset)`")

@@ -8,7 +8,6 @@ example) to get the inputs and outputs every backend must reproduce.
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -22,7 +21,7 @@ from torchrl.modules.utils import get_primers_from_module
 from device.manifest import EPISODE_START_INPUT, EdgerlError
 from host.bundle.amplified_rounding import rounding_problems
 from host.bundle.graph import GraphPlan, PolicyGraph, plan_graph, state_keys
-from host.bundle.rollout import RawTap, Sequence, Trace, eager_env_rollout, eager_example_rollout
+from host.bundle.rollout import RawTap, Sequence, Trace, eager_env_rollout, eager_example_rollout, step_bar
 from host.bundle.transforms import check_transforms, env_transforms
 from host.envs import base_env, is_vecnorm
 from host.errors import ExportError, one_line
@@ -103,15 +102,7 @@ def build_graph(policy: TensorDictModuleBase, env: EnvBase | None, example: Tens
 def reference(policy: TensorDictModuleBase, env: EnvBase | None, example: TensorDictBase | None, plan: GraphPlan,
               steps: int, seed: int, mode: ExplorationType, progress: bool = False) -> tuple[Sequence, Trace]:
     """Real inputs and the eager policy's outputs on them (the env's own stepping, or around the example)."""
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        # A terminal that reports no size (a pty nobody sized: `script`, a CI runner) made tqdm draw nothing;
-        # get_terminal_size falls back to 80 x 24 there.
-        def bar(it):  # noqa: ANN001, ANN202
-            size = shutil.get_terminal_size()
-            return tqdm(it, desc=" eager", unit="step", leave=False, ncols=size.columns, nrows=size.lines)
+    bar = step_bar("eager", progress)
     try:
         if env is not None:
             return eager_env_rollout(policy, env, plan, steps, seed, mode, progress=bar)

@@ -17,7 +17,6 @@ states must still match.
 from __future__ import annotations
 
 import math
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +28,7 @@ import torch
 from device.manifest import MANIFEST, Manifest, load_bundle, write_manifest
 from device.policy import session_options
 from device.selftest import read_golden
-from host.bundle.rollout import Sequence, Trace, graph_rollout
+from host.bundle.rollout import Sequence, Trace, graph_rollout, step_bar
 from host.bundle.screens import collect_screens
 from host.bundle.sources import load_factory
 from host.bundle.tracing import build_graph, exploration_type, frozen_statistics, reference
@@ -158,15 +157,7 @@ def _run(step: Callable, seq: Sequence, manifest: Manifest, cfg: VerifyConfig, l
     if manifest.episode_start_input:
         spec = next(t for t in manifest.inputs if t.name == manifest.episode_start_input)
         start = (spec.name, spec.shape)
-    bar = None
-    if cfg.progress:
-        from tqdm import tqdm
-
-        # A terminal that reports no size (a pty nobody sized: `script`, a CI runner) made tqdm draw nothing;
-        # get_terminal_size falls back to 80 x 24 there.
-        def bar(it):  # noqa: ANN001, ANN202
-            size = shutil.get_terminal_size()
-            return tqdm(it, desc=f"{label:>6}", unit="step", leave=False, ncols=size.columns, nrows=size.lines)
+    bar = step_bar(label, cfg.progress)
     return graph_rollout(step, seq, [t.name for t in manifest.inputs], manifest.state, start, progress=bar)
 
 
