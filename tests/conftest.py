@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import shutil
 import subprocess
@@ -122,6 +123,10 @@ def cart_bundle(made_once) -> Path:
 def pytest_configure(config) -> None:
     """Under pytest-xdist each worker computes with one thread: two workers already fill the 2 cores, and a torch
     (or OpenMP) pool of two threads per worker only makes them wait on each other."""
+    if config.getoption("dist", "no") == "loadgroup" and not _groups_kept():
+        pytest.exit("pytest 9.2 and later with pytest-xdist 3.8 ignore --dist loadgroup (the fleet's tests would split "
+                    "over the workers, each building its own boards): reinstall with `make venv`, which pins "
+                    "pytest<9.2", returncode=4)
     if os.environ.get("PYTEST_XDIST_WORKER"):
         os.environ["OMP_NUM_THREADS"] = "1"  # the worker's subprocesses (tutorial scripts, edgerl) too
         import torch
@@ -129,8 +134,15 @@ def pytest_configure(config) -> None:
         torch.set_num_threads(1)
 
 
+def _groups_kept() -> bool:
+    """pytest 9.2 builds Item.nodeid from its own id, and pytest-xdist 3.8 groups by renaming _nodeid."""
+    xdist = tuple(int(n) for n in importlib.metadata.version("pytest-xdist").split(".")[:2])
+    return pytest.version_tuple[:2] < (9, 2) or xdist > (3, 8)
+
+
 def pytest_collection_modifyitems(config, items) -> None:
     """Under pytest-xdist, the fleet's file goes first: it is the longest piece one worker must run whole (twelve
     boards shared by its tests), and a long piece started last would leave the other worker idle at the end."""
-    if config.getoption("numprocesses", default=None):
+    if os.environ.get("PYTEST_XDIST_WORKER"):  # the workers' order is the one the scheduler hands out
         items.sort(key=lambda item: item.get_closest_marker("xdist_group") is None)
+

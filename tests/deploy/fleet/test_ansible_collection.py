@@ -127,8 +127,10 @@ def answer(done: subprocess.CompletedProcess) -> dict:
     return json.loads(done.stdout.split("=>", 1)[1])
 
 
-def test_a_boards_recordings_come_to_the_controller_checked_and_are_pruned_there(fleet, ansible, tmp_path):
+def test_a_boards_recordings_come_to_the_controller_checked_and_are_pruned_there(fleet, ansible, bundles, tmp_path):
     board = fleet.dirs["pi05"]
+    on = ansible.module("pi05", "release", bundle=bundles["stacked"])  # where the rollouts above left it, or now
+    assert "pi05 | " in on.stdout and "FAILED" not in on.stdout, on.stdout[-2000:]
     recorded = fleet.world.cli("run", "--on", f"local:{board}", "--max-steps", "60", "--record", "day1", "--reports",
                                tmp_path / "reports")
     assert recorded.returncode == 0, recorded.stdout + recorded.stderr
