@@ -115,7 +115,8 @@ def game_run(manifest: Manifest, seed: int, mode: str, model_file: str | None = 
     The bundle, the game's settings, the seed; int8 or fp32, as the board's self-test picked (device/model_choice.py).
     """
     return {"kind": "game", "mode": mode, "bundle_id": manifest.bundle_id, "env": manifest.to_dict()["env"],
-            "action_ids": manifest.action_ids, "seed": seed, "model_file": model_file or manifest.model_file}
+            "action_ids": manifest.action_ids, "seed": seed, "model_file": model_file or manifest.model_file,
+            "env_observations": manifest.provenance.get("env_observations") or {}}
 
 
 def game_decision(episode: int, action: int, reward: float, terminated: bool, truncated: bool,

@@ -161,6 +161,8 @@ def _write_bundle(policy: TensorDictModuleBase, env: EnvBase | None, out: Path, 
         epsilon = epsilon_of(policy) if mode == ExplorationType.RANDOM else 0.0
         action = action_spec(env, policy, int(np.prod(plan.action.spec.shape, dtype=np.int64)))
         manifest = _manifest(plan, env, env_spec, opts, epsilon, backends, tmp, started, action)
+        if env is not None:
+            manifest.provenance["env_observations"] = env_observations(env, policy)
         write_manifest(tmp, manifest)
         swap_into_place(tmp, out)
     except BaseException:
@@ -168,6 +170,18 @@ def _write_bundle(policy: TensorDictModuleBase, env: EnvBase | None, out: Path, 
         raise
     say(f"bundle {manifest.bundle_id} written to {out} in {time.perf_counter() - started:.1f} s")
     return Written(out, manifest, (seq, ref))
+
+
+def env_observations(env: EnvBase, policy: TensorDictModuleBase) -> dict[str, list[int]]:
+    """The shapes of what the policy reads from its env, after the env's transforms ("a.b" for nested keys).
+
+    A recording keeps the raw game, not these: `load_episodes` regenerates them with the env it is given, and
+    checks that env makes what the bundle's policy was exported reading (another Resize would not).
+    """
+    spec = env.observation_spec
+    names = spec.keys(True, True)
+    return {".".join(key) if isinstance(key, tuple) else key: list(spec[key].shape)
+            for key in policy.in_keys if key in names}
 
 
 def _manifest(plan: GraphPlan, env: EnvBase | None, env_spec: EnvSpec | None, opts: ExportOptions, epsilon: float,

@@ -72,6 +72,20 @@ def _check(run: Run, episode: int, what: str, board: np.ndarray, host: np.ndarra
                         "action set?)")
 
 
+def _check_observations(run: Run, env: EnvBase) -> None:
+    """The env given makes what the board's policy read (its shapes, as export recorded them), or one line."""
+    spec = env.observation_spec
+    names = spec.keys(True, True)
+    for name, shape in (run.meta.get("env_observations") or {}).items():
+        key = tuple(name.split(".")) if "." in name else name
+        made = list(spec[key].shape) if key in names else None
+        if made != shape:
+            makes = f"makes {name} of shape {made}" if made is not None else f"has no {name}"
+            raise DataError(f"run {run.name}: the env given {makes}, but the bundle's policy was exported reading "
+                            f"{name} of shape {shape} (another Resize, crop or frame stack?): pass the env the bundle "
+                            "was exported with")
+
+
 def _game_run(run: Run, env: EnvBase | None, first_traj: int,
               policy: TensorDictModuleBase | None) -> Iterator[TensorDict]:
     """Episode by episode: a run of 30 Pong games regenerated whole would hold 26 GB of frames."""
@@ -84,6 +98,7 @@ def _game_run(run: Run, env: EnvBase | None, first_traj: int,
     if ale_env is None:
         raise DataError(f"run {run.name} is a game ({run.meta['env']['game']}): pass the single (not batched) "
                         "TorchRL env of that game the policy was exported with")
+    _check_observations(run, env)
     env.set_seed(int(run.meta["seed"]))
     cols = run.columns
     for n, episode in enumerate(dict.fromkeys(cols["episode"].tolist())):

@@ -27,6 +27,15 @@ a 535 ms period right after a power-cut boot, and missed 2 of 38 deadlines. The 
 AlwaysLate (every period) and SlowStart (its first ten) prove, and tests/deploy/board/test_board_service.py exactly."""
 
 
+RATE_CAP_HZ = 10.0
+"""The rate the service tests run a healthy cart at when the board has room for it (a real Pi's loop does 100+)."""
+RATE_FLOOR_HZ = 5.0
+"""Below this the plants' faults no longer mean what the tests say (AlwaysLate's 0.3 s write fits a 3 Hz period)."""
+RATE_MARGIN = 4.0
+"""A healthy release's period is this many times the probe's 99th-percentile iteration: a neighbour that doubles
+the board's iterations still leaves it on time (the gate allows MAX_OVERRUN missed)."""
+
+
 TRIALS = int(os.environ.get("EDGERL_POWER_CUTS", "1"))
 """Power cuts per test (CI runs one; `make power-cuts` 20)."""
 SEED = int(os.environ.get("EDGERL_POWER_CUT_SEED", "17"))
@@ -47,12 +56,46 @@ def record(key: str, value: object) -> None:
     FIGURES.write_text(json.dumps(figures, indent=2) + "\n")
 
 
+def probe_rate(board: boot_board.Board, cart_bundle: Path, scratch: Path, seconds: float = 8.0) -> dict:
+    """The cart's own service loop (`device serve`, the image's venv) run flat out on the booted board for a few
+    seconds, beside whatever else this host runs: the healthy rate the tests use, from the board's measured
+    iterations and RATE_MARGIN, capped at RATE_CAP_HZ.
+
+    A fixed 12-15 Hz held on a quiet host and missed 31-39 % of its periods beside one busy process (issue 37).
+    """
+    tarball = scratch / "probe.tar.gz"
+    subprocess.run(["tar", "-czf", tarball, "--exclude=__pycache__", "-C", REPO, "device", "examples/cart_io.py",
+                    "-C", cart_bundle.parent, "--transform", f"s,^{cart_bundle.name},bundle,", cart_bundle.name],
+                   check=True)
+    run = (f"rm -rf /tmp/probe && mkdir /tmp/probe && cd /tmp/probe && tar -xzf - && "
+           f"venv=$(ls -d {BOARD_DIR}/venvs/*/ | head -1) && PYTHONPATH=/tmp/probe $venv/bin/python -m device serve "
+           f"bundle --io examples/cart_io.py:Cart --hz 100 --seconds {seconds} --status status.json >/dev/null && "
+           "cat status.json")
+    done = board.ssh("pi", run, timeout=300, stdin=tarball)
+    assert done.returncode == 0, f"the rate probe failed on the board: {done.stderr[-2000:]}"
+    status = json.loads(done.stdout)
+    iteration_ms = status["period_ms"]["p99"]
+    hz = min(RATE_CAP_HZ, 1000.0 / (RATE_MARGIN * iteration_ms))
+    assert hz >= RATE_FLOOR_HZ, (
+        f"the emulated board's loop takes {iteration_ms:.0f} ms at its 99th percentile here: {hz:.1f} Hz with a "
+        f"{RATE_MARGIN:g}x margin is below the {RATE_FLOOR_HZ:g} Hz the board tests need; this host is too busy "
+        "for them (stop what else runs, or give the board more cores)")
+    return {"hz": round(hz, 2), "iteration_ms_p99": iteration_ms, "iteration_ms_p50": status["period_ms"]["p50"],
+            "achieved_hz_at_100": status["achieved_hz"], "skipped_periods": status.get("skipped_periods")}
+
+
 @dataclass
 class Pi:
     """The board as its owner reaches it: `pi@127.0.0.1:PORT`, its host key known, one key to log in."""
 
     board: boot_board.Board
     known_hosts: Path
+    hz: float = RATE_CAP_HZ
+    """The rate a healthy cart release is served at on this board, this run (probe_rate)."""
+
+    def rate(self, k: int) -> float:
+        """The k-th distinct healthy rate (a new rate makes a new release of the same bundle), each below `hz`."""
+        return round(self.hz * (1.0 - 0.002 * k), 3)
 
     @property
     def target(self) -> str:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from board_world import Pi, boot_board, record  # noqa: E402
+from board_world import Pi, boot_board, probe_rate, record  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -27,7 +27,11 @@ def board(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def pi(board, tmp_path_factory) -> Pi:
+def pi(board, tmp_path_factory, cart_bundle) -> Pi:
     home = tmp_path_factory.mktemp("host")
     (home / "known_hosts").write_text(board.host_key_line)
-    return Pi(board, home / "known_hosts")
+    probed = probe_rate(board, cart_bundle, home)
+    record("board_rate_probe", probed)
+    print(f"\nthe board's loop: {probed['iteration_ms_p99']:.1f} ms at p99, so healthy releases run at "
+          f"{probed['hz']} Hz", flush=True)
+    return Pi(board, home / "known_hosts", probed["hz"])

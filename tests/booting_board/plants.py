@@ -36,15 +36,17 @@ class CrashSoon(_Counted):
 
 
 class AlwaysLate(_Counted):
-    """A driver whose every write takes longer than the loop's period (a bus far too slow for the rate)."""
+    """A driver whose every write takes longer than the loop's period (a bus far too slow for the rate): 0.3 s
+    overruns any rate the tests use (board_world.RATE_FLOOR_HZ and up)."""
 
     def apply(self, action: np.ndarray) -> None:
-        time.sleep(0.15)
+        time.sleep(0.3)
 
 
-SLOW_START_CALLS = 5
-"""Each slow write overruns its period and carries the loop past the next deadline (skipped): ~10 missed periods of
-the gate's 100, half of the allowance, though half of the first ten."""
+SLOW_START_CALLS = 3
+SLOW_START_S = 0.25
+"""Each slow write overruns its period and carries the loop past one or two more deadlines (skipped): at 10 Hz ~9
+missed periods of the gate's 100, at 5 Hz ~6 of 50 (the allowance is 20 %), though most of the first ten."""
 
 
 class SlowStart(_Counted):
@@ -53,12 +55,13 @@ class SlowStart(_Counted):
     def apply(self, action: np.ndarray) -> None:
         super().apply(action)
         if self.calls <= SLOW_START_CALLS:
-            time.sleep(0.15)
+            time.sleep(SLOW_START_S)
 
 
 STALLS = 4
 STALL_S = 0.8
-"""Four freezes of 0.8 s at 10 Hz: ~32 periods pass without a decision, of the gate's window of 100."""
+"""Four freezes of 0.8 s: a third of the gate's 10 s pass without a decision (~32 periods of 100 at 10 Hz), whatever
+the rate."""
 
 
 class Stalls(_Counted):

@@ -37,7 +37,7 @@ def start_deploy(pi, cart_bundle, hz: float, log) -> subprocess.Popen:
 
 def test_power_cuts_during_deploy_service_always_leave_a_whole_release_running(pi, board, cart_bundle, tmp_path):
     rng = random.Random(SEED)
-    for hz in (9.8, 10.0):  # uncut, to time a deploy --service here; once more if this one installed the venv
+    for hz in (pi.rate(10), pi.rate(11)):  # uncut, to time a deploy --service; once more if this one installed the venv
         timed = tmp_path / f"uncut-{hz}.log"
         with open(timed, "w") as log:
             started = time.monotonic()
@@ -52,7 +52,7 @@ def test_power_cuts_during_deploy_service_always_leave_a_whole_release_running(p
         cut_at = rng.uniform(0, span)
         out = tmp_path / f"trial{trial}.log"
         with open(out, "w") as log:
-            proc = start_deploy(pi, cart_bundle, 10.0 + 0.1 * (trial + 1), log)
+            proc = start_deploy(pi, cart_bundle, pi.rate(20 + trial), log)
             time.sleep(cut_at)
             board.power_cut()
             proc.kill()
@@ -70,7 +70,8 @@ def test_power_cuts_during_deploy_service_always_leave_a_whole_release_running(p
         print(f"trial {trial}: cut at {cut_at:.1f} s of {span:.0f} s -> {'new' if current != before else 'old'} "
               f"release {current}", flush=True)
     with open(tmp_path / "last.log", "w") as log:
-        assert start_deploy(pi, cart_bundle, 9.9, log).wait(timeout=1200) == 0, (tmp_path / "last.log").read_text()
+        last = start_deploy(pi, cart_bundle, pi.rate(12), log)
+        assert last.wait(timeout=1200) == 0, (tmp_path / "last.log").read_text()
     assert "committed" in (tmp_path / "last.log").read_text()
     record("power_cuts", {"trials": TRIALS, "seed": SEED, "ended_on_old": outcomes["old"],
                           "ended_on_new": outcomes["new"], "cut_at_s": cuts, "deploy_span_s": round(span, 1)})
@@ -136,7 +137,7 @@ print(json.dumps({"shards": len(index["shards"]), "runs": len(index["runs"]), "b
 def test_a_power_cut_while_the_service_records_leaves_every_listed_shard_whole_and_recording_resumes(
         pi, board, cart_bundle):
     done = pi.edgerl("deploy", cart_bundle, "--to", pi.target, "--service", "--gate-seconds", GATE_S, "--max-overrun",
-                     MAX_OVERRUN, "--wheelhouse", "--io", "examples/cart_io.py:Cart", "--hz", 10, "--record", "cart")
+                     MAX_OVERRUN, "--wheelhouse", "--io", "examples/cart_io.py:Cart", "--hz", pi.hz, "--record", "cart")
     assert done.returncode == 0 and "committed" in done.stdout, done.stdout + done.stderr
     folder = f"{BOARD_DIR}/data/cart"
 

@@ -91,7 +91,7 @@ def test_the_board_on_its_timer_pulls_a_service_release_and_its_own_gate_commits
     assert "edgerl-agent.timer polls every 15s" in enrolled.stdout
     mark = pulling.server.mark()
     started = time.monotonic()
-    rid = pulling.publish(cart_bundle, 10)
+    rid = pulling.publish(cart_bundle, pi.rate(60))
     fetching = pulling.first_fetch(mark, rid)
     report = pulling.wait_report("pi", rid, "committed", pi)
     record("pulled_service_release_committed_s", round(time.monotonic() - started, 1))
@@ -111,7 +111,7 @@ def test_a_power_cut_during_a_pulled_update_leaves_a_whole_release_and_the_timer
     for trial in range(TRIALS):
         before = pi.current()
         mark = pulling.server.mark()
-        rid = pulling.publish(cart_bundle, 10.0 + 0.1 * (trial + 1))
+        rid = pulling.publish(cart_bundle, pi.rate(61 + trial))
         fetching = pulling.first_fetch(mark, rid)
         cut_at = rng.uniform(0, pulling.update_s)  # anywhere from the first file to the gate's commit
         time.sleep(max(0.0, fetching + cut_at - time.monotonic()))
@@ -163,7 +163,8 @@ def test_a_board_enrolled_by_writing_its_image_pulls_at_its_first_boot(pi, board
             tar.add(image / top, arcname=top)
     unpacked = board.ssh("root", "tar -x --numeric-owner -C / && sync", stdin=tarball)
     assert unpacked.returncode == 0, unpacked.stderr
-    rid = pulling.publish(cart_bundle, 9.7, "--wheels-for", written.stdout.split("--wheels-for ")[1].split("`")[0])
+    kind = written.stdout.split("--wheels-for ")[1].split("`")[0]
+    rid = pulling.publish(cart_bundle, pi.rate(90), "--wheels-for", kind)
     board.shutdown()
     started = time.monotonic()
     board.boot()

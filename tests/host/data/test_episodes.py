@@ -13,7 +13,7 @@ import pytest
 import torch
 from tensordict.nn import TensorDictModule, TensorDictSequential
 from torch import nn
-from torchrl.envs import ExplorationType, InitTracker, StepCounter, set_exploration_type
+from torchrl.envs import ExplorationType, InitTracker, Resize, StepCounter, set_exploration_type
 from torchrl.modules import GRUModule, set_recurrent_mode
 
 from device.manifest import load_bundle
@@ -45,8 +45,9 @@ def trained_env():
 def recorded_pong(tmp_path_factory) -> tuple[Path, dict]:
     folder = tmp_path_factory.mktemp("pong") / "rec"
     report = tmp_path_factory.mktemp("pong") / "report.json"
-    # Two whole games (~4,000 decisions): the second starts where the first left the emulator, as on the board.
-    device("play", PONG, "--record", folder, "--episodes", 2, "--seed", 7, "--report", report)
+    # Two games cut at 700 decisions (a whole game is ~2,000): the second starts after the board's own reset, from
+    # the emulator state (its sticky-action RNG) the first left, as on the board.
+    device("play", PONG, "--record", folder, "--episodes", 2, "--max-steps", 700, "--seed", 7, "--report", report)
     return folder, json.loads(report.read_text())
 
 
@@ -90,6 +91,12 @@ def test_a_recurrent_policys_recorded_game_loads_with_its_state_as_its_own_rollo
     # The board's own actions, kept: what its ONNX model chose, step for step.
     played = json.loads(report.read_text())["episodes"][0]
     assert loaded["action"].tolist() == list(bytes.fromhex(played["actions_hex"]))
+    # The same game behind another Resize: same screens, other frames than the board's policy read. Refused.
+    other = build_policy(PolicyConfig(network="lstm"), load_bundle(bundles["lstm"]).env).env
+    other.transform.insert(2, Resize(64, 64, in_keys=["pixels_trsf"]))  # after its own Resize(84, 84)
+    with pytest.raises(DataError, match=r"run \S+: the env given makes pixels_trsf of shape \[1, 64, 64\], but the "
+                                        r"bundle's policy was exported reading pixels_trsf of shape \[1, 84, 84\]"):
+        load_episodes(folder, other)
 
 
 def _rewrite_first_shard(folder: Path, change, fix_sum: bool) -> None:
