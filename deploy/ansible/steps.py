@@ -31,6 +31,8 @@ from deploy.link.targets import DeployError, Target
 from deploy.pull import PullConfig, pull
 from deploy.release import DeployConfig, release_files, release_id, sums_text
 from deploy.remote_run import open_target
+from deploy.service import GateFailed, ServiceConfig, release_extras
+from deploy.service import status as service_status
 from device.manifest import EdgerlError, load_bundle
 from device.trust import check_verified
 
@@ -42,6 +44,10 @@ LINK = {
 """How every step reaches its board (the host's own connection variables say where)."""
 SPECS: dict[str, dict[str, Any]] = {
     "release": {"bundle": {"type": "path", "required": True}, "keep": {"type": "int", "default": 3},
+                "wheelhouse": {"type": "bool", "default": False}, **LINK},
+    "service": {"bundle": {"type": "path", "required": True}, "io": {"type": "str"}, "hz": {"type": "float"},
+                "gate_seconds": {"type": "float", "default": 30.0}, "max_overrun": {"type": "float", "default": 0.05},
+                "record": {"type": "str"}, "keep": {"type": "int", "default": 3},
                 "wheelhouse": {"type": "bool", "default": False}, **LINK},
     "rollback": dict(LINK),
     "facts": dict(LINK),
@@ -96,6 +102,38 @@ def release(task_vars: dict[str, Any], args: dict[str, Any], check_mode: bool) -
     except EdgerlError as err:
         return _failed(err)
     return {"changed": True, **asdict(done), "msg": f"switched {done.before or 'a new board'} to {done.release}"}
+
+
+def service(task_vars: dict[str, Any], args: dict[str, Any], check_mode: bool) -> dict[str, Any]:
+    """The bundle as a systemd service, committed by the board's own health gate (`edgerl deploy --service`).
+
+    Fails the host when the gate rolled the board back, with the gate's verdict and figures. Idempotent: a board
+    whose current release is this one (bundle and service settings), committed, its unit active, is not touched.
+    """
+    bundle = Path(args["bundle"])
+    cfg = ServiceConfig(args["io"], args["hz"], float(args["gate_seconds"]), float(args["max_overrun"]),
+                        record=args["record"])
+    try:
+        if cfg.io and not cfg.hz:
+            raise DeployError("io needs hz: how many decisions per second your plant wants")
+        check_verified(bundle, load_bundle(bundle))
+        rid = release_id(bundle, sums_text(release_files(bundle, release_extras(cfg))))
+        with board_target(task_vars, args) as target:
+            before = board_release.status(target)
+            running = service_status(target) if before["current"] == rid and not before.get("damaged") else {}
+            if running.get("committed") == rid and (running.get("unit") or {}).get("ActiveState") == "active":
+                return {"changed": False, "release": rid, "msg": f"{rid} is current, committed and active"}
+            if check_mode:
+                return {"changed": True, "release": rid, "before": before["current"],
+                        "msg": f"would switch {before['current'] or 'a new board'} to {rid} and judge it"}
+            cfg_deploy = DeployConfig(bundle, keep=int(args["keep"]), service=cfg,
+                                      install=InstallConfig(wheelhouse=bool(args["wheelhouse"])))
+            done = board_release.deploy(target, cfg_deploy, say=lambda _: None)
+    except GateFailed as err:
+        return {**_failed(err), "gate": err.gate}
+    except EdgerlError as err:
+        return _failed(err)
+    return {"changed": True, **asdict(done), "msg": f"committed {done.release}: {done.gate['verdict']}"}
 
 
 def rollback(task_vars: dict[str, Any], args: dict[str, Any], check_mode: bool) -> dict[str, Any]:
@@ -169,4 +207,4 @@ def canary(task_vars: dict[str, Any], args: dict[str, Any], check_mode: bool) ->
     return {**figures, "msg": f"canary mean {mean:+.1f}, floor {held.floor:+.1f}"}
 
 
-STEPS = {"release": release, "rollback": rollback, "facts": facts, "data": data, "canary": canary}
+STEPS = {"release": release, "service": service, "rollback": rollback, "facts": facts, "data": data, "canary": canary}

@@ -12,7 +12,8 @@ import threading
 import time
 
 import pytest
-from board_world import BOARD_DIR, MAX_OVERRUN, record
+from board_world import BOARD_DIR, MAX_OVERRUN, REPO, record
+from collection_world import answer, install_collection, run_module
 from plants import SLOW_START_CALLS, STALLS
 
 from deploy.board.units import RESTART_S, WATCHDOG_S
@@ -23,9 +24,10 @@ GATE_S = 10
 SERVICE = ["--service", "--gate-seconds", GATE_S, "--max-overrun", MAX_OVERRUN, "--wheelhouse"]
 
 
-def deploy_service(pi, bundle, io: str, hz: float | None = None, **kw):
+def deploy_service(pi, bundle, io: str, hz: float | None = None, gate_s: float = GATE_S, **kw):
     """At the board's healthy rate this run (board_world.probe_rate), or at `hz`."""
-    return pi.edgerl("deploy", bundle, "--to", pi.target, *SERVICE, "--io", io, "--hz", hz or pi.hz, **kw)
+    service = [*SERVICE[:2], gate_s, *SERVICE[3:]]
+    return pi.edgerl("deploy", bundle, "--to", pi.target, *service, "--io", io, "--hz", hz or pi.hz, **kw)
 
 
 def test_the_board_boots_its_own_kernel_with_systemd_as_pid_1(board, pi):
@@ -193,9 +195,11 @@ def test_a_clock_stepped_forward_mid_gate_as_ntp_does_does_not_fail_a_healthy_re
     # A Pi without an RTC boots at fake-hwclock's last save and NTP steps it forward once the network is up. Six
     # steps of 10 min, 1.3 s apart, while the gate judges: a gate that compared the loop's `updated_at` with the
     # wall clock would see it stale after a step it polled before the loop's next write (about one in two).
+    # A 30 s gate: the test's own polls reach a busy host's emulated board seconds late, and in a 10 s gate they
+    # once found it ended before the first step.
     result: dict = {}
     worker = threading.Thread(target=lambda: result.update(
-        done=deploy_service(pi, cart_bundle, "examples/cart_io.py:Cart", hz=pi.rate(2))))
+        done=deploy_service(pi, cart_bundle, "examples/cart_io.py:Cart", hz=pi.rate(2), gate_s=30)))
     worker.start()
     stepped = ""
     if serving_at(pi, pi.rate(2), worker):  # the gate is judging the new release
@@ -221,3 +225,27 @@ def test_the_service_comes_back_after_a_reboot_and_a_power_cut_on_the_same_relea
     record("boot_after_power_cut_s", round(board.boot(), 1))
     assert pi.wait_serving(release)["release"] == release
     assert pi.current() == release
+
+
+def test_ansibles_service_module_commits_a_healthy_release_and_fails_the_host_its_gate_rolled_back(
+        pi, cart_bundle, tmp_path):
+    # A team on Ansible: the collection built and installed from its tarball, the board in its inventory.
+    install_collection(tmp_path)
+    inventory = tmp_path / "hosts.ini"
+    inventory.write_text(f"pi ansible_host=127.0.0.1 ansible_port={pi.board.port} ansible_user=pi "
+                         f"ansible_ssh_private_key_file={pi.board.client_key}\n")
+    healthy = {"bundle": cart_bundle, "io": f"{REPO / 'examples' / 'cart_io.py'}:Cart", "hz": pi.rate(30),
+               "gate_seconds": GATE_S, "max_overrun": MAX_OVERRUN, "wheelhouse": True,
+               "known_hosts": pi.known_hosts, "ssh_config": "/dev/null"}
+    done = answer(run_module(tmp_path, inventory, "pi", "service", **healthy))
+    assert done["changed"] is True and done["gate"]["verdict"] == "committed", done
+    assert pi.current() == done["release"] and pi.wait_serving(done["release"])
+    again = answer(run_module(tmp_path, inventory, "pi", "service", **healthy))
+    assert again["changed"] is False, again  # committed, active: a second run touches nothing
+    crashing = run_module(tmp_path, inventory, "pi", "service",
+                          **{**healthy, "io": f"{REPO / 'tests' / 'booting_board' / 'plants.py'}:CrashSoon"})
+    failed = answer(crashing)
+    assert "pi | FAILED!" in crashing.stdout and failed["gate"]["verdict"] == "rolled_back", failed
+    assert "motor driver lost" in failed["msg"], failed
+    assert pi.current() == done["release"]
+    pi.wait_serving(done["release"])

@@ -6,55 +6,50 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
+from collection_world import ansible_env, answer, install_collection, run_module
 from fleet_world import REPO, everyone_on
 
+from deploy.ansible.steps import bundle_release
+
 pytestmark = pytest.mark.xdist_group("fleet")
-COLLECTION = REPO / "deploy" / "ansible" / "collection"
 
 
 @pytest.fixture(scope="module")
 def ansible(tmp_path_factory, fleet):
     """The collection built into its tarball and installed from it, as a user installs it; a way to run plays."""
     root = tmp_path_factory.mktemp("ansible")
-    built = subprocess.run(["ansible-galaxy", "collection", "build", str(COLLECTION), "--output-path", str(root)],
-                           capture_output=True, text=True, timeout=300, env=_env(root))
-    assert built.returncode == 0, built.stderr
-    (tarball,) = root.glob("edgerl-board-*.tar.gz")
-    installed = subprocess.run(["ansible-galaxy", "collection", "install", str(tarball), "-p",
-                                str(root / "collections")], capture_output=True, text=True, timeout=300, env=_env(root))
-    assert installed.returncode == 0, installed.stderr
-    assert (root / "collections" / "ansible_collections" / "edgerl" / "board" / "MANIFEST.json").is_file()
+    install_collection(root)
 
     def module(host: str, name: str, **kw: object) -> subprocess.CompletedProcess:
         """One of the collection's modules on one host, as `ansible HOST -m edgerl.board.NAME -a ...`."""
-        args = json.dumps({"known_hosts": str(fleet.known_hosts), "ssh_config": "/dev/null", **kw}, default=str)
-        return subprocess.run(["ansible", "-i", str(fleet.inventory), host, "-m", f"edgerl.board.{name}", "-a", args,
-                               "-o"], capture_output=True, text=True, timeout=600, env=_env(root), cwd=root)
+        return run_module(root, fleet.inventory, host, name, known_hosts=fleet.known_hosts, ssh_config="/dev/null",
+                          **kw)
 
     def play(*args: object, check: bool = False, timeout: float = 900) -> subprocess.CompletedProcess:
         argv = ["ansible-playbook", "-i", str(fleet.inventory), "edgerl.board.rollout",
                 "-e", json.dumps({"edgerl_known_hosts": str(fleet.known_hosts), "edgerl_ssh_config": "/dev/null"}),
                 *map(str, args), *(["--check"] if check else [])]
-        return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=_env(root), cwd=root)
+        return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=ansible_env(root), cwd=root)
+
+    def started(*args: object) -> subprocess.Popen:
+        """The rollout play as a process of its own group (a Ctrl-C at the terminal reaches the whole group)."""
+        argv = ["ansible-playbook", "-i", str(fleet.inventory), "edgerl.board.rollout",
+                "-e", json.dumps({"edgerl_known_hosts": str(fleet.known_hosts), "edgerl_ssh_config": "/dev/null"}),
+                *map(str, args)]
+        return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                env=ansible_env(root), cwd=root, start_new_session=True)
 
     def doc(*names: str) -> subprocess.CompletedProcess:
-        return subprocess.run(["ansible-doc", *names], capture_output=True, text=True, timeout=300, env=_env(root))
+        return subprocess.run(["ansible-doc", *names], capture_output=True, text=True, timeout=300,
+                              env=ansible_env(root))
 
-    play.module, play.doc = module, doc
+    play.module, play.doc, play.started = module, doc, started
     return play
-
-
-def _env(root: Path) -> dict[str, str]:
-    bin_dir = str(Path(sys.executable).parent)  # ansible-playbook of the venv, whose Python holds edgerl
-    return {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "ANSIBLE_NOCOLOR": "1",
-            "ANSIBLE_COLLECTIONS_PATH": str(root / "collections"), "ANSIBLE_LOCAL_TEMP": str(root / "tmp"),
-            "ANSIBLE_FORKS": "12", "ANSIBLE_RETRY_FILES_ENABLED": "0"}
 
 
 def recap(stdout: str) -> dict[str, dict[str, int]]:
@@ -113,6 +108,24 @@ def test_a_wave_past_max_fail_goes_back_and_later_boards_are_not_touched(fleet, 
     assert "self-test failed" in done.stdout
 
 
+def test_a_canary_that_fails_stops_the_play_after_the_first_wave_and_no_other_board_is_contacted(fleet, ansible,
+                                                                                                 bundles):
+    # From where the test above left the lab: pi01 (the canary) on dqn, the rest on stacked.
+    before = fleet.currents()
+    fleet.break_board("pi01")  # its self-test fails: even a generous max_fail_percentage stops at one board of one
+    try:
+        broken = ansible("-e", f"edgerl_bundle={bundles['stacked']}", "-e", "edgerl_max_fail_percentage=50")
+    finally:
+        fleet.mend_board("pi01")
+    assert broken.returncode != 0 and set(recap(broken.stdout)) == {"pi01"}, broken.stdout[-3000:]
+    assert "self-test failed" in broken.stdout and fleet.currents() == before
+    # Its games below the teacher's evaluation: switched, judged, put back; the play stops there too.
+    games = ansible("-e", f"edgerl_bundle={bundles['stacked']}", "-e", "edgerl_canary_games=1",
+                    "-e", f"edgerl_canary_against={REPO / 'models' / 'pong'}", "-e", "edgerl_max_fail_percentage=50")
+    assert games.returncode != 0 and set(recap(games.stdout)) == {"pi01"}, games.stdout[-3000:]
+    assert "canary refused: its 1 games scored" in games.stdout and fleet.currents() == before, games.stdout[-3000:]
+
+
 def test_bad_arguments_are_ansibles_own_one_line_errors(fleet, ansible, bundles, tmp_path):
     keep = ansible("-e", f"edgerl_bundle={bundles['stacked']}", "-e", "edgerl_keep=many", "--limit", "pi01")
     assert keep.returncode != 0
@@ -120,11 +133,6 @@ def test_bad_arguments_are_ansibles_own_one_line_errors(fleet, ansible, bundles,
         keep.stdout[-2000:]
     missing = ansible("-e", f"edgerl_bundle={tmp_path / 'no-such-bundle'}", "--limit", "pi01")
     assert missing.returncode != 0 and "no-such-bundle" in missing.stdout, missing.stdout[-2000:]
-
-
-def answer(done: subprocess.CompletedProcess) -> dict:
-    """The module's result from `ansible -o` ("host | STATUS => {...}")."""
-    return json.loads(done.stdout.split("=>", 1)[1])
 
 
 def test_a_boards_recordings_come_to_the_controller_checked_and_are_pruned_there(fleet, ansible, bundles, tmp_path):
@@ -146,7 +154,7 @@ def test_a_boards_recordings_come_to_the_controller_checked_and_are_pruned_there
 
 
 def test_every_module_documents_itself_to_ansible_doc(ansible):
-    names = [f"edgerl.board.{m}" for m in ("release", "rollback", "facts", "data", "canary")]
+    names = [f"edgerl.board.{m}" for m in ("release", "service", "rollback", "facts", "data", "canary")]
     shown = ansible.doc(*names)
     assert shown.returncode == 0, shown.stderr
     for name in names:
@@ -164,3 +172,40 @@ def test_a_canary_below_its_teachers_evaluation_fails_the_host(fleet, ansible, b
     assert checked["floor"] == 16.2 and checked["mean"] < 16.2
     unjudged = ansible.module("pi06", "canary", bundle=bundles["stacked"], games=1)  # evaluated by no one
     assert "FAILED!" in unjudged.stdout and "edgerl evaluate" in answer(unjudged)["msg"], unjudged.stdout
+
+
+def test_a_board_hung_mid_play_fails_alone_within_its_timeout_and_the_others_complete(fleet, ansible, bundles):
+    fleet.freeze("pi07")  # its sshd stopped: connections open, nothing ever answers
+    try:
+        started = time.monotonic()
+        done = ansible("-e", f"edgerl_bundle={bundles['dqn']}", "-e", "edgerl_max_fail_percentage=50",
+                       "-e", "edgerl_silence_timeout=10", timeout=300)
+        took = time.monotonic() - started
+    finally:
+        fleet.thaw("pi07")
+    counts = recap(done.stdout)
+    assert done.returncode != 0 and counts["pi07"]["failed"] == 1, done.stdout[-3000:]
+    assert all(c["failed"] == 0 and c["unreachable"] == 0 for n, c in counts.items() if n != "pi07"), counts
+    new = bundle_release(bundles["dqn"])
+    assert [n for n, r in fleet.currents().items() if r != new] == ["pi07"]  # it kept its release
+    assert took < 120, f"the play took {took:.0f} s with one board hung (silence timeout 10 s)"
+    print(f"\nfigure: ansible-playbook rollout with pi07 hung: {took:.1f} s")
+
+
+def test_ctrl_c_during_a_play_leaves_no_board_locked_or_half_switched(fleet, ansible, bundles):
+    old = set(fleet.currents().values())
+    play = ansible.started("-e", f"edgerl_bundle={bundles['stacked']}")
+    seen = []
+    for line in play.stdout:  # until the second wave's boards are being released
+        seen.append(line)
+        if sum("TASK [The release on the board" in s for s in seen) == 2:
+            break
+    os.killpg(play.pid, signal.SIGINT)  # the terminal's Ctrl-C reaches the whole foreground group
+    rest = play.communicate(timeout=300)[0]
+    assert play.returncode != 0, "".join(seen) + rest
+    shown = fleet.cli("status", "--json")
+    boards = json.loads(shown.stdout)
+    assert len(boards) == 12 and not any(b["locked"] for b in boards), shown.stdout
+    assert not any(b.get("damaged") for b in boards), shown.stdout
+    currents = set(fleet.currents().values())
+    assert currents <= old | {bundle_release(bundles["stacked"])}, (currents, old)  # each old, or new and whole
