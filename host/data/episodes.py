@@ -93,12 +93,14 @@ def _game_run(run: Run, env: EnvBase | None, first_traj: int,
         warnings.warn(f"run {run.name} lacks decisions from its start (pruned by --record-max-mb or dropped): a "
                       "game is regenerated from its seed, so this run is skipped", stacklevel=3)
         return
+    given = env
     env = env if env is not None else make_base_env(EnvSpec.from_dict(run.meta["env"]))
     ale_env = ale_of(env)
     if ale_env is None:
         raise DataError(f"run {run.name} is a game ({run.meta['env']['game']}): pass the single (not batched) "
                         "TorchRL env of that game the policy was exported with")
-    _check_observations(run, env)
+    if given is not None:  # the user's env must make what the board's policy read (without one: the raw screens)
+        _check_observations(run, env)
     env.set_seed(int(run.meta["seed"]))
     cols = run.columns
     for n, episode in enumerate(dict.fromkeys(cols["episode"].tolist())):
