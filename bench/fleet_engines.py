@@ -21,13 +21,15 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "bench"))
-sys.path.insert(0, str(REPO / "tests"))
-sys.path.insert(0, str(REPO / "tests" / "deploy"))
+# edgerl's own folders first: tests/host and tests/deploy would otherwise shadow host/ and deploy/.
+sys.path[:0] = [str(REPO), str(REPO / "bench")]
+sys.path += [str(REPO / "tests" / "deploy"), str(REPO / "tests")]
 
 from _bundles import bundle  # noqa: E402
 from collection_world import ansible_env, install_collection  # noqa: E402
 from conftest import _keygen, start_sshd  # noqa: E402
+
+import host.bundle.pipeline  # noqa: E402, F401  (imported before tests/deploy/conftest puts tests/ first)
 
 BOARDS = 12
 
