@@ -24,3 +24,12 @@ notes:
     (C(pip install edgerl[deploy])), as an AWX execution environment would. The host's ansible_host, ansible_port,
     ansible_user, ansible_ssh_private_key_file and edgerl_board_dir say where the board and its folder are.
 """
+
+    RELEASE = r"""
+options:
+  bundle: {description: The bundle folder on the controller (C(edgerl export) wrote it)., type: path, required: true}
+  keep: {description: Releases kept on the board (current and previous always are)., type: int, default: 3}
+  wheelhouse: {description: Download the venv's wheels on the controller and install them offline., type: bool,
+               default: false}
+"""
+    """What a step that puts a release on the board takes (`release`, `service`): edgerl.board.link.release."""

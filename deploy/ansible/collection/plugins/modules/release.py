@@ -12,12 +12,7 @@ description:
   - Check mode reads the board's status and says whether it would switch.
   - The host's connection variables (ansible_host, ansible_port, ansible_user, ansible_ssh_private_key_file,
     edgerl_board_dir) say where the board is; edgerl connects itself and checks the host key in I(known_hosts).
-options:
-  bundle: {description: The bundle folder on the controller (C(edgerl export) wrote it)., type: path, required: true}
-  keep: {description: Releases kept on the board (current and previous always are)., type: int, default: 3}
-  wheelhouse: {description: Download the venv's wheels on the controller and install them offline., type: bool,
-               default: false}
-extends_documentation_fragment: [edgerl.board.link]
+extends_documentation_fragment: [edgerl.board.link, edgerl.board.link.release]
 author: edgerl developers
 """
 

@@ -14,7 +14,6 @@ description:
   - Check mode reads the board's status and says whether it would switch.
   - The board needs systemd and lingering for its login user (C(loginctl enable-linger USER)); the task says so.
 options:
-  bundle: {description: The bundle folder on the controller (C(edgerl export) wrote it)., type: path, required: true}
   io: {description: "FILE.py:CLASS on the controller, your plant (a game bundle plays its game without it).",
        type: str}
   hz: {description: Decisions per second (a game plays at its own real time without it)., type: float}
@@ -23,10 +22,7 @@ options:
   max_overrun: {description: The share of the gate's periods that may miss their deadline., type: float,
                 default: 0.05}
   record: {description: Record every decision into the board's data/NAME (edgerl.board.data pulls it)., type: str}
-  keep: {description: Releases kept on the board (current and previous always are)., type: int, default: 3}
-  wheelhouse: {description: Download the venv's wheels on the controller and install them offline., type: bool,
-               default: false}
-extends_documentation_fragment: [edgerl.board.link]
+extends_documentation_fragment: [edgerl.board.link, edgerl.board.link.release]
 author: edgerl developers
 """
 
