@@ -19,50 +19,41 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 REPO = Path(__file__).resolve().parents[1]
 # edgerl's own folders first: tests/host and tests/deploy would otherwise shadow host/ and deploy/.
 sys.path[:0] = [str(REPO), str(REPO / "bench")]
-sys.path += [str(REPO / "tests" / "deploy"), str(REPO / "tests")]
+sys.path += [str(REPO / "tests" / "deploy"), str(REPO / "tests"), str(REPO / "tests" / "deploy" / "fleet")]
 
 from _bundles import bundle  # noqa: E402
 from collection_world import ansible_env, install_collection  # noqa: E402
 from conftest import _keygen, start_sshd  # noqa: E402
+from fleet_world import make_fleet  # noqa: E402
 
 import host.bundle.pipeline  # noqa: E402, F401  (imported before tests/deploy/conftest puts tests/ first)
 
-BOARDS = 12
-
 
 class Lab:
-    """Twelve loopback boards in an Ansible inventory, and the two engines run on them."""
+    """The tests' twelve loopback boards (fleet_world.make_fleet) and the two engines run on them."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
         _keygen(root / "key")
-        self.servers = [start_sshd(root / f"sshd{i}", root / "key.pub") for i in range(BOARDS)]
         (root / "venvs").mkdir()
-        host_vars = root / "host_vars"
-        host_vars.mkdir()
-        lines = ["[canary]", "pi01", "[rest]", f"pi[02:{BOARDS:02d}]", "[all:vars]", "ansible_host=127.0.0.1",
-                 "ansible_user=root", f"ansible_ssh_private_key_file={root / 'key'}"]
-        (root / "hosts.ini").write_text("\n".join(lines) + "\n")
-        for i, server in enumerate(self.servers, 1):
-            board = root / "boards" / f"pi{i:02d}"
-            board.mkdir(parents=True)
-            (board / "venvs").symlink_to(root / "venvs")
-            (host_vars / f"pi{i:02d}.yml").write_text(f"ansible_port: {server.port}\nedgerl_board_dir: {board}\n")
-        (root / "known_hosts").write_text("".join(f"[127.0.0.1]:{s.port} {s.host_pub}\n" for s in self.servers))
+        world = SimpleNamespace(key=root / "key", venvs=root / "venvs",
+                                known_line=lambda s: f"[127.0.0.1]:{s.port} {s.host_pub}\n")
+        self.fleet = make_fleet(world, start_sshd, root, venv_key="")
         install_collection(root)
 
     def edgerl(self, bundle_dir: Path, *extra: str) -> float:
         return self._timed([sys.executable, "-m", "host.cli", "deploy", str(bundle_dir), "--inventory",
-                            str(self.root / "hosts.ini"), "--known-hosts", str(self.root / "known_hosts"),
+                            str(self.fleet.inventory), "--known-hosts", str(self.fleet.known_hosts),
                             "--ssh-config", "/dev/null", *extra], os.environ)
 
     def ansible(self, bundle_dir: Path, forks: int = 12) -> float:
-        link = ["-e", f"edgerl_known_hosts={self.root / 'known_hosts'}", "-e", "edgerl_ssh_config=/dev/null"]
-        return self._timed(["ansible-playbook", "-i", str(self.root / "hosts.ini"), "edgerl.board.rollout",
+        link = ["-e", f"edgerl_known_hosts={self.fleet.known_hosts}", "-e", "edgerl_ssh_config=/dev/null"]
+        return self._timed(["ansible-playbook", "-i", str(self.fleet.inventory), "edgerl.board.rollout",
                             "-e", f"edgerl_bundle={bundle_dir}", *link],
                            {**ansible_env(self.root), "ANSIBLE_FORKS": str(forks)})
 
@@ -75,7 +66,7 @@ class Lab:
         return took
 
     def stop(self) -> None:
-        for server in self.servers:
+        for server in self.fleet.servers.values():
             server.stop()
 
 
@@ -88,7 +79,7 @@ def main() -> None:
         lab = Lab(Path(tmp))
         try:
             print("installing the boards' venv (one board, then shared)", flush=True)
-            first = lab.root / "boards" / "pi01"
+            first = lab.fleet.dirs["pi01"]
             subprocess.run([sys.executable, "-m", "host.cli", "deploy", str(a), "--to", f"local:{first}"],
                            check=True, capture_output=True)
             lab.edgerl(a)  # every board on dqn: the starting point

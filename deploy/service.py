@@ -42,6 +42,12 @@ class ServiceConfig:
     """Record every decision into the board's data/<record> (device/record.py)."""
     record_max_mb: float | None = None
 
+    def checked(self, io_flag: str = "--io", hz_flag: str = "--hz") -> ServiceConfig:
+        """These settings, or one line naming what is missing (in the caller's own words for the two options)."""
+        if self.io and not self.hz:
+            raise DeployError(f"{io_flag} needs {hz_flag}: how many decisions per second your plant wants")
+        return self
+
 
 class GateFailed(DeployError, IntegrityError):
     """The new release failed its health gate on the board and the board went back to the old one."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
+from pathlib import Path
 
 import in_process
 import pytest
@@ -18,6 +19,7 @@ from device.cli import build_parser as device_parser
 from device.manifest import EXIT_BAD_INPUT
 from host.cli import build_parser as host_parser
 
+REPO = Path(__file__).resolve().parents[1]
 CALLS = {
     # (command line, subcommand): a correct call; {bundle}, {report}, {run}, {key} and {board} are read,
     # {out_file}, {out_folder} and {new_board} (a board folder a deploy makes) written.
@@ -136,3 +138,14 @@ def test_every_argument_of_every_command_says_what_it_is_in_its_help():
 def test_the_help_of_a_subcommands_action_is_its_own():
     done = in_process.edgerl("data", "pull", "--help")
     assert done.returncode == 0 and done.stdout.startswith("usage: edgerl data pull "), done.stdout[:200]
+
+
+@pytest.mark.parametrize("call", ["deploy {bundle} --to local:{new_board} --service",
+                                  "publish {bundle} --channel {run} --keys {run} --service"])
+def test_a_plant_without_its_rate_is_one_line_naming_both_options(call, world):
+    argv = [*call.format(**{k: str(v) for k, v in world.items()}).split(), "--io", f"{REPO}/examples/cart_io.py:Cart"]
+    done = in_process.edgerl(*argv, timeout=120)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == EXIT_BAD_INPUT and len(lines) == 1, done.stderr
+    assert lines[0].endswith("--io needs --hz: how many decisions per second your plant wants"), lines[0]
+    assert not world["new_board"].exists()

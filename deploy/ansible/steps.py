@@ -111,11 +111,9 @@ def service(task_vars: dict[str, Any], args: dict[str, Any], check_mode: bool) -
     whose current release is this one (bundle and service settings), committed, its unit active, is not touched.
     """
     bundle = Path(args["bundle"])
-    cfg = ServiceConfig(args["io"], args["hz"], float(args["gate_seconds"]), float(args["max_overrun"]),
-                        record=args["record"])
     try:
-        if cfg.io and not cfg.hz:
-            raise DeployError("io needs hz: how many decisions per second your plant wants")
+        cfg = ServiceConfig(args["io"], args["hz"], float(args["gate_seconds"]), float(args["max_overrun"]),
+                            record=args["record"]).checked("io", "hz")
         check_verified(bundle, load_bundle(bundle))
         rid = release_id(bundle, sums_text(release_files(bundle, release_extras(cfg))))
         with board_target(task_vars, args) as target:

@@ -51,9 +51,7 @@ def publish_cmd(args: argparse.Namespace) -> int:
     """`edgerl publish B --channel DIR`."""
     if (args.io or args.hz) and not args.service:
         raise DeployError("--io and --hz go with --service")
-    if args.io and not args.hz:
-        raise DeployError("--io needs --hz: how many decisions per second your plant wants")
-    service = ServiceConfig(args.io, args.hz, args.gate_seconds, args.max_overrun) if args.service else None
+    service = ServiceConfig(args.io, args.hz, args.gate_seconds, args.max_overrun).checked() if args.service else None
     record = publish(PublishConfig(args.bundle, args.channel, args.keys, args.stage, service=service,
                                    wheels_for=args.wheels_for), say)
     replaces = f", replacing {record['replaces']}" if record["replaces"] else ""

@@ -48,12 +48,10 @@ def boards_of(args: argparse.Namespace) -> list[Board]:
 
 def _service_config(args: argparse.Namespace) -> service.ServiceConfig | None:
     if args.service:
-        if args.io and not args.hz:
-            raise DeployError("--io needs --hz: how many decisions per second your plant wants")
         if args.record_max_mb and not args.record:
             raise DeployError("--record-max-mb bounds a recording: give --record NAME too")
         return service.ServiceConfig(args.io, args.hz, args.gate_seconds, args.max_overrun, record=args.record,
-                                     record_max_mb=args.record_max_mb)
+                                     record_max_mb=args.record_max_mb).checked()
     if args.io or args.hz or args.record or args.record_max_mb:
         raise DeployError("--io, --hz and --record go with --service")
     return None

@@ -30,18 +30,18 @@ def ansible(tmp_path_factory, fleet):
         return run_module(root, fleet.inventory, host, name, known_hosts=fleet.known_hosts, ssh_config="/dev/null",
                           **kw)
 
-    def play(*args: object, check: bool = False, timeout: float = 900) -> subprocess.CompletedProcess:
-        argv = ["ansible-playbook", "-i", str(fleet.inventory), "edgerl.board.rollout",
+    def rollout(*args: object) -> list[str]:
+        return ["ansible-playbook", "-i", str(fleet.inventory), "edgerl.board.rollout",
                 "-e", json.dumps({"edgerl_known_hosts": str(fleet.known_hosts), "edgerl_ssh_config": "/dev/null"}),
-                *map(str, args), *(["--check"] if check else [])]
-        return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=ansible_env(root), cwd=root)
+                *map(str, args)]
+
+    def play(*args: object, check: bool = False, timeout: float = 900) -> subprocess.CompletedProcess:
+        return subprocess.run(rollout(*args, *(["--check"] if check else [])), capture_output=True, text=True,
+                              timeout=timeout, env=ansible_env(root), cwd=root)
 
     def started(*args: object) -> subprocess.Popen:
         """The rollout play as a process of its own group (a Ctrl-C at the terminal reaches the whole group)."""
-        argv = ["ansible-playbook", "-i", str(fleet.inventory), "edgerl.board.rollout",
-                "-e", json.dumps({"edgerl_known_hosts": str(fleet.known_hosts), "edgerl_ssh_config": "/dev/null"}),
-                *map(str, args)]
-        return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        return subprocess.Popen(rollout(*args), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                 env=ansible_env(root), cwd=root, start_new_session=True)
 
     def doc(*names: str) -> subprocess.CompletedProcess:
@@ -133,6 +133,9 @@ def test_bad_arguments_are_ansibles_own_one_line_errors(fleet, ansible, bundles,
         keep.stdout[-2000:]
     missing = ansible("-e", f"edgerl_bundle={tmp_path / 'no-such-bundle'}", "--limit", "pi01")
     assert missing.returncode != 0 and "no-such-bundle" in missing.stdout, missing.stdout[-2000:]
+    rateless = ansible.module("pi01", "service", bundle=bundles["stacked"], io=f"{REPO}/examples/cart_io.py:Cart")
+    assert "pi01 | FAILED!" in rateless.stdout, rateless.stdout
+    assert answer(rateless)["msg"] == "io needs hz: how many decisions per second your plant wants"
 
 
 def test_a_boards_recordings_come_to_the_controller_checked_and_are_pruned_there(fleet, ansible, bundles, tmp_path):
