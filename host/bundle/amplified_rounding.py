@@ -19,6 +19,7 @@ import torch
 from torchrl.envs import EnvBase, Resize
 
 from host.bundle.nearest_resize import is_nearest
+from host.bundle.onnx_export import onnx_program
 from host.bundle.transforms import BOOKKEEPING, MIN_VECNORM_SAMPLES, env_transforms, samples_of
 from host.envs import is_vecnorm
 
@@ -45,7 +46,7 @@ def _differences(resize: Resize, screen: torch.Tensor) -> torch.Tensor:
     import onnxruntime
 
     alone = _Alone(resize).eval()
-    program = torch.onnx.export(alone, (screen,), dynamo=True, verbose=False)
+    program = onnx_program(alone, (screen,), verbose=False)
     session = onnxruntime.InferenceSession(program.model_proto.SerializeToString(),
                                            providers=["CPUExecutionProvider"])
     theirs = session.run(None, {session.get_inputs()[0].name: screen.numpy()})[0]

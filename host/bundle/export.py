@@ -50,6 +50,7 @@ from device.manifest import (
 )
 from host.bundle.action_bounds import action_spec
 from host.bundle.graph import GraphPlan, PolicyGraph
+from host.bundle.onnx_export import onnx_program
 from host.bundle.rollout import Sequence, Trace, states_fed
 from host.bundle.tracing import build_graph, exploration_type, frozen_statistics, reference
 from host.bundle.transforms import training_only
@@ -235,9 +236,8 @@ def _export_backends(graph: PolicyGraph, args: tuple, plan: GraphPlan, tmp: Path
 
         t = time.perf_counter()
         try:
-            onnx_program = torch.onnx.export(graph, args, dynamo=True, input_names=in_names,
-                                             output_names=out_names, verbose=False)
-            onnx_program.save(str(tmp / MODEL_FILE), external_data=False)
+            exported = onnx_program(program, args, input_names=in_names, output_names=out_names, verbose=False)
+            exported.save(str(tmp / MODEL_FILE), external_data=False)
             import onnx
 
             onnx.checker.check_model(str(tmp / MODEL_FILE), full_check=True)
