@@ -97,9 +97,9 @@ def board_runs_the_model_its_own_clock_finds_faster(bundle, device_venv, tmp_pat
 def test_int8_below_the_bar_is_refused_and_fp32_stays(bundle_copy):
     bundle = bundle_copy("stacked")
     before = load_bundle(bundle).files
-    # A bar no model can pass: int8 would have to score 100 points more than fp32.
+    # A bar no model can pass: int8 would have to score 100 points more than fp32 (so few frames and steps do).
     with pytest.raises(QuantizeError, match="refused: loses"):
-        quantize_bundle(quick(bundle, max_score_loss=-100), say=lambda _: None)
+        quantize_bundle(quick(bundle, max_score_loss=-100, check_frames=400, eval_max_steps=100), say=lambda _: None)
     manifest = load_bundle(bundle)
     assert manifest.files == before and not (bundle / INT8_FILE).exists()
     assert manifest.backends["int8"]["status"] == "refused" and "mean_score" in manifest.backends["int8"]
@@ -120,7 +120,7 @@ def test_verify_rechecks_the_int8_model_by_play_with_the_bar_it_was_admitted_by(
     manifest = load_bundle(bundle)
     manifest.backends["int8"]["max_score_loss"] = -100
     write_manifest(bundle, manifest)
-    run = in_process.edgerl("verify", bundle, "--steps", "200")
+    run = in_process.edgerl("verify", bundle, "--steps", "50")  # the backends' parity is the run above's
     assert run.returncode == 3 and "the bundle's int8 model loses" in run.stderr
     assert load_bundle(bundle).backends["int8"]["status"] == "refused"
 

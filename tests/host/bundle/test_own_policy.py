@@ -9,6 +9,7 @@ import pytest
 
 sys.path.insert(0, str(__import__('pathlib').Path(__file__).resolve().parents[2]))
 import in_process  # noqa: E402
+from campaign import trials  # noqa: E402
 from tests_own import OWN_POLICIES, REPO, VERIFY_STEPS, backends_of, export_from  # noqa: E402
 
 from device import Policy  # noqa: E402
@@ -128,7 +129,9 @@ def test_verify_rebuilds_the_eager_policy_from_the_factory(own_bundles, tmp_path
     assert wrong.returncode == 1 and "the bundle has" in wrong.stderr
 
 
-@pytest.mark.parametrize("script", ["tutorial_dqn", "tutorial_lstm"])
+@pytest.mark.campaign  # the LSTM tutorial's script under `make campaigns` (its policy's export, verify and board
+# steps are test_the_tutorials_recurrent_policy_steps_on_the_board_as_torchrl_steps_it's, in the tiers)
+@pytest.mark.parametrize("script", ["tutorial_dqn", "tutorial_lstm"][:trials(1, 2)])
 def test_the_tutorial_examples_run_end_to_end(script, tmp_path, device_venv):
     extra = ["--train-frames", "64"] if script == "tutorial_dqn" else []
     # The run's board venv, as a board that ran edgerl before has one (test_deploy_local.py installs a fresh one).
