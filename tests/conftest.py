@@ -16,8 +16,6 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from made_once import LazyBundles, MadeOnce, run_folder  # noqa: E402
 from tests_own import OWN_POLICIES, SECOND_ROUND, export_flags, export_from  # noqa: E402
-from work_order import KEY as ORDER_KEY  # noqa: E402
-from work_order import longest_first, merged  # noqa: E402
 
 
 def _export(out: Path, kind: str, stochastic: bool = False) -> Path:
@@ -143,23 +141,8 @@ def _groups_kept() -> bool:
 
 
 def pytest_collection_modifyitems(config, items) -> None:
-    """Under pytest-xdist, the longest pieces of work first (work_order.py): the fleet's twelve-board group, then
-    the slowest tests of the last run, so the last piece handed out is a short one."""
+    """Under pytest-xdist, the fleet's file goes first: it is the longest piece one worker must run whole (twelve
+    boards shared by its tests), and a long piece started last would leave the other worker idle at the end."""
     if os.environ.get("PYTEST_XDIST_WORKER"):  # the workers' order is the one the scheduler hands out
-        cache = getattr(config, "cache", None)
-        items[:] = longest_first(items, cache.get(ORDER_KEY, None) if cache is not None else None)
+        items.sort(key=lambda item: item.get_closest_marker("xdist_group") is None)
 
-
-_timed: list[tuple[str, float]] = []
-
-
-def pytest_runtest_logreport(report) -> None:
-    _timed.append((report.nodeid, report.duration))
-
-
-def pytest_sessionfinish(session) -> None:
-    """The run's durations into pytest's cache for the next run's order (on the controller, which sees every
-    worker's reports; a run that timed nothing leaves the cache alone)."""
-    cache = getattr(session.config, "cache", None)
-    if cache is not None and _timed and not os.environ.get("PYTEST_XDIST_WORKER"):
-        cache.set(ORDER_KEY, merged(cache.get(ORDER_KEY, None), _timed))
