@@ -9,14 +9,14 @@ export <= 30 s on 2 cores; the --aoti arm shows what AOTInductor's compile adds 
 """
 
 import argparse
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
-from _measure import cpu_name
+from _measure import alternated, cpu_name
 
 REPO = Path(__file__).resolve().parents[1]
 EDGERL = Path(sys.executable).with_name("edgerl")
@@ -42,13 +42,10 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=1000, help="verify steps (the CLI's default 1000)")
     args = parser.parse_args()
     arms = {"default": [], "--aoti": ["--aoti"]}
-    walls: dict[str, list[float]] = {name: [] for name in arms}
     print(f"{args.script}, {args.steps} verify steps, {cpu_name()}, {args.rounds} round(s)", flush=True)
-    for round_no in range(args.rounds):
-        for name, extra in arms.items():  # alternated, so drift on a shared machine hits both arms
-            walls[name].append(one_export(args.script, args.steps, extra))
-            print(f"  round {round_no + 1} {name:<8} {walls[name][-1]:6.1f} s", flush=True)
-    default, aoti = (statistics.median(walls[name]) for name in arms)
+    medians = alternated({name: partial(one_export, args.script, args.steps, extra) for name, extra in arms.items()},
+                         args.rounds)
+    default, aoti = medians["default"], medians["--aoti"]
     print(f"median: default {default:.1f} s (goal <= 30 s: {'met' if default <= 30 else 'NOT met'}), "
           f"--aoti {aoti:.1f} s, ratio {aoti / default:.2f}x")
 

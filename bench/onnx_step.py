@@ -10,15 +10,15 @@ the registry, as the first ONNX step of every `edgerl export` process does.
 """
 
 import argparse
-import statistics
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from _measure import cpu_name  # noqa: E402
+from _measure import alternated, cpu_name  # noqa: E402
 
 
 def graphs() -> list[tuple[str, object, tuple]]:
@@ -54,16 +54,17 @@ def main() -> None:
         "torch.onnx alone": lambda graph, a: torch.onnx.export(graph, a, dynamo=True, verbose=False),
         "edgerl": lambda graph, a: onnx_program(torch.export.export(graph, a, strict=False), a, verbose=False),
     }
-    walls: dict[str, list[float]] = {name: [] for name in arms}
-    with torch.no_grad():
-        for round_no in range(args.rounds):
-            for name, export in arms.items():  # alternated, so drift on a shared machine hits both arms
-                start = time.perf_counter()
-                for _, graph, a in made:
-                    export(graph, a)
-                walls[name].append((time.perf_counter() - start) / len(made))
-                print(f"  round {round_no + 1} {name:<17} {walls[name][-1]:5.2f} s an export", flush=True)
-    alone, ours = (statistics.median(walls[name]) for name in arms)
+
+    def timed(export) -> float:  # noqa: ANN001
+        start = time.perf_counter()
+        with torch.no_grad():
+            for _, graph, a in made:
+                export(graph, a)
+        return (time.perf_counter() - start) / len(made)
+
+    medians = alternated({name: partial(timed, export) for name, export in arms.items()}, args.rounds,
+                         "s an export")
+    alone, ours = medians["torch.onnx alone"], medians["edgerl"]
     print(f"median: torch.onnx alone {alone:.2f} s, edgerl {ours:.2f} s an export (edgerl's pt2 trace included): "
           f"{alone / ours:.2f}x")
 
